@@ -1,0 +1,36 @@
+# lancet: every set-up step for a fresh Debian 12 machine (run as root). `make test` and `make run`
+# install what they need (apt packages only when missing), build, and run.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Debian packages: build (xsk-rs builds bundled xdp-tools; libbpf-cargo compiles bpf/*.bpf.c) and tests.
+APT_PKGS := build-essential pkg-config zlib1g-dev libelf-dev clang llvm m4 libpcap-dev \
+            tcpdump ethtool iproute2 iputils-ping
+CARGO ?= cargo
+
+.PHONY: help deps build test lint run clean
+
+help:
+	@echo "make run   - build everything, bring up a demo topology, run a VM bridged over AF_XDP"
+	@echo "make test  - install what is missing, then fmt, clippy and every test"
+
+# Idempotent: installs only packages that are missing, so a prepared machine does nothing here.
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(CARGO) build --release --all-targets
+
+lint: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) test --release
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,14 @@
+//! lancet: a hosted VMM network path. An emulated AMD PCnet-PCI II (Am79C970A) whose descriptor rings
+//! are bridged to AF_XDP socket queues (or, as the classic baseline, a TAP device on a Linux bridge).
+//!
+//! Data flows one way through each part:
+//! - [`lance`]: the chip model. Pure: no syscalls, no threads. Guest memory through vm-memory.
+//! - [`net`]: the host side of the wire: the [`net::Backend`] trait, the AF_XDP and TAP backends,
+//!   the XDP steering program's loader.
+//! - [`vmm`]: the machine around the chip: KVM, guest memory, buses, boot, serial, the I/O thread.
+//! - [`testbed`]: network namespaces (`lt-*`) for `make run`, benchmarks and tests.
+
+pub mod lance;
+pub mod net;
+pub mod testbed;
+pub mod vmm;

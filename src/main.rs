@@ -1,0 +1,2 @@
+//! `lancet` command line: parses arguments and calls the library.
+fn main() {}
