@@ -4,6 +4,7 @@
 pub mod gen;
 pub mod netns;
 pub mod packet;
+pub mod raw_xsk;
 pub mod rtt;
 
 /// Errors of the bench; each message says what failed and what to check.
