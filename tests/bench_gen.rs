@@ -34,6 +34,7 @@ fn paced_generator_frames_all_arrive_at_the_counter() {
             expected: Some(COUNT),
             max_duration: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(3),
+            max_active: None,
         },
     )
     .unwrap();
@@ -73,6 +74,7 @@ fn unpaced_generator_is_bounded_by_count_and_reports_a_rate() {
             expected: None,
             max_duration: Duration::from_secs(20),
             idle_timeout: Duration::from_millis(500),
+            max_active: None,
         },
     )
     .unwrap();

@@ -131,6 +131,7 @@ fn txonly_frames_reach_the_peer() {
             expected: Some(COUNT),
             max_duration: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(2),
+            max_active: None,
         },
     )
     .unwrap();

@@ -245,6 +245,9 @@ pub struct CountConfig {
     pub max_duration: Duration,
     /// Stop when nothing matched for this long after the first match.
     pub idle_timeout: Duration,
+    /// Stop once traffic has flowed this long (first match to now): a rate phase of fixed length
+    /// that starts whenever the sender does.
+    pub max_active: Option<Duration>,
 }
 
 /// What the counter saw.
@@ -361,6 +364,9 @@ impl FrameCounter {
             let done = config.expected.is_some_and(|n| outcome.matched >= n)
                 || now.duration_since(started) >= config.max_duration
                 || first.is_some() && now.duration_since(last) >= config.idle_timeout
+                || first
+                    .zip(config.max_active)
+                    .is_some_and(|(f, a)| now.duration_since(f) >= a)
                 || stop.load(Ordering::Relaxed);
             if done {
                 break;

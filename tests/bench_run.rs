@@ -1,0 +1,72 @@
+//! `run_bench` end to end on the raw_xsk path (the one this build measures itself): the JSON file
+//! is complete and consistent, and the --out directory has the histograms and the plot.
+
+use std::path::PathBuf;
+
+use lancet::bench::report::{check_report, BenchReport, PathResult, MODES};
+use lancet::bench::{run_bench, BenchArgs};
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lancet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn quick_bench_on_raw_xsk_writes_a_consistent_report() {
+    let dir = scratch_dir("bench-run");
+    let json = dir.join("bench.json");
+    let out = dir.join("out");
+    let args = BenchArgs {
+        quick: true,
+        json: Some(json.clone()),
+        out: Some(out.clone()),
+        paths: vec!["raw_xsk".into()],
+        samples: Some(300),
+        rate_seconds: Some(0.3),
+        ..BenchArgs::default()
+    };
+    let report = run_bench(&args).unwrap();
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert_eq!(text, report.to_json().unwrap());
+    let from_file = BenchReport::from_json(&text).unwrap();
+    check_report(&from_file).unwrap();
+    for mode in MODES {
+        let Some(PathResult::Measured(m)) = from_file.get("raw_xsk", mode) else {
+            panic!(
+                "raw_xsk/{mode} not measured: {:?}",
+                from_file.get("raw_xsk", mode)
+            );
+        };
+        let rtt = m.rtt_us.unwrap();
+        assert!(
+            rtt.samples > 0 && rtt.p50 <= rtt.p99 && rtt.p99 <= rtt.max,
+            "{rtt:?}"
+        );
+        assert!(m.rx_pps.unwrap() > 0.0 && m.tx_pps.unwrap() > 0.0, "{m:?}");
+        assert!(m.unavailable_metrics.contains_key("exits_per_packet"));
+        assert!(out.join(format!("raw_xsk_{mode}_64B.hgrm")).is_file());
+        assert!(out.join(format!("raw_xsk_{mode}_1514B.hgrm")).is_file());
+    }
+    assert!(matches!(
+        from_file.get("xdp", "poll"),
+        Some(PathResult::Unavailable { .. })
+    ));
+    assert!(
+        from_file.reference["kernel_udp_echo"]
+            .rtt_us
+            .unwrap()
+            .samples
+            > 0
+    );
+    let svg = std::fs::read_to_string(out.join("latency.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .count()
+            >= 4
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
