@@ -36,8 +36,16 @@ fn measured(p50_scale: u64, rx: f64) -> Measurement {
 
 fn full_report() -> BenchReport {
     let mut r = BenchReport::new(true, 1, "not measured");
-    r.set("xdp", "poll", PathResult::Measured(Box::new(measured(1, 500_000.0))));
-    r.set("tap", "poll", PathResult::Measured(Box::new(measured(2, 250_000.0))));
+    r.set(
+        "xdp",
+        "poll",
+        PathResult::Measured(Box::new(measured(1, 500_000.0))),
+    );
+    r.set(
+        "tap",
+        "poll",
+        PathResult::Measured(Box::new(measured(2, 250_000.0))),
+    );
     let mut raw = measured(1, 1_000_000.0);
     raw.exits_per_packet = None;
     raw.unavailable_metrics
