@@ -148,12 +148,15 @@ impl RunningPath for RunningRawXsk {
                 });
             }
         };
-        add("XDP_STATISTICS rx_dropped", out.kernel.rx_dropped);
+        // A frame dropped for lack of a fill-ring buffer is counted in both rx_dropped and
+        // rx_fill_ring_empty_descs: report it once.
+        let rx_dropped_label = if out.kernel.fill_ring_empty > 0 {
+            "XDP_STATISTICS rx_dropped (fill ring ran empty)"
+        } else {
+            "XDP_STATISTICS rx_dropped"
+        };
+        add(rx_dropped_label, out.kernel.rx_dropped);
         add("XDP_STATISTICS rx_ring_full", out.kernel.rx_ring_full);
-        add(
-            "XDP_STATISTICS rx_fill_ring_empty_descs",
-            out.kernel.fill_ring_empty,
-        );
         add(
             "XDP_STATISTICS rx_invalid_descs",
             out.kernel.rx_invalid_descs,
