@@ -161,3 +161,36 @@ fn txonly_frames_reach_the_peer() {
     // Unpaced: the counter may lose some in its socket, but only there.
     assert_eq!(counted.matched + counted.socket_drops, COUNT, "{counted:?}");
 }
+
+fn xdp_state(pair: &VethPairNetns) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &pair.a.netns, "-d", "link", "show", &pair.a.ifname])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn libxdp_default_program_is_attached_while_open_and_removed_after() {
+    let pair = VethPairNetns::create("xat").unwrap();
+    for (attach, keyword) in [
+        (AttachMode::Native, "xdp "),
+        (AttachMode::Generic, "xdpgeneric "),
+    ] {
+        let cfg = RawXskConfig {
+            attach,
+            ..xsk_config(&pair, XskWait::Poll)
+        };
+        let xsk =
+            spawn_raw_xsk(&pair.a.netns, cfg, None, XskJob::RxDrop, limits(u64::MAX)).unwrap();
+        let state = xdp_state(&pair);
+        assert!(state.contains(keyword), "{attach:?}: {state}");
+        assert!(state.contains("xsk_def_prog"), "{attach:?}: {state}");
+        xsk.stop_and_finish().unwrap();
+        let state = xdp_state(&pair);
+        assert!(
+            !state.contains("prog/xdp"),
+            "program left behind after {attach:?}: {state}"
+        );
+    }
+}
