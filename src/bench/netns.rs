@@ -120,6 +120,60 @@ impl VethPairNetns {
     }
 }
 
+impl VethPairNetns {
+    /// Turn side `a` into a TAP host: a bridge in `a`'s namespace with the veth end and a new TAP
+    /// device as ports (the veth end loses its address). Returns the TAP's name. Everything lives
+    /// in the namespace, so it goes away with it on drop.
+    pub fn add_bridged_tap(&self) -> Result<String, BenchError> {
+        let ns = self.a.netns.as_str();
+        let stem = &self.a.ifname[..self.a.ifname.len() - 1];
+        let bridge = format!("{stem}r");
+        let tap = format!("{stem}t");
+        ip_cmd(&["-n", ns, "link", "add", &bridge, "type", "bridge"])?;
+        ip_cmd(&["-n", ns, "tuntap", "add", "dev", &tap, "mode", "tap"])?;
+        ip_cmd(&["-n", ns, "addr", "flush", "dev", &self.a.ifname])?;
+        for port in [&self.a.ifname, &tap] {
+            ip_cmd(&["-n", ns, "link", "set", port, "master", &bridge])?;
+            ip_cmd(&["-n", ns, "link", "set", port, "up"])?;
+        }
+        ip_cmd(&["-n", ns, "link", "set", &bridge, "up"])?;
+        Ok(tap)
+    }
+}
+
+/// Counters of one interface as the kernel keeps them (`ip -s link`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
+/// Read `ifname`'s counters inside `netns` (through `ip -j -s link show`).
+pub fn link_counters(netns: &str, ifname: &str) -> Result<LinkCounters, BenchError> {
+    let out = Command::new("ip")
+        .args(["-n", netns, "-j", "-s", "link", "show", "dev", ifname])
+        .output()
+        .map_err(|e| BenchError::Setup(format!("cannot run `ip` (install iproute2): {e}")))?;
+    if !out.status.success() {
+        return Err(BenchError::Io(format!(
+            "reading counters of {ifname} in {netns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| BenchError::Io(format!("parsing `ip -j -s link` output: {e}")))?;
+    let stats = &parsed[0]["stats64"];
+    let get = |dir: &str, key: &str| stats[dir][key].as_u64().unwrap_or(0);
+    Ok(LinkCounters {
+        rx_packets: get("rx", "packets"),
+        rx_dropped: get("rx", "dropped"),
+        tx_packets: get("tx", "packets"),
+        tx_dropped: get("tx", "dropped"),
+    })
+}
+
 impl Drop for VethPairNetns {
     fn drop(&mut self) {
         for ns in self.created.drain(..) {

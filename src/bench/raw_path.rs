@@ -43,8 +43,8 @@ impl PathRunner for RawXskRunner {
         "raw_xsk"
     }
 
-    fn has_vm(&self) -> bool {
-        false
+    fn reports_exits(&self) -> Result<(), String> {
+        Err("no VM on this path".into())
     }
 
     fn pinning(&self) -> Vec<Pinning> {

@@ -515,8 +515,8 @@ fn build_result(
     } else {
         m.tx_pps = Some(rate(acc.tx_frames, acc.tx_time));
     }
-    if !runner.has_vm() {
-        why("exits_per_packet", "no VM on this path".into());
+    if let Err(reason) = runner.reports_exits() {
+        why("exits_per_packet", reason);
     } else if !acc.exits_reported || acc.echo_answered == 0 {
         why(
             "exits_per_packet",

@@ -1,0 +1,359 @@
+//! The `qemu_tap` path runner: Debian's qemu-system-x86_64 with KVM, QEMU's own pcnet model on a
+//! TAP device bridged to a veth (like lancet's TAP path), running the lancet test guest
+//! (PVH `-kernel`); the guest's console (serial on stdio) says when it is ready and what it sent.
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::netns::{link_counters, LinkCounters, VethPairNetns};
+use super::packet::{Mac, ECHO_PORT, FCS_LEN};
+use super::report::{DropCount, Pinning};
+use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Role, RunningPath};
+
+/// The QEMU binary looked up in PATH.
+pub const QEMU_BINARY: &str = "qemu-system-x86_64";
+/// Where `make guest` puts the test guest image (relative to the repository root).
+pub const DEFAULT_GUEST_IMAGE: &str = "target/guest/release/lancet-guest";
+/// The guest's MAC and address on the bridged segment (the peer side is 10.77.0.2).
+const GUEST_MAC: Mac = [0x52, 0x54, 0x00, 0x6c, 0x74, 0x03];
+const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+const GUEST_PREFIX_LEN: u8 = 24;
+/// Guest RAM (the ABI asks for at least 64 MiB).
+const GUEST_MEM_MIB: u32 = 64;
+/// Console line prefixes of the test guest ABI.
+const READY_LINE: &str = "lancet-guest: ready";
+const ERROR_LINE: &str = "lancet-guest: error";
+const BLAST_LINE: &str = "lancet-guest: blast sent=";
+/// How long QEMU gets to exit after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// QEMU path settings.
+#[derive(Debug, Clone)]
+pub struct QemuSettings {
+    pub guest_image: PathBuf,
+    /// Time from QEMU start to the guest's `ready` line.
+    pub boot_timeout: Duration,
+    /// CPU QEMU (all its threads) is pinned to with taskset.
+    pub cpu: Option<usize>,
+}
+
+/// Runs QEMU in its own namespace pair (created on first use): `<ns a>` holds the bridge, the TAP
+/// and QEMU; the bench's threads run in `<ns b>`.
+pub struct QemuTapRunner {
+    settings: QemuSettings,
+    testbed: Option<(VethPairNetns, String)>,
+}
+
+impl QemuTapRunner {
+    pub fn new(settings: QemuSettings) -> Self {
+        QemuTapRunner {
+            settings,
+            testbed: None,
+        }
+    }
+
+    fn testbed(&mut self) -> Result<&(VethPairNetns, String), BenchError> {
+        if self.testbed.is_none() {
+            let pair = VethPairNetns::create("qemu")?;
+            let tap = pair.add_bridged_tap()?;
+            self.testbed = Some((pair, tap));
+        }
+        self.testbed
+            .as_ref()
+            .ok_or_else(|| BenchError::Setup("qemu_tap testbed missing".into()))
+    }
+}
+
+fn find_in_path(binary: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(binary))
+        .find(|p| p.is_file())
+}
+
+fn guest_cmdline(mode: GuestMode, role: &Role, peer_ip: Ipv4Addr) -> String {
+    let common = format!("mode={} ip={GUEST_IP}/{GUEST_PREFIX_LEN}", mode.name());
+    match role {
+        Role::Echo => format!("prog=echo {common}"),
+        Role::Sink { .. } => format!("prog=sink {common} count=0"),
+        Role::Blast { count, frame_len } => format!(
+            "prog=blast {common} peer={peer_ip} count={count} size={}",
+            frame_len + FCS_LEN
+        ),
+    }
+}
+
+impl PathRunner for QemuTapRunner {
+    fn name(&self) -> &'static str {
+        "qemu_tap"
+    }
+
+    fn unavailable(&mut self, _mode: GuestMode) -> Option<String> {
+        if find_in_path(QEMU_BINARY).is_none() {
+            return Some(format!(
+                "{QEMU_BINARY} not found in PATH: apt-get install qemu-system-x86"
+            ));
+        }
+        if !Path::new("/dev/kvm").exists() {
+            return Some("no /dev/kvm: QEMU needs KVM for a comparable baseline".into());
+        }
+        if !self.settings.guest_image.is_file() {
+            return Some(format!(
+                "no test guest image at {}: build it with `make guest` or pass --guest FILE",
+                self.settings.guest_image.display()
+            ));
+        }
+        None
+    }
+
+    fn pinning(&self) -> Vec<Pinning> {
+        vec![Pinning {
+            thread: "qemu (all threads, taskset)".into(),
+            cpu: self.settings.cpu,
+        }]
+    }
+
+    fn reports_exits(&self) -> Result<(), String> {
+        Err("QEMU does not report KVM exit counts to the bench".into())
+    }
+
+    fn prepare(&mut self, _mode: GuestMode) -> Result<Endpoint, BenchError> {
+        let (pair, _) = self.testbed()?;
+        Ok(Endpoint {
+            peer_netns: pair.b.netns.clone(),
+            peer_ifname: pair.b.ifname.clone(),
+            peer_mac: pair.b.mac,
+            peer_ip: pair.b.ip,
+            dut_mac: GUEST_MAC,
+            dut_ip: GUEST_IP,
+            echo_port: ECHO_PORT,
+        })
+    }
+
+    fn start(&mut self, mode: GuestMode, role: &Role) -> Result<Box<dyn RunningPath>, BenchError> {
+        let endpoint = self.prepare(mode)?;
+        let settings = self.settings.clone();
+        let (pair, tap) = self.testbed()?;
+        let netns = pair.a.netns.clone();
+        let tap = tap.clone();
+        let cmdline = guest_cmdline(mode, role, endpoint.peer_ip);
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &netns]);
+        if let Some(cpu) = settings.cpu {
+            command.args(["taskset", "-c", &cpu.to_string()]);
+        }
+        let mac = super::packet::format_mac(&GUEST_MAC);
+        command
+            .arg(QEMU_BINARY)
+            .args([
+                "-enable-kvm",
+                "-M",
+                "pc",
+                "-cpu",
+                "host",
+                "-m",
+                &GUEST_MEM_MIB.to_string(),
+            ])
+            .args([
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-serial",
+                "stdio",
+                "-no-reboot",
+            ])
+            .arg("-kernel")
+            .arg(&settings.guest_image)
+            .args(["-append", &cmdline])
+            .args(["-device", "isa-debug-exit,iobase=0x501"])
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            ])
+            .args(["-device", &format!("pcnet,netdev=n0,mac={mac},romfile=")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| {
+            BenchError::Setup(format!(
+                "starting {QEMU_BINARY} through `ip netns exec`: {e}"
+            ))
+        })?;
+        let console = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        if let Some(stdout) = child.stdout.take() {
+            spawn_console_reader(stdout, console.clone(), ready_tx.clone());
+        }
+        if let Some(stderr) = child.stderr.take() {
+            spawn_console_reader(stderr, console.clone(), ready_tx);
+        }
+        let mut running = RunningQemu {
+            child: Some(child),
+            endpoint,
+            role: role.clone(),
+            console,
+            netns,
+            tap,
+            tap_at_start: LinkCounters::default(),
+        };
+        let deadline = Instant::now() + settings.boot_timeout;
+        loop {
+            match ready_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(())) => break,
+                Ok(Err(line)) => return Err(running.failed(&format!("the guest reported: {line}"))),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(running.failed("QEMU exited before the guest was ready"))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if Instant::now() >= deadline {
+                        return Err(running.failed(&format!(
+                            "no `{READY_LINE}` line within {:?}",
+                            settings.boot_timeout
+                        )));
+                    }
+                }
+            }
+        }
+        running.tap_at_start = link_counters(&running.netns, &running.tap)?;
+        Ok(Box::new(running))
+    }
+}
+
+fn spawn_console_reader(
+    stream: impl std::io::Read + Send + 'static,
+    console: Arc<Mutex<Vec<String>>>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let line = line.trim_end().to_string();
+            if line.contains(READY_LINE) {
+                let _ = ready.send(Ok(()));
+            } else if line.contains(ERROR_LINE) {
+                let _ = ready.send(Err(line.clone()));
+            }
+            if let Ok(mut lines) = console.lock() {
+                // Bounded: a chatty guest cannot grow the bench without limit.
+                if lines.len() < 10_000 {
+                    lines.push(line);
+                }
+            }
+        }
+    });
+}
+
+struct RunningQemu {
+    child: Option<Child>,
+    endpoint: Endpoint,
+    role: Role,
+    console: Arc<Mutex<Vec<String>>>,
+    netns: String,
+    tap: String,
+    tap_at_start: LinkCounters,
+}
+
+impl RunningQemu {
+    /// Stop QEMU: SIGTERM, then SIGKILL after a grace period. Returns whether it had exited.
+    fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let until = Instant::now() + TERM_GRACE;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    fn console_tail(&self) -> String {
+        self.console
+            .lock()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .rev()
+                    .take(5)
+                    .rev()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+            .unwrap_or_default()
+    }
+
+    fn failed(&mut self, what: &str) -> BenchError {
+        self.stop();
+        BenchError::Path {
+            path: "qemu_tap".into(),
+            reason: format!("{what}; console: {}", self.console_tail()),
+        }
+    }
+
+    fn blast_sent(&self) -> Option<u64> {
+        let lines = self.console.lock().ok()?;
+        lines
+            .iter()
+            .rev()
+            .find_map(|l| l.split(BLAST_LINE).nth(1))
+            .and_then(|n| n.split_whitespace().next()?.parse().ok())
+    }
+}
+
+impl RunningPath for RunningQemu {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<PathStats, BenchError> {
+        let mut stats = PathStats::default();
+        if let Role::Sink { .. } = self.role {
+            // Frames the TAP handed to QEMU; what QEMU could not take (the guest's RX ring full,
+            // so QEMU stopped reading) overflowed the TAP queue and is counted there.
+            let now = link_counters(&self.netns, &self.tap)?;
+            stats.frames_received =
+                Some(now.tx_packets.saturating_sub(self.tap_at_start.tx_packets));
+            let dropped = now.tx_dropped.saturating_sub(self.tap_at_start.tx_dropped);
+            if dropped > 0 {
+                stats.drops.push(DropCount {
+                    counted_at: "qemu_tap: TAP queue overflow (QEMU not reading, guest RX ring full)".into(),
+                    frames: dropped,
+                });
+            }
+        }
+        if let Role::Blast { .. } = self.role {
+            // Give the guest a moment to print its final line if it is finishing.
+            thread::sleep(Duration::from_millis(100));
+            stats.frames_sent = self.blast_sent();
+        }
+        self.stop();
+        Ok(stats)
+    }
+}
+
+impl Drop for RunningQemu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
