@@ -135,7 +135,7 @@ fn rounds_over_a_stand_in_path_fill_every_metric() {
         rate_seconds: Some(0.3),
         ..BenchArgs::default()
     };
-    let plan = BenchPlan::from_args(&args);
+    let plan = BenchPlan::from_args(&args).unwrap();
     let mut runners: Vec<Box<dyn PathRunner>> = vec![Box::new(KernelStandIn {
         pair: VethPairNetns::create("orc").unwrap(),
     })];

@@ -70,3 +70,52 @@ fn quick_bench_on_raw_xsk_writes_a_consistent_report() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bad_options_are_refused_with_the_option_named() {
+    let err = |args: BenchArgs| run_bench(&args).unwrap_err().to_string();
+    let e = err(BenchArgs {
+        paths: vec!["vde".into()],
+        ..BenchArgs::default()
+    });
+    assert!(e.contains("--paths") && e.contains("vde"), "{e}");
+    let e = err(BenchArgs {
+        modes: vec!["busy".into()],
+        ..BenchArgs::default()
+    });
+    assert!(e.contains("--modes") && e.contains("busy"), "{e}");
+    let e = err(BenchArgs {
+        phases: vec!["rx".into()],
+        ..BenchArgs::default()
+    });
+    assert!(e.contains("--phases must include echo"), "{e}");
+}
+
+#[test]
+fn unselected_modes_and_phases_are_reported_with_a_reason() {
+    let args = BenchArgs {
+        quick: true,
+        paths: vec!["raw_xsk".into()],
+        modes: vec!["poll".into()],
+        phases: vec!["echo".into(), "tx".into()],
+        samples: Some(100),
+        rate_seconds: Some(0.2),
+        ..BenchArgs::default()
+    };
+    let report = run_bench(&args).unwrap();
+    check_report(&report).unwrap();
+    assert_eq!(
+        report.get("raw_xsk", "irq"),
+        Some(&PathResult::Unavailable {
+            unavailable: "mode not selected with --modes".into()
+        })
+    );
+    let Some(PathResult::Measured(m)) = report.get("raw_xsk", "poll") else {
+        panic!("{:?}", report.get("raw_xsk", "poll"));
+    };
+    assert!(m.rx_pps.is_none() && m.tx_pps.is_some(), "{m:?}");
+    assert_eq!(
+        m.unavailable_metrics["rx_pps"],
+        "phase not selected with --phases"
+    );
+}

@@ -84,6 +84,74 @@ pub struct BenchArgs {
     /// Seconds a VM path may take from start to the guest's ready line (default 60).
     #[arg(long, value_name = "SECONDS")]
     pub boot_timeout: Option<f64>,
+    /// Only these guest modes (comma-separated: irq,poll; default both).
+    #[arg(long, value_delimiter = ',', value_name = "MODES")]
+    pub modes: Vec<String>,
+    /// Only these phases (comma-separated: echo,rx,tx; default all; echo is required).
+    #[arg(long, value_delimiter = ',', value_name = "PHASES")]
+    pub phases: Vec<String>,
+}
+
+/// Which measurement phases run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phases {
+    pub echo: bool,
+    pub rx: bool,
+    pub tx: bool,
+}
+
+impl Phases {
+    fn from_names(names: &[String]) -> Result<Self, BenchError> {
+        if names.is_empty() {
+            return Ok(Phases {
+                echo: true,
+                rx: true,
+                tx: true,
+            });
+        }
+        let mut phases = Phases {
+            echo: false,
+            rx: false,
+            tx: false,
+        };
+        for name in names {
+            match name.as_str() {
+                "echo" => phases.echo = true,
+                "rx" => phases.rx = true,
+                "tx" => phases.tx = true,
+                other => {
+                    return Err(BenchError::Config(format!(
+                        "unknown phase {other:?} in --phases: choose from echo,rx,tx"
+                    )))
+                }
+            }
+        }
+        if !phases.echo {
+            return Err(BenchError::Config(
+                "--phases must include echo: every measured path reports its RTT".into(),
+            ));
+        }
+        Ok(phases)
+    }
+}
+
+fn modes_from_names(names: &[String]) -> Result<Vec<GuestMode>, BenchError> {
+    if names.is_empty() {
+        return Ok(GuestMode::ALL.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            GuestMode::ALL
+                .into_iter()
+                .find(|m| m.name() == n)
+                .ok_or_else(|| {
+                    BenchError::Config(format!(
+                        "unknown mode {n:?} in --modes: choose from irq,poll"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// Guest mode: the guest driver takes interrupts (`irq`) or polls descriptors (`poll`).
@@ -205,13 +273,16 @@ pub struct BenchPlan {
     pub client_spin: bool,
     pub guest_image: PathBuf,
     pub boot_timeout: Duration,
+    pub modes: Vec<GuestMode>,
+    pub phases: Phases,
 }
 
 /// Default time a VM path gets to boot its guest.
 pub const DEFAULT_BOOT_TIMEOUT_S: f64 = 60.0;
 
 impl BenchPlan {
-    pub fn from_args(args: &BenchArgs) -> Self {
+    /// The plan for `args`; errors name the bad option.
+    pub fn from_args(args: &BenchArgs) -> Result<Self, BenchError> {
         let (rounds, samples, rate_s, rtt_max_s) = if args.quick {
             (1, 2000, 1.0, 8)
         } else {
@@ -219,7 +290,7 @@ impl BenchPlan {
         };
         let rate_duration =
             Duration::from_secs_f64(args.rate_seconds.unwrap_or(rate_s).clamp(0.1, 60.0));
-        BenchPlan {
+        Ok(BenchPlan {
             quick: args.quick,
             rounds: args.rounds.unwrap_or(rounds).max(1),
             rtt_samples: args.samples.unwrap_or(samples).max(1),
@@ -241,7 +312,9 @@ impl BenchPlan {
                     .unwrap_or(DEFAULT_BOOT_TIMEOUT_S)
                     .clamp(1.0, 600.0),
             ),
-        }
+            modes: modes_from_names(&args.modes)?,
+            phases: Phases::from_names(&args.phases)?,
+        })
     }
 }
 
@@ -300,7 +373,7 @@ pub fn default_runners(plan: &BenchPlan) -> Vec<Box<dyn PathRunner>> {
 /// `lancet bench`: run the rounds over the default runners, print the table, write `--json` and
 /// `--out`. Returns the report.
 pub fn run_bench(args: &BenchArgs) -> Result<BenchReport, BenchError> {
-    let plan = BenchPlan::from_args(args);
+    let plan = BenchPlan::from_args(args)?;
     let runners = default_runners(&plan);
     run_bench_with(args, runners)
 }
@@ -310,7 +383,7 @@ pub fn run_bench_with(
     args: &BenchArgs,
     runners: Vec<Box<dyn PathRunner>>,
 ) -> Result<BenchReport, BenchError> {
-    let plan = BenchPlan::from_args(args);
+    let plan = BenchPlan::from_args(args)?;
     let started = Instant::now();
     let mut runners = runners;
     let selected = |name: &str| args.paths.is_empty() || args.paths.iter().any(|p| p == name);

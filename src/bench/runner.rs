@@ -404,49 +404,45 @@ pub fn run_rounds(
     for round in 1..=plan.rounds {
         progress.line(&format!("round {round}/{}", plan.rounds));
         for (i, runner) in runners.iter_mut().enumerate() {
-            for mode in GuestMode::ALL {
+            for &mode in &plan.modes {
                 if unavailable.contains_key(&(i, mode)) {
                     continue;
                 }
                 let acc = accs.entry((i, mode)).or_default();
                 let runner = runner.as_mut();
+                let name = runner.name();
+                let label = |phase: &str| format!("{name}/{} {phase}", mode.name());
                 if let Err(e) = echo_phase(plan, runner, mode, acc, &mut hists, &progress) {
-                    note_error(
-                        &mut acc.echo_error,
-                        &e,
-                        &progress,
-                        &format!("{}/{} echo", runner.name(), mode.name()),
-                    );
+                    note_error(&mut acc.echo_error, &e, &progress, &label("echo"));
                 }
-                if let Err(e) = rx_phase(plan, runner, mode, acc, &progress) {
-                    note_error(
-                        &mut acc.rx_error,
-                        &e,
-                        &progress,
-                        &format!("{}/{} receive", runner.name(), mode.name()),
-                    );
+                if plan.phases.rx {
+                    if let Err(e) = rx_phase(plan, runner, mode, acc, &progress) {
+                        note_error(&mut acc.rx_error, &e, &progress, &label("receive"));
+                    }
                 }
-                let tx = runner
-                    .prepare(mode)
-                    .and_then(|ep| tx_phase(plan, runner, mode, &ep, acc, &progress));
-                if let Err(e) = tx {
-                    note_error(
-                        &mut acc.tx_error,
-                        &e,
-                        &progress,
-                        &format!("{}/{} transmit", runner.name(), mode.name()),
-                    );
+                if plan.phases.tx {
+                    let tx = runner
+                        .prepare(mode)
+                        .and_then(|ep| tx_phase(plan, runner, mode, &ep, acc, &progress));
+                    if let Err(e) = tx {
+                        note_error(&mut acc.tx_error, &e, &progress, &label("transmit"));
+                    }
                 }
             }
         }
     }
     for (i, runner) in runners.iter().enumerate() {
         for mode in GuestMode::ALL {
-            let result = match unavailable.get(&(i, mode)) {
-                Some(reason) => PathResult::Unavailable {
+            let result = if let Some(reason) = unavailable.get(&(i, mode)) {
+                PathResult::Unavailable {
                     unavailable: reason.clone(),
-                },
-                None => build_result(runner.as_ref(), mode, accs.get(&(i, mode)), &hists),
+                }
+            } else if !plan.modes.contains(&mode) {
+                PathResult::Unavailable {
+                    unavailable: "mode not selected with --modes".into(),
+                }
+            } else {
+                build_result(plan, runner.as_ref(), mode, accs.get(&(i, mode)), &hists)
             };
             report.set(runner.name(), mode.name(), result);
         }
@@ -454,7 +450,17 @@ pub fn run_rounds(
     Ok((report, hists))
 }
 
+/// Why a phase's figures are missing: its error, or that it was not selected.
+fn phase_missing_reason(error: &Option<String>, selected: bool, phase: &str) -> String {
+    match (error, selected) {
+        (Some(e), _) => e.clone(),
+        (None, false) => "phase not selected with --phases".into(),
+        (None, true) => format!("{phase} phase did not run"),
+    }
+}
+
 fn build_result(
+    plan: &BenchPlan,
     runner: &dyn PathRunner,
     mode: GuestMode,
     acc: Option<&Accum>,
@@ -495,10 +501,7 @@ fn build_result(
         );
     }
     if acc.rx_offered_time.is_zero() {
-        let reason = acc
-            .rx_error
-            .clone()
-            .unwrap_or_else(|| "receive phase did not run".into());
+        let reason = phase_missing_reason(&acc.rx_error, plan.phases.rx, "receive");
         why("rx_offered_pps", reason.clone());
         why("rx_pps", reason);
     } else {
@@ -508,9 +511,7 @@ fn build_result(
     if acc.tx_time.is_zero() {
         why(
             "tx_pps",
-            acc.tx_error
-                .clone()
-                .unwrap_or_else(|| "transmit phase did not run".into()),
+            phase_missing_reason(&acc.tx_error, plan.phases.tx, "transmit"),
         );
     } else {
         m.tx_pps = Some(rate(acc.tx_frames, acc.tx_time));
