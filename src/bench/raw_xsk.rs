@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use xsk_rs::config::{
-    BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
+    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig, XdpFlags,
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 
@@ -16,10 +16,14 @@ use super::gen::rate;
 use super::packet::{arp_reply_in_place, udp_echo_in_place, Mac};
 use super::BenchError;
 
-/// UMEM frames (4 KiB each: 16 MiB, fine for root with CAP_IPC_LOCK).
-const UMEM_FRAMES: u32 = 4096;
-/// Size of every ring (fill, completion, RX, TX).
-const RING_SIZE: u32 = 2048;
+/// UMEM frames (2 KiB each, enough for a 1514-byte frame after the headroom: 32 MiB in all,
+/// fine for root with CAP_IPC_LOCK).
+const UMEM_FRAMES: u32 = 16384;
+/// UMEM frame size.
+const UMEM_FRAME_SIZE: u32 = 2048;
+/// Size of every ring (fill, completion, RX, TX): deep enough to ride out the socket thread
+/// being descheduled for a few milliseconds at 500 kpps on a shared machine.
+const RING_SIZE: u32 = 8192;
 /// Descriptors moved per ring operation.
 const BATCH: usize = 64;
 /// How long one poll(2) waits in [`XskWait::Poll`] before limits are re-checked (ms).
@@ -139,7 +143,10 @@ impl RawXsk {
     pub fn open(config: &RawXskConfig) -> Result<Self, BenchError> {
         let name = config.ifname.as_str();
         let ring = QueueSize::new(RING_SIZE).map_err(|e| xsk_err("ring size", name, e))?;
+        let frame_size =
+            FrameSize::new(UMEM_FRAME_SIZE).map_err(|e| xsk_err("frame size", name, e))?;
         let umem_config = UmemConfig::builder()
+            .frame_size(frame_size)
             .fill_queue_size(ring)
             .comp_queue_size(ring)
             .build()

@@ -294,24 +294,28 @@ fn tx_phase(
             reason: "no frame from the path reached the peer's counter".into(),
         });
     }
-    acc.tx_frames += counted.matched.saturating_sub(1);
+    // Frames the counter socket dropped did reach the peer's interface (the socket overflowed
+    // after delivery): they count as arrived, so the rate is the path's, not the counter's.
+    let arrived = counted.matched + counted.socket_drops;
+    acc.tx_frames += arrived.saturating_sub(1);
     acc.tx_time += counted.active;
     acc.add_drop(
-        "transmit: peer counter socket (PACKET_STATISTICS drops)",
+        "transmit: peer counter socket overflow (arrived at the peer, counted in tx_pps)",
         counted.socket_drops,
     );
     for d in &stats.drops {
         acc.add_drop(&format!("transmit: {}", d.counted_at), d.frames);
     }
     progress.line(&format!(
-        "{}/{} transmit: {:.0} pps at the peer ({} frames{})",
+        "{}/{} transmit: {:.0} pps arrived at the peer ({} frames counted, {} overflowed the counter{})",
         runner.name(),
         mode.name(),
-        counted.pps,
+        rate(arrived.saturating_sub(1), counted.active),
         counted.matched,
+        counted.socket_drops,
         stats
             .frames_sent
-            .map_or(String::new(), |s| format!(", path sent {s}"))
+            .map_or(String::new(), |s| format!("; path sent {s} until stopped"))
     ));
     Ok(())
 }
