@@ -6,6 +6,7 @@
 //! paths and QEMU plug in through the same trait) and assembles the [`report::BenchReport`].
 
 pub mod gen;
+mod guest_proc;
 pub mod netns;
 pub mod packet;
 pub mod qemu_path;

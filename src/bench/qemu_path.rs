@@ -2,18 +2,13 @@
 //! TAP device bridged to a veth (like lancet's TAP path), running the lancet test guest
 //! (PVH `-kernel`); the guest's console (serial on stdio) says when it is ready and what it sent.
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
+use super::guest_proc::GuestProcess;
 use super::netns::{link_counters, LinkCounters, VethPairNetns};
 use super::packet::{Mac, ECHO_PORT, FCS_LEN};
 use super::report::{DropCount, Pinning};
@@ -29,11 +24,9 @@ const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 const GUEST_PREFIX_LEN: u8 = 24;
 /// Guest RAM (the ABI asks for at least 64 MiB).
 const GUEST_MEM_MIB: u32 = 64;
-/// Console line prefixes of the test guest ABI.
-const READY_LINE: &str = "lancet-guest: ready";
-const ERROR_LINE: &str = "lancet-guest: error";
-const BLAST_LINE: &str = "lancet-guest: blast sent=";
-/// How long QEMU gets to exit after SIGTERM before SIGKILL.
+/// Console line prefix of the blast program's final count.
+pub const BLAST_LINE: &str = "lancet-guest: blast sent=";
+/// How long the VM gets to exit after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 
 /// QEMU path settings.
@@ -73,7 +66,7 @@ impl QemuTapRunner {
     }
 }
 
-fn find_in_path(binary: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(binary: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -181,144 +174,27 @@ impl PathRunner for QemuTapRunner {
                 "-netdev",
                 &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
             ])
-            .args(["-device", &format!("pcnet,netdev=n0,mac={mac},romfile=")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| {
-            BenchError::Setup(format!(
-                "starting {QEMU_BINARY} through `ip netns exec`: {e}"
-            ))
-        })?;
-        let console = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        if let Some(stdout) = child.stdout.take() {
-            spawn_console_reader(stdout, console.clone(), ready_tx.clone());
-        }
-        if let Some(stderr) = child.stderr.take() {
-            spawn_console_reader(stderr, console.clone(), ready_tx);
-        }
-        let mut running = RunningQemu {
-            child: Some(child),
+            .args(["-device", &format!("pcnet,netdev=n0,mac={mac},romfile=")]);
+        let process = GuestProcess::start("qemu_tap", command, settings.boot_timeout)?;
+        let tap_at_start = link_counters(&netns, &tap)?;
+        Ok(Box::new(RunningQemu {
+            process,
             endpoint,
             role: role.clone(),
-            console,
             netns,
             tap,
-            tap_at_start: LinkCounters::default(),
-        };
-        let deadline = Instant::now() + settings.boot_timeout;
-        loop {
-            match ready_rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Ok(())) => break,
-                Ok(Err(line)) => return Err(running.failed(&format!("the guest reported: {line}"))),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(running.failed("QEMU exited before the guest was ready"))
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if Instant::now() >= deadline {
-                        return Err(running.failed(&format!(
-                            "no `{READY_LINE}` line within {:?}",
-                            settings.boot_timeout
-                        )));
-                    }
-                }
-            }
-        }
-        running.tap_at_start = link_counters(&running.netns, &running.tap)?;
-        Ok(Box::new(running))
+            tap_at_start,
+        }))
     }
-}
-
-fn spawn_console_reader(
-    stream: impl std::io::Read + Send + 'static,
-    console: Arc<Mutex<Vec<String>>>,
-    ready: mpsc::Sender<Result<(), String>>,
-) {
-    thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let line = line.trim_end().to_string();
-            if line.contains(READY_LINE) {
-                let _ = ready.send(Ok(()));
-            } else if line.contains(ERROR_LINE) {
-                let _ = ready.send(Err(line.clone()));
-            }
-            if let Ok(mut lines) = console.lock() {
-                // Bounded: a chatty guest cannot grow the bench without limit.
-                if lines.len() < 10_000 {
-                    lines.push(line);
-                }
-            }
-        }
-    });
 }
 
 struct RunningQemu {
-    child: Option<Child>,
+    process: GuestProcess,
     endpoint: Endpoint,
     role: Role,
-    console: Arc<Mutex<Vec<String>>>,
     netns: String,
     tap: String,
     tap_at_start: LinkCounters,
-}
-
-impl RunningQemu {
-    /// Stop QEMU: SIGTERM, then SIGKILL after a grace period. Returns whether it had exited.
-    fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        if let Ok(Some(_)) = child.try_wait() {
-            return true;
-        }
-        let pid = Pid::from_raw(child.id() as i32);
-        let _ = kill(pid, Signal::SIGTERM);
-        let until = Instant::now() + TERM_GRACE;
-        while Instant::now() < until {
-            if let Ok(Some(_)) = child.try_wait() {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        false
-    }
-
-    fn console_tail(&self) -> String {
-        self.console
-            .lock()
-            .map(|lines| {
-                lines
-                    .iter()
-                    .rev()
-                    .take(5)
-                    .rev()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            })
-            .unwrap_or_default()
-    }
-
-    fn failed(&mut self, what: &str) -> BenchError {
-        self.stop();
-        BenchError::Path {
-            path: "qemu_tap".into(),
-            reason: format!("{what}; console: {}", self.console_tail()),
-        }
-    }
-
-    fn blast_sent(&self) -> Option<u64> {
-        let lines = self.console.lock().ok()?;
-        lines
-            .iter()
-            .rev()
-            .find_map(|l| l.split(BLAST_LINE).nth(1))
-            .and_then(|n| n.split_whitespace().next()?.parse().ok())
-    }
 }
 
 impl RunningPath for RunningQemu {
@@ -329,8 +205,8 @@ impl RunningPath for RunningQemu {
     fn finish(mut self: Box<Self>) -> Result<PathStats, BenchError> {
         let mut stats = PathStats::default();
         if let Role::Sink { .. } = self.role {
-            // Frames the TAP handed to QEMU; what QEMU could not take (the guest's RX ring full,
-            // so QEMU stopped reading) overflowed the TAP queue and is counted there.
+            // Frames the TAP handed to QEMU (tun counts TX when QEMU reads); what QEMU could not
+            // take (the guest's RX ring full, so QEMU stopped reading) overflowed the TAP queue.
             let now = link_counters(&self.netns, &self.tap)?;
             stats.frames_received =
                 Some(now.tx_packets.saturating_sub(self.tap_at_start.tx_packets));
@@ -345,15 +221,9 @@ impl RunningPath for RunningQemu {
         if let Role::Blast { .. } = self.role {
             // Give the guest a moment to print its final line if it is finishing.
             thread::sleep(Duration::from_millis(100));
-            stats.frames_sent = self.blast_sent();
+            stats.frames_sent = self.process.last_number_after(BLAST_LINE);
         }
-        self.stop();
+        self.process.stop(TERM_GRACE);
         Ok(stats)
-    }
-}
-
-impl Drop for RunningQemu {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
