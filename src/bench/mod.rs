@@ -15,6 +15,7 @@ pub mod raw_xsk;
 pub mod report;
 pub mod rtt;
 mod runner;
+pub mod vmm_path;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -85,6 +86,15 @@ pub struct BenchArgs {
     /// Seconds a VM path may take from start to the guest's ready line (default 60).
     #[arg(long, value_name = "SECONDS")]
     pub boot_timeout: Option<f64>,
+    /// The lancet executable that runs the xdp and tap paths (`lancet run`; default: this program).
+    #[arg(long, value_name = "FILE")]
+    pub lancet: Option<PathBuf>,
+    /// CPU for lancet's vCPU thread (default: the path CPU).
+    #[arg(long, value_name = "CPU")]
+    pub pin_vcpu: Option<usize>,
+    /// CPU for lancet's I/O thread (default: the client CPU, where the peer's traffic is handled).
+    #[arg(long, value_name = "CPU")]
+    pub pin_io: Option<usize>,
     /// Only these guest modes (comma-separated: irq,poll; default both).
     #[arg(long, value_delimiter = ',', value_name = "MODES")]
     pub modes: Vec<String>,
@@ -276,6 +286,10 @@ pub struct BenchPlan {
     pub boot_timeout: Duration,
     pub modes: Vec<GuestMode>,
     pub phases: Phases,
+    /// `None` when the running program's path cannot be found (the VM paths are then unavailable).
+    pub lancet: Option<PathBuf>,
+    pub pin_vcpu: Option<usize>,
+    pub pin_io: Option<usize>,
 }
 
 /// Default time a VM path gets to boot its guest.
@@ -289,6 +303,8 @@ impl BenchPlan {
         } else {
             (3, 10_000, 3.0, 20)
         };
+        let client_cpu = args.client_cpu.unwrap_or(DEFAULT_CLIENT_CPU);
+        let path_cpu = args.path_cpu.unwrap_or(DEFAULT_PATH_CPU);
         let rate_duration =
             Duration::from_secs_f64(args.rate_seconds.unwrap_or(rate_s).clamp(0.1, 60.0));
         Ok(BenchPlan {
@@ -301,8 +317,8 @@ impl BenchPlan {
             rtt_max_duration: Duration::from_secs(rtt_max_s),
             rate_duration,
             rate_max_frames: (rate_duration.as_secs_f64() * 2_000_000.0) as u64,
-            client_cpu: Some(args.client_cpu.unwrap_or(DEFAULT_CLIENT_CPU)),
-            path_cpu: Some(args.path_cpu.unwrap_or(DEFAULT_PATH_CPU)),
+            client_cpu: Some(client_cpu),
+            path_cpu: Some(path_cpu),
             client_spin: args.client_spin,
             guest_image: args
                 .guest
@@ -315,6 +331,9 @@ impl BenchPlan {
             ),
             modes: modes_from_names(&args.modes)?,
             phases: Phases::from_names(&args.phases)?,
+            lancet: args.lancet.clone().or_else(|| std::env::current_exe().ok()),
+            pin_vcpu: Some(args.pin_vcpu.unwrap_or(path_cpu)),
+            pin_io: Some(args.pin_io.unwrap_or(client_cpu)),
         })
     }
 }
@@ -350,18 +369,33 @@ impl PathRunner for UnavailablePath {
     }
 }
 
-/// The runners of this build: QEMU and the raw AF_XDP baseline; lancet's own VM paths (`xdp`,
-/// `tap`) are not wired in yet.
+/// The runners of this build: lancet's VMM with the AF_XDP and the TAP backend (`lancet run` as a
+/// child process), QEMU's pcnet + TAP, and the raw AF_XDP baseline.
 pub fn default_runners(plan: &BenchPlan) -> Vec<Box<dyn PathRunner>> {
-    let pending = |name: &'static str| -> Box<dyn PathRunner> {
-        Box::new(UnavailablePath {
-            name,
-            reason: "no runner for this path in this build yet (the VMM/QEMU runner plugs in via PathRunner)".into(),
-        })
+    let vmm = |backend| -> Box<dyn PathRunner> {
+        match &plan.lancet {
+            Some(lancet) => Box::new(vmm_path::VmmRunner::new(
+                backend,
+                vmm_path::VmmSettings {
+                    lancet: lancet.clone(),
+                    guest_image: plan.guest_image.clone(),
+                    boot_timeout: plan.boot_timeout,
+                    pin_vcpu: plan.pin_vcpu,
+                    pin_io: plan.pin_io,
+                },
+            )),
+            None => Box::new(UnavailablePath {
+                name: match backend {
+                    vmm_path::VmmBackend::Xdp => "xdp",
+                    vmm_path::VmmBackend::Tap => "tap",
+                },
+                reason: "cannot find the lancet executable: pass --lancet FILE".into(),
+            }),
+        }
     };
     vec![
-        pending("xdp"),
-        pending("tap"),
+        vmm(vmm_path::VmmBackend::Xdp),
+        vmm(vmm_path::VmmBackend::Tap),
         Box::new(qemu_path::QemuTapRunner::new(qemu_path::QemuSettings {
             guest_image: plan.guest_image.clone(),
             boot_timeout: plan.boot_timeout,

@@ -121,22 +121,29 @@ impl VethPairNetns {
 }
 
 impl VethPairNetns {
+    /// Put side `a`'s veth end on a new bridge in its namespace (for a VMM that adds its own TAP
+    /// to that bridge); the veth end loses its address. Returns (bridge, a free TAP name).
+    pub fn add_bridge(&self) -> Result<(String, String), BenchError> {
+        let ns = self.a.netns.as_str();
+        let stem = &self.a.ifname[..self.a.ifname.len() - 1];
+        let bridge = format!("{stem}r");
+        ip_cmd(&["-n", ns, "link", "add", &bridge, "type", "bridge"])?;
+        ip_cmd(&["-n", ns, "addr", "flush", "dev", &self.a.ifname])?;
+        ip_cmd(&["-n", ns, "link", "set", &self.a.ifname, "master", &bridge])?;
+        ip_cmd(&["-n", ns, "link", "set", &self.a.ifname, "up"])?;
+        ip_cmd(&["-n", ns, "link", "set", &bridge, "up"])?;
+        Ok((bridge, format!("{stem}t")))
+    }
+
     /// Turn side `a` into a TAP host: a bridge in `a`'s namespace with the veth end and a new TAP
     /// device as ports (the veth end loses its address). Returns the TAP's name. Everything lives
     /// in the namespace, so it goes away with it on drop.
     pub fn add_bridged_tap(&self) -> Result<String, BenchError> {
         let ns = self.a.netns.as_str();
-        let stem = &self.a.ifname[..self.a.ifname.len() - 1];
-        let bridge = format!("{stem}r");
-        let tap = format!("{stem}t");
-        ip_cmd(&["-n", ns, "link", "add", &bridge, "type", "bridge"])?;
+        let (bridge, tap) = self.add_bridge()?;
         ip_cmd(&["-n", ns, "tuntap", "add", "dev", &tap, "mode", "tap"])?;
-        ip_cmd(&["-n", ns, "addr", "flush", "dev", &self.a.ifname])?;
-        for port in [&self.a.ifname, &tap] {
-            ip_cmd(&["-n", ns, "link", "set", port, "master", &bridge])?;
-            ip_cmd(&["-n", ns, "link", "set", port, "up"])?;
-        }
-        ip_cmd(&["-n", ns, "link", "set", &bridge, "up"])?;
+        ip_cmd(&["-n", ns, "link", "set", &tap, "master", &bridge])?;
+        ip_cmd(&["-n", ns, "link", "set", &tap, "up"])?;
         Ok(tap)
     }
 }
