@@ -201,3 +201,24 @@ fn svg_plot_is_well_formed_with_one_curve_per_histogram() {
     }
     assert!(svg.contains("a &lt;title&gt; &amp; more"));
 }
+
+#[test]
+fn svg_plot_gives_a_path_one_colour_and_its_second_size_dashes() {
+    let a = histogram(&(1..=100).collect::<Vec<_>>());
+    let series = [
+        ("xdp_poll_64B".to_string(), &a),
+        ("xdp_poll_1514B".to_string(), &a),
+        ("tap_poll_64B".to_string(), &a),
+    ];
+    let svg = render_percentile_svg("t", &series);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let lines: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .collect();
+    assert_eq!(lines[0].attribute("stroke"), lines[1].attribute("stroke"));
+    assert_ne!(lines[0].attribute("stroke"), lines[2].attribute("stroke"));
+    assert!(lines[0].attribute("stroke-dasharray").is_none());
+    assert!(lines[1].attribute("stroke-dasharray").is_some());
+    assert!(lines[2].attribute("stroke-dasharray").is_none());
+}

@@ -493,7 +493,7 @@ pub fn write_hgrm(out: &mut dyn Write, h: &Histogram<u64>) -> io::Result<()> {
 }
 
 /// Plot area geometry of the SVG (pixels).
-const SVG_WIDTH: f64 = 960.0;
+const SVG_WIDTH: f64 = 1000.0;
 const SVG_HEIGHT: f64 = 600.0;
 const PLOT_LEFT: f64 = 80.0;
 const PLOT_RIGHT: f64 = 700.0;
@@ -609,9 +609,27 @@ pub fn render_percentile_svg(title: &str, series: &[(String, &Histogram<u64>)]) 
         (PLOT_TOP + PLOT_BOTTOM) / 2.0
     );
     let _ = writeln!(svg, "</g>");
+    // One colour per series group (the label without its last `_size` part), a dash pattern for
+    // every size after the group's first: paths and modes by colour, sizes by dashes.
+    let mut groups: Vec<&str> = Vec::new();
+    let mut styles = Vec::new();
+    for (label, _) in &non_empty {
+        let group = label.rsplit_once('_').map_or(label.as_str(), |(g, _)| g);
+        let seen_sizes = styles.iter().filter(|(g, _)| *g == group).count();
+        let index = groups.iter().position(|g| *g == group).unwrap_or_else(|| {
+            groups.push(group);
+            groups.len() - 1
+        });
+        let dash = if seen_sizes == 0 {
+            ""
+        } else {
+            r#" stroke-dasharray="6 3""#
+        };
+        styles.push((group, (SERIES_COLORS[index % SERIES_COLORS.len()], dash)));
+    }
     let _ = writeln!(svg, r#"<g id="series" fill="none" stroke-width="2">"#);
     for (i, (label, h)) in non_empty.iter().enumerate() {
-        let color = SERIES_COLORS[i % SERIES_COLORS.len()];
+        let (color, dash) = styles[i].1;
         let mut points = String::new();
         for v in h.iter_quantiles(HGRM_TICKS_PER_HALF_DISTANCE) {
             let q = v.quantile_iterated_to();
@@ -624,7 +642,7 @@ pub fn render_percentile_svg(title: &str, series: &[(String, &Histogram<u64>)]) 
         }
         let _ = writeln!(
             svg,
-            r#"<polyline stroke="{color}" points="{}"><title>{}</title></polyline>"#,
+            r#"<polyline stroke="{color}"{dash} points="{}"><title>{}</title></polyline>"#,
             points.trim_end(),
             xml_escape(label)
         );
@@ -632,11 +650,11 @@ pub fn render_percentile_svg(title: &str, series: &[(String, &Histogram<u64>)]) 
     let _ = writeln!(svg, "</g>");
     let _ = writeln!(svg, r#"<g id="legend">"#);
     for (i, (label, _)) in non_empty.iter().enumerate() {
-        let color = SERIES_COLORS[i % SERIES_COLORS.len()];
+        let (color, dash) = styles[i].1;
         let y = PLOT_TOP + 10.0 + i as f64 * 18.0;
         let _ = writeln!(
             svg,
-            r#"<line x1="{}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="{color}" stroke-width="3"/><text x="{}" y="{:.1}">{}</text>"#,
+            r#"<line x1="{}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="{color}"{dash} stroke-width="3"/><text x="{}" y="{:.1}">{}</text>"#,
             PLOT_RIGHT + 15.0,
             PLOT_RIGHT + 40.0,
             PLOT_RIGHT + 46.0,
