@@ -48,7 +48,7 @@ pub fn pin_current_thread(cpu: usize) -> bool {
 /// `lancet bench` options.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BenchArgs {
-    /// Short run (under 60 s): one round, fewer samples, 1 s rate phases.
+    /// Short run (under 60 s): one round, 1000 echo samples per size, 0.5 s rate phases.
     #[arg(long)]
     pub quick: bool,
     /// Write the results as JSON to FILE.
@@ -64,10 +64,10 @@ pub struct BenchArgs {
     /// unavailable ("not selected").
     #[arg(long, value_delimiter = ',', value_name = "PATHS")]
     pub paths: Vec<String>,
-    /// Measured echo requests per frame size and round (default 10000, quick 2000).
+    /// Measured echo requests per frame size and round (default 10000, quick 1000).
     #[arg(long, value_name = "N")]
     pub samples: Option<u64>,
-    /// Length of each receive/transmit rate phase in seconds (default 3, quick 1).
+    /// Length of each receive/transmit rate phase in seconds (default 3, quick 0.5).
     #[arg(long, value_name = "SECONDS")]
     pub rate_seconds: Option<f64>,
     /// CPU for the bench's client, generator and counter threads (default 0).
@@ -299,7 +299,7 @@ impl BenchPlan {
     /// The plan for `args`; errors name the bad option.
     pub fn from_args(args: &BenchArgs) -> Result<Self, BenchError> {
         let (rounds, samples, rate_s, rtt_max_s) = if args.quick {
-            (1, 2000, 1.0, 8)
+            (1, 1000, 0.5, 8)
         } else {
             (3, 10_000, 3.0, 20)
         };
