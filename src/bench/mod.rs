@@ -64,10 +64,10 @@ pub struct BenchArgs {
     /// unavailable ("not selected").
     #[arg(long, value_delimiter = ',', value_name = "PATHS")]
     pub paths: Vec<String>,
-    /// Measured echo requests per frame size and round (default 10000, quick 1000).
+    /// Measured echo requests per frame size and round (default 5000, quick 1000).
     #[arg(long, value_name = "N")]
     pub samples: Option<u64>,
-    /// Length of each receive/transmit rate phase in seconds (default 3, quick 0.5).
+    /// Length of each receive/transmit rate phase in seconds (default 2, quick 0.5).
     #[arg(long, value_name = "SECONDS")]
     pub rate_seconds: Option<f64>,
     /// CPU for the bench's client, generator and counter threads (default 0).
@@ -301,7 +301,7 @@ impl BenchPlan {
         let (rounds, samples, rate_s, rtt_max_s) = if args.quick {
             (1, 1000, 0.5, 8)
         } else {
-            (3, 10_000, 3.0, 20)
+            (3, 5000, 2.0, 20)
         };
         let client_cpu = args.client_cpu.unwrap_or(DEFAULT_CLIENT_CPU);
         let path_cpu = args.path_cpu.unwrap_or(DEFAULT_PATH_CPU);
