@@ -35,9 +35,16 @@ fn spawn_console_reader(
     ready: mpsc::Sender<Result<(), String>>,
 ) {
     thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let line = line.trim_end().to_string();
+        let mut reader = BufReader::new(stream);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            // Bytes, not `lines()`: a guest printing invalid UTF-8 must not end the reading.
+            match reader.read_until(b'\n', &mut raw) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&raw).trim_end().to_string();
             if line.contains(READY_LINE) {
                 let _ = ready.send(Ok(()));
             } else if line.contains(ERROR_LINE) {
