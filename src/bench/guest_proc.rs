@@ -19,6 +19,8 @@ const READY_LINE: &str = "lancet-guest: ready";
 const ERROR_LINE: &str = "lancet-guest: error";
 /// Console lines kept per process (a chatty guest cannot grow the bench without limit).
 const MAX_CONSOLE_LINES: usize = 10_000;
+/// Longest console line kept whole.
+const MAX_LINE_BYTES: u64 = 4096;
 /// How often the start-up wait re-checks its deadline.
 const READY_POLL: Duration = Duration::from_millis(100);
 
@@ -40,7 +42,11 @@ fn spawn_console_reader(
         loop {
             raw.clear();
             // Bytes, not `lines()`: a guest printing invalid UTF-8 must not end the reading.
-            match reader.read_until(b'\n', &mut raw) {
+            // Bounded: an endless line is cut into pieces rather than growing without limit.
+            match std::io::Read::by_ref(&mut reader)
+                .take(MAX_LINE_BYTES)
+                .read_until(b'\n', &mut raw)
+            {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
