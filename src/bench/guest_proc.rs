@@ -43,10 +43,8 @@ fn spawn_console_reader(
             raw.clear();
             // Bytes, not `lines()`: a guest printing invalid UTF-8 must not end the reading.
             // Bounded: an endless line is cut into pieces rather than growing without limit.
-            match std::io::Read::by_ref(&mut reader)
-                .take(MAX_LINE_BYTES)
-                .read_until(b'\n', &mut raw)
-            {
+            let mut bounded = std::io::Read::take(&mut reader, MAX_LINE_BYTES);
+            match bounded.read_until(b'\n', &mut raw) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
