@@ -67,9 +67,11 @@ if [ "$(cat "$src/.lancet-src-key" 2>/dev/null)" != "$src_key" ]; then
 	echo "$src_key" >"$src/.lancet-src-key"
 fi
 
+# Reproducible version string: the source tarball's date, not the build time.
+build_timestamp=$(date -u -R -d "@$(stat -c %Y "$tarball")")
 kmake() {
 	make -C "$src" ARCH=x86_64 KBUILD_BUILD_USER=lancet KBUILD_BUILD_HOST=lancet \
-		KBUILD_BUILD_TIMESTAMP="linux-source-6.1 $pkg_version" "$@"
+		KBUILD_BUILD_TIMESTAMP="$build_timestamp" "$@"
 }
 
 # --- 2. configuration: tinyconfig + fragment, then check every requested option -------------------------

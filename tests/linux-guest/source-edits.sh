@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The two one-line changes the lancet guest needs in Debian's linux-source-6.1 (see machine.md, KVM part):
 #  1. arch/x86/kernel/alternative.c: do not call int3_selftest() -- this machine's ring-0 instruction
-#     emulator cannot run the int3 the self test raises.
+#     emulator cannot run the int3 the self test raises (`if (0)` keeps the function referenced, so no
+#     unused-function warning).
 #  2. arch/x86/kernel/fpu/core.c: fpu__drop() must not execute `fwait` in ring 0 (the emulator cannot);
 #     it becomes a `nop`, keeping the exception-table label intact.
 # Usage: source-edits.sh KERNEL_SOURCE_DIR. Applies both edits to a pristine tree and fails loudly (non-zero
@@ -31,7 +32,7 @@ edit() {
 # The call site only (the definition reads "static noinline void __init int3_selftest(void)").
 edit arch/x86/kernel/alternative.c \
 	'^[[:space:]]+int3_selftest\(\);[[:space:]]*$' \
-	'	/* lancet: int3_selftest() skipped, the nested KVM ring-0 emulator cannot run it */'
+	'	if (0) /* lancet: skipped, the nested KVM ring-0 emulator cannot run its int3 */ int3_selftest();'
 
 edit arch/x86/kernel/fpu/core.c \
 	'^[[:space:]]+asm volatile\("1: fwait\\n"[[:space:]]*$' \
