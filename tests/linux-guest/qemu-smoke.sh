@@ -6,7 +6,8 @@
 #
 # Usage: qemu-smoke.sh [vmlinux|bzImage] [extra kernel args...]   (root; needs qemu-system-x86, iproute2, ping)
 # Environment: LINUX_GUEST_OUT (default <repo>/.cache/linux-guest), SMOKE_TIMEOUT (s, default 120), SMOKE_MEM (MiB, 256),
-#              SMOKE_PINGS (replies wanted, default 10), SMOKE_LOG (serial log path, default a temp file).
+#              SMOKE_PINGS (replies wanted, default 10), SMOKE_LOG (serial log path, default a temp file),
+#              SMOKE_CPU (QEMU -cpu, default qemu64 with the features this machine cannot emulate removed).
 # Exit status 0 only if the driver line, link up and the ping replies were all seen.
 set -euo pipefail
 
@@ -67,7 +68,7 @@ echo "qemu-smoke: cmdline: $cmdline"
 start_ns=$(date +%s%N)
 # QEMU runs inside the namespace so its tap is the namespace's; -no-reboot turns a guest panic into an exit.
 ip netns exec "$ns" qemu-system-x86_64 -enable-kvm -M pc -m "${SMOKE_MEM:-256}" -smp 1 \
-	-cpu qemu64,+xsaveerptr,-cx16,-xsave,-smap,-smep,-fsgsbase,-popcnt \
+	-cpu "${SMOKE_CPU:-qemu64,+xsaveerptr,-cx16,-xsave,-smap,-smep,-fsgsbase,-popcnt}" \
 	-kernel "$out/$image" -initrd "$out/initramfs.cpio" -append "$cmdline" \
 	-display none -serial "file:$serial_log" -monitor none -no-reboot \
 	-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "pcnet,netdev=n0,mac=$mac" &
