@@ -1,12 +1,12 @@
 //! The qemu_tap runner: a precise reason when it cannot run, and (when the test guest image has
-//! been built: `make guest`, or LANCET_GUEST=FILE) a real echo through QEMU's pcnet + TAP.
+//! been built: `make guest`, or LANCET_GUEST_ELF=FILE) a real echo through QEMU's pcnet + TAP.
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lancet::bench::netns::{join, spawn_in_netns};
-use lancet::bench::qemu_path::{QemuSettings, QemuTapRunner, DEFAULT_GUEST_IMAGE};
+use lancet::bench::qemu_path::{default_guest_image, QemuSettings, QemuTapRunner};
 use lancet::bench::rtt::{run_rtt, RttConfig, WaitMode};
 use lancet::bench::{GuestMode, PathRunner, Role};
 
@@ -29,9 +29,7 @@ fn missing_guest_image_makes_the_path_unavailable_with_the_file_named() {
 
 #[test]
 fn qemu_guest_echo_answers_the_rtt_client() {
-    let image = std::env::var_os("LANCET_GUEST")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_GUEST_IMAGE));
+    let image = default_guest_image();
     let mut runner = QemuTapRunner::new(QemuSettings {
         guest_image: image.clone(),
         boot_timeout: Duration::from_secs(120),

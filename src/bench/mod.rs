@@ -80,7 +80,8 @@ pub struct BenchArgs {
     /// Spin on the client's UDP socket instead of blocking (lower RTT, burns the client CPU).
     #[arg(long)]
     pub client_spin: bool,
-    /// The test guest image (PVH ELF) the VM paths boot (default target/guest/release/lancet-guest).
+    /// The test guest image (PVH ELF) the VM paths boot (default $LANCET_GUEST_ELF, else the one
+    /// `make guest` built: target/guest/release/lancet-guest).
     #[arg(long, value_name = "FILE")]
     pub guest: Option<PathBuf>,
     /// Seconds a VM path may take from start to the guest's ready line (default 60).
@@ -323,7 +324,7 @@ impl BenchPlan {
             guest_image: args
                 .guest
                 .clone()
-                .unwrap_or_else(|| PathBuf::from(qemu_path::DEFAULT_GUEST_IMAGE)),
+                .unwrap_or_else(qemu_path::default_guest_image),
             boot_timeout: Duration::from_secs_f64(
                 args.boot_timeout
                     .unwrap_or(DEFAULT_BOOT_TIMEOUT_S)

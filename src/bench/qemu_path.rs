@@ -16,8 +16,20 @@ use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Role, Runnin
 
 /// The QEMU binary looked up in PATH.
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
-/// Where `make guest` puts the test guest image (relative to the repository root).
-pub const DEFAULT_GUEST_IMAGE: &str = "target/guest/release/lancet-guest";
+/// Where `make guest` puts the test guest image in this checkout.
+pub const DEFAULT_GUEST_IMAGE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/target/guest/release/lancet-guest"
+);
+/// Environment variable naming the test guest image (as `lancet run` reads it).
+pub const GUEST_IMAGE_ENV: &str = "LANCET_GUEST_ELF";
+
+/// The test guest image: `$LANCET_GUEST_ELF`, else the one `make guest` built in this checkout.
+pub fn default_guest_image() -> PathBuf {
+    std::env::var_os(GUEST_IMAGE_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_GUEST_IMAGE))
+}
 /// The guest's MAC and address on the bridged segment (the peer side is 10.77.0.2).
 const GUEST_MAC: Mac = [0x52, 0x54, 0x00, 0x6c, 0x74, 0x03];
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
