@@ -60,3 +60,27 @@ fn qemu_guest_echo_answers_the_rtt_client() {
             && h.value_at_quantile(0.99) <= h.max()
     );
 }
+
+#[test]
+fn qemu_path_measures_echo_receive_and_transmit() {
+    let args = lancet::bench::BenchArgs {
+        quick: true,
+        paths: vec!["qemu_tap".into()],
+        modes: vec!["poll".into()],
+        samples: Some(200),
+        rate_seconds: Some(0.3),
+        ..lancet::bench::BenchArgs::default()
+    };
+    let report = lancet::bench::run_bench(&args).unwrap();
+    lancet::bench::report::check_report(&report).unwrap();
+    let Some(lancet::bench::report::PathResult::Measured(m)) = report.get("qemu_tap", "poll")
+    else {
+        panic!(
+            "qemu_tap/poll not measured (run `make guest`): {:?}",
+            report.get("qemu_tap", "poll")
+        );
+    };
+    assert!(m.rtt_us.unwrap().samples > 0);
+    assert!(m.rx_pps.unwrap() > 0.0 && m.tx_pps.unwrap() > 0.0, "{m:?}");
+    assert!(m.unavailable_metrics["exits_per_packet"].contains("QEMU"));
+}
