@@ -174,3 +174,61 @@ fn rounds_over_a_stand_in_path_fill_every_metric() {
     assert_eq!(hists["tap_poll_64B"].len(), rtt.samples);
     assert!(hists.contains_key("reference_kernel_udp_echo_64B"));
 }
+
+struct NeverStarts {
+    starts: std::rc::Rc<std::cell::Cell<u32>>,
+}
+
+impl PathRunner for NeverStarts {
+    fn name(&self) -> &'static str {
+        "xdp"
+    }
+
+    fn prepare(&mut self, _mode: GuestMode) -> Result<Endpoint, BenchError> {
+        Err(BenchError::Setup("no topology".into()))
+    }
+
+    fn start(
+        &mut self,
+        _mode: GuestMode,
+        _role: &Role,
+    ) -> Result<Box<dyn RunningPath>, BenchError> {
+        self.starts.set(self.starts.get() + 1);
+        Err(BenchError::Path {
+            path: "xdp".into(),
+            reason: "guest never became ready".into(),
+        })
+    }
+}
+
+#[test]
+fn a_path_that_never_starts_is_tried_once_per_mode_and_reported_unavailable() {
+    let args = BenchArgs {
+        quick: true,
+        rounds: Some(3),
+        samples: Some(10),
+        ..BenchArgs::default()
+    };
+    let plan = BenchPlan::from_args(&args).unwrap();
+    let starts = std::rc::Rc::new(std::cell::Cell::new(0));
+    let mut runners: Vec<Box<dyn PathRunner>> = vec![Box::new(NeverStarts {
+        starts: starts.clone(),
+    })];
+    let (mut report, _) = run_rounds(&plan, &mut runners).unwrap();
+    report.compute_ratios();
+    check_report(&report).unwrap();
+    assert_eq!(
+        starts.get(),
+        2,
+        "one failed echo start per mode, then skipped"
+    );
+    for mode in ["irq", "poll"] {
+        let Some(PathResult::Unavailable { unavailable }) = report.get("xdp", mode) else {
+            panic!("{:?}", report.get("xdp", mode));
+        };
+        assert!(
+            unavailable.contains("guest never became ready"),
+            "{unavailable}"
+        );
+    }
+}

@@ -418,6 +418,15 @@ pub fn run_rounds(
                 let label = |phase: &str| format!("{name}/{} {phase}", mode.name());
                 if let Err(e) = echo_phase(plan, runner, mode, acc, &mut hists, &progress) {
                     note_error(&mut acc.echo_error, &e, &progress, &label("echo"));
+                    if acc.echo_answered == 0 {
+                        // Never worked: do not spend more boot timeouts on it in this run.
+                        progress.line(&format!(
+                            "{}: skipped for the rest of the run",
+                            label("all phases")
+                        ));
+                        unavailable.insert((i, mode), e.to_string());
+                        continue;
+                    }
                 }
                 if plan.phases.rx {
                     if let Err(e) = rx_phase(plan, runner, mode, acc, &progress) {
