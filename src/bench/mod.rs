@@ -1,9 +1,16 @@
 //! `lancet bench`: measures the AF_XDP path, the TAP path, QEMU's pcnet + TAP and a raw AF_XDP
 //! socket side by side (echo RTT percentiles, receive and transmit rates) and reports the ratios.
 //!
-//! The building blocks live in the submodules; this module runs interleaved rounds over every
-//! [`PathRunner`] (the raw AF_XDP one is [`raw_path::RawXskRunner`]; the VMM-based `xdp`/`tap`
-//! paths and QEMU plug in through the same trait) and assembles the [`report::BenchReport`].
+//! Building blocks: [`rtt`] (echo RTT client), [`gen`] (AF_PACKET generator and counter),
+//! [`raw_xsk`] (raw AF_XDP rxdrop/txonly/echo), [`report`] (JSON model, checks, table, .hgrm, SVG).
+//! Paths are [`PathRunner`]s: [`vmm_path::VmmRunner`] (`xdp`, `tap`: `lancet run` as a child),
+//! [`qemu_path::QemuTapRunner`] (`qemu_tap`) and [`raw_path::RawXskRunner`] (`raw_xsk`). Each round
+//! runs, for every path and mode in turn, an echo phase, a receive phase and a transmit phase, each
+//! with a freshly started path (the test guest runs one program per boot).
+//!
+//! Wiring into the CLI: `Command::Bench(args: lancet::bench::BenchArgs)` in main.rs calling
+//! [`run_bench`], exit status non-zero on `Err` (the report is printed and written by `run_bench`).
+//! The xdp/tap runners start `lancet run` from the running executable (`--lancet` overrides).
 
 pub mod gen;
 mod guest_proc;
