@@ -119,3 +119,44 @@ fn unselected_modes_and_phases_are_reported_with_a_reason() {
         "phase not selected with --phases"
     );
 }
+
+#[derive(clap::Parser, Debug)]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+#[test]
+fn bench_args_parse_from_a_command_line() {
+    use clap::{CommandFactory, Parser};
+    Cli::command().debug_assert();
+    let cli = Cli::try_parse_from([
+        "lancet-bench",
+        "--quick",
+        "--json",
+        "/tmp/x.json",
+        "--out",
+        "/tmp/o",
+        "--paths",
+        "xdp,raw_xsk",
+        "--modes",
+        "poll",
+        "--phases",
+        "echo,tx",
+        "--rounds",
+        "2",
+        "--client-spin",
+        "--pin-vcpu",
+        "1",
+    ])
+    .unwrap();
+    let b = cli.bench;
+    assert!(b.quick && b.client_spin);
+    assert_eq!(b.paths, ["xdp", "raw_xsk"]);
+    assert_eq!(b.modes, ["poll"]);
+    assert_eq!(b.phases, ["echo", "tx"]);
+    assert_eq!(b.rounds, Some(2));
+    assert_eq!(b.pin_vcpu, Some(1));
+    assert_eq!(b.json.as_deref(), Some(std::path::Path::new("/tmp/x.json")));
+    assert!(Cli::try_parse_from(["lancet-bench", "--rounds", "many"]).is_err());
+}
