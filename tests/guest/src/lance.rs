@@ -61,6 +61,10 @@ const DESC_ENP: u32 = 0x0100_0000;
 const BCNT_ONES: u32 = 0xf000;
 const MCNT_MASK: u32 = 0x0fff;
 const FCS_LEN: usize = 4;
+/// Polls of one descriptor that shows OWN clear but no ENP/ERR (or no length) before it is
+/// consumed as an error. QEMU's pcnet clears OWN in a first store and writes ENP and MCNT in a
+/// second one, so a ring-3 poller running at native speed can see that intermediate state.
+const INCOMPLETE_POLL_LIMIT: u32 = 1 << 20;
 
 pub const RING_LOG2: u8 = 7;
 pub const RING_LEN: usize = 1 << RING_LOG2;
@@ -162,6 +166,8 @@ pub struct Lance {
     pub mac: [u8; 6],
     irq_mode: bool,
     rx_next: usize,
+    /// Consecutive polls that found `rx_next` handed back but not yet complete.
+    rx_incomplete_polls: u32,
     tx_next: usize,
     /// Descriptors handed to the chip since the last TDMD.
     tx_unkicked: usize,
@@ -199,6 +205,7 @@ impl Lance {
             mac,
             irq_mode: false,
             rx_next: 0,
+            rx_incomplete_polls: 0,
             tx_next: 0,
             tx_unkicked: 0,
             tx_in_flight: 0,
@@ -286,6 +293,12 @@ impl Lance {
                 }
                 compiler_fence(Ordering::Acquire);
                 let length = (read_volatile(addr_of!((*rx).misc)) & MCNT_MASK) as usize;
+                let complete = status & DESC_ERR != 0 || (status & DESC_ENP != 0 && length > 0);
+                if !complete && self.rx_incomplete_polls < INCOMPLETE_POLL_LIMIT {
+                    self.rx_incomplete_polls += 1;
+                    break;
+                }
+                self.rx_incomplete_polls = 0;
                 if status & (DESC_ERR | DESC_STP | DESC_ENP) == DESC_STP | DESC_ENP && length > FCS_LEN {
                     let frame_len = (length - FCS_LEN).min(BUF_SIZE);
                     let frame = core::slice::from_raw_parts(addr_of!((*area).rx_buffers[index]).cast::<u8>(), frame_len);

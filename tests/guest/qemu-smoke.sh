@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# QEMU smoke test of the lancet test guest: boots target/guest/release/lancet-guest under
+# qemu-system-x86_64 -enable-kvm with QEMU's pcnet on a tap inside a private network namespace,
+# and checks the programs from the peer side of the tap.
+#
+#   tests/guest/qemu-smoke.sh [CASE...]     CASE = echo:poll echo:irq sink:poll sink:irq blast:poll blast:irq
+#                                          (default: all six)
+# Environment: GUEST (image path), FRAMES (sink/blast frame count, default 20000),
+#              ECHO_COUNT (UDP echo round trips, default 200), BOOT_TIMEOUT (s, default 120).
+# Run as root from the repository root after `make guest`. Cleans up QEMU and the namespace on exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+GUEST=${GUEST:-target/guest/release/lancet-guest}
+FRAMES=${FRAMES:-20000}
+ECHO_COUNT=${ECHO_COUNT:-200}
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-120}
+NS=lt-gq$$
+TAP=lt-gt$$
+PEER_IP=10.77.0.1
+GUEST_IP=10.77.0.2
+GUEST_MAC=52:54:00:12:34:56
+WORK=$(mktemp -d /tmp/lt-guest-smoke.XXXXXX)
+QEMU_PID=""
+failures=0
+
+cleanup() {
+    if [[ -n "$QEMU_PID" ]] && kill -0 "$QEMU_PID" 2>/dev/null; then
+        kill "$QEMU_PID" 2>/dev/null || true
+        wait "$QEMU_PID" 2>/dev/null || true
+    fi
+    ip netns del "$NS" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+[[ -f "$GUEST" ]] || { echo "no guest image at $GUEST: run 'make guest' first" >&2; exit 2; }
+command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing: apt-get install qemu-system-x86" >&2; exit 2; }
+
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+ip -n "$NS" tuntap add dev "$TAP" mode tap
+ip -n "$NS" addr add "$PEER_IP/24" dev "$TAP"
+ip -n "$NS" link set "$TAP" up
+nsx() { ip netns exec "$NS" "$@"; }
+
+# boot_guest LOG APPEND: starts QEMU in the background (QEMU_PID).
+boot_guest() {
+    local log=$1 append=$2
+    nsx qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 64 -nographic -no-reboot \
+        -kernel "$GUEST" -append "$append" \
+        -device isa-debug-exit,iobase=0x501 \
+        -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" \
+        -device "pcnet,netdev=n0,mac=$GUEST_MAC,romfile=" >"$log" 2>&1 &
+    QEMU_PID=$!
+}
+
+# wait_line LOG REGEX SECONDS: waits for a console line; fails if QEMU exits first.
+wait_line() {
+    local log=$1 regex=$2 deadline=$((SECONDS + $3))
+    while ((SECONDS < deadline)); do
+        grep -qE "$regex" "$log" && return 0
+        kill -0 "$QEMU_PID" 2>/dev/null || { grep -qE "$regex" "$log" && return 0; return 1; }
+        sleep 0.2
+    done
+    return 1
+}
+
+# wait_exit SECONDS: waits for QEMU to end; prints its status (isa-debug-exit: (code << 1) | 1).
+wait_exit() {
+    local deadline=$((SECONDS + $1))
+    while ((SECONDS < deadline)) && kill -0 "$QEMU_PID" 2>/dev/null; do sleep 0.2; done
+    if kill -0 "$QEMU_PID" 2>/dev/null; then echo timeout; return; fi
+    local status=0
+    wait "$QEMU_PID" || status=$?
+    QEMU_PID=""
+    echo "$status"
+}
+
+stop_guest() {
+    if [[ -n "$QEMU_PID" ]]; then kill "$QEMU_PID" 2>/dev/null || true; wait "$QEMU_PID" 2>/dev/null || true; QEMU_PID=""; fi
+}
+
+result() { # CASE OK DETAIL
+    if [[ $2 == ok ]]; then echo "PASS $1 $3"; else echo "FAIL $1 $3"; failures=$((failures + 1)); fi
+}
+
+show_console() { grep -a "lancet-guest:" "$1" | sed 's/^/    /' || true; }
+
+run_echo() {
+    local mode=$1 log=$WORK/echo-$1.log ok=ok detail=""
+    boot_guest "$log" "prog=echo mode=$mode ip=$GUEST_IP/24"
+    if ! wait_line "$log" "lancet-guest: ready prog=echo" "$BOOT_TIMEOUT"; then
+        show_console "$log"; stop_guest; result "echo:$mode" fail "(no ready line)"; return
+    fi
+    show_console "$log"
+    nsx ping -c 5 -i 0.2 -W 2 "$GUEST_IP" >"$WORK/ping" 2>&1 || ok=fail
+    grep -E "packets transmitted|rtt" "$WORK/ping" | sed 's/^/    /'
+    local neigh
+    neigh=$(nsx ip neigh show "$GUEST_IP" dev "$TAP")
+    echo "    arp: $neigh"
+    [[ $neigh == *"$GUEST_MAC"* ]] || ok=fail
+    for size in 18 1472; do
+        nsx python3 "$here/peer.py" udp-echo "$GUEST_IP" 7 "$ECHO_COUNT" "$size" >"$WORK/udp" 2>&1 || ok=fail
+        sed 's/^/    /' "$WORK/udp"
+    done
+    stop_guest
+    result "echo:$mode" "$ok" "$detail"
+}
+
+run_sink() {
+    local mode=$1 log=$WORK/sink-$1.log
+    boot_guest "$log" "prog=sink mode=$mode ip=$GUEST_IP/24 count=$FRAMES"
+    if ! wait_line "$log" "lancet-guest: ready prog=sink" "$BOOT_TIMEOUT"; then
+        show_console "$log"; stop_guest; result "sink:$mode" fail "(no ready line)"; return
+    fi
+    nsx python3 "$here/peer.py" send "$TAP" "$GUEST_MAC" "$FRAMES" 60 | sed 's/^/    /'
+    local status
+    status=$(wait_exit 30)
+    show_console "$log"
+    if [[ $status == 1 ]] && grep -q "lancet-guest: sink frames=$FRAMES " "$log"; then
+        result "sink:$mode" ok "(guest counted $FRAMES, exit 0)"
+    else
+        stop_guest; result "sink:$mode" fail "(qemu status $status)"
+    fi
+}
+
+run_blast() {
+    local mode=$1 log=$WORK/blast-$1.log
+    nsx python3 "$here/peer.py" count "$TAP" "$GUEST_MAC" "$FRAMES" $((BOOT_TIMEOUT + 60)) >"$WORK/count" 2>&1 &
+    local counter=$!
+    sleep 0.5
+    boot_guest "$log" "prog=blast mode=$mode ip=$GUEST_IP/24 peer=$PEER_IP count=$FRAMES size=64"
+    local status
+    status=$(wait_exit $((BOOT_TIMEOUT + 60)))
+    wait "$counter" || true
+    show_console "$log"
+    sed 's/^/    /' "$WORK/count"
+    if [[ $status == 1 ]] && grep -q "lancet-guest: blast sent=$FRAMES\$" "$log" \
+        && grep -q "count frames=$FRAMES\$" "$WORK/count"; then
+        result "blast:$mode" ok "(guest sent $FRAMES, peer counted $FRAMES)"
+    else
+        stop_guest; result "blast:$mode" fail "(qemu status $status)"
+    fi
+}
+
+cases=("$@")
+((${#cases[@]})) || cases=(echo:poll echo:irq sink:poll sink:irq blast:poll blast:irq)
+for c in "${cases[@]}"; do
+    echo "== $c"
+    case $c in
+        echo:poll | echo:irq) run_echo "${c#*:}" ;;
+        sink:poll | sink:irq) run_sink "${c#*:}" ;;
+        blast:poll | blast:irq) run_blast "${c#*:}" ;;
+        *) echo "unknown case $c" >&2; exit 2 ;;
+    esac
+done
+echo "qemu-smoke: $failures failure(s)"
+((failures == 0))
