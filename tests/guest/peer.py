@@ -61,13 +61,13 @@ def send(iface, dst_mac, count, size=60):
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     sock.bind((iface, 0))
     header = mac_bytes(dst_mac) + iface_mac(iface) + struct.pack("!H", ETH_P_EXPERIMENTAL)
-    burst, sent = 32, 0
+    burst, sent = 16, 0
     while sent < count:
         for _ in range(min(burst, count - sent)):
             frame = header + struct.pack("!I", sent) + bytes(size - len(header) - 4)
             sock.send(frame)
             sent += 1
-        time.sleep(0.0005)
+        time.sleep(0.001)
     print(f"send frames={sent} size={size}")
     return 0
 

@@ -5,14 +5,14 @@
 #
 #   tests/guest/qemu-smoke.sh [CASE...]     CASE = echo:poll echo:irq sink:poll sink:irq blast:poll blast:irq
 #                                          (default: all six)
-# Environment: GUEST (image path), FRAMES (sink/blast frame count, default 20000),
+# Environment: GUEST (image path), FRAMES (sink/blast frame count, default 10000),
 #              ECHO_COUNT (UDP echo round trips, default 200), BOOT_TIMEOUT (s, default 120).
 # Run as root from the repository root after `make guest`. Cleans up QEMU and the namespace on exit.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 GUEST=${GUEST:-target/guest/release/lancet-guest}
-FRAMES=${FRAMES:-20000}
+FRAMES=${FRAMES:-10000}
 ECHO_COUNT=${ECHO_COUNT:-200}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-120}
 NS=lt-gq$$
@@ -22,6 +22,7 @@ GUEST_IP=10.77.0.2
 GUEST_MAC=52:54:00:12:34:56
 WORK=$(mktemp -d /tmp/lt-guest-smoke.XXXXXX)
 QEMU_PID=""
+COUNTER_PID=""
 failures=0
 
 cleanup() {
@@ -29,6 +30,7 @@ cleanup() {
         kill "$QEMU_PID" 2>/dev/null || true
         wait "$QEMU_PID" 2>/dev/null || true
     fi
+    if [[ -n "$COUNTER_PID" ]]; then kill "$COUNTER_PID" 2>/dev/null || true; fi
     ip netns del "$NS" 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -42,13 +44,15 @@ ip -n "$NS" link set lo up
 ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 ip -n "$NS" tuntap add dev "$TAP" mode tap
 ip -n "$NS" addr add "$PEER_IP/24" dev "$TAP"
-ip -n "$NS" link set "$TAP" up
+# A long queue so a busy host (QEMU reading the tap late) does not drop the sink's frames.
+ip -n "$NS" link set "$TAP" txqueuelen 50000 up
 nsx() { ip netns exec "$NS" "$@"; }
 
 # boot_guest LOG APPEND: starts QEMU in the background (QEMU_PID).
 boot_guest() {
     local log=$1 append=$2
-    nsx qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 64 -nographic -no-reboot \
+    # Not through nsx: a function would run in a forked shell, and $! must be QEMU itself.
+    ip netns exec "$NS" qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 64 -nographic -no-reboot \
         -kernel "$GUEST" -append "$append" \
         -device isa-debug-exit,iobase=0x501 \
         -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" \
@@ -67,15 +71,15 @@ wait_line() {
     return 1
 }
 
-# wait_exit SECONDS: waits for QEMU to end; prints its status (isa-debug-exit: (code << 1) | 1).
+# wait_exit SECONDS: waits for QEMU to end and sets EXIT_STATUS to its status ("timeout" if it
+# did not end). isa-debug-exit makes QEMU exit with (code << 1) | 1, so guest success is 1.
 wait_exit() {
     local deadline=$((SECONDS + $1))
     while ((SECONDS < deadline)) && kill -0 "$QEMU_PID" 2>/dev/null; do sleep 0.2; done
-    if kill -0 "$QEMU_PID" 2>/dev/null; then echo timeout; return; fi
-    local status=0
-    wait "$QEMU_PID" || status=$?
+    if kill -0 "$QEMU_PID" 2>/dev/null; then EXIT_STATUS=timeout; return; fi
+    EXIT_STATUS=0
+    wait "$QEMU_PID" || EXIT_STATUS=$?
     QEMU_PID=""
-    echo "$status"
 }
 
 stop_guest() {
@@ -92,7 +96,7 @@ run_echo() {
     local mode=$1 log=$WORK/echo-$1.log ok=ok detail=""
     boot_guest "$log" "prog=echo mode=$mode ip=$GUEST_IP/24"
     if ! wait_line "$log" "lancet-guest: ready prog=echo" "$BOOT_TIMEOUT"; then
-        show_console "$log"; stop_guest; result "echo:$mode" fail "(no ready line)"; return
+        tail -5 "$log" | sed "s/^/    qemu: /"; stop_guest; result "echo:$mode" fail "(no ready line)"; return
     fi
     show_console "$log"
     nsx ping -c 5 -i 0.2 -W 2 "$GUEST_IP" >"$WORK/ping" 2>&1 || ok=fail
@@ -113,28 +117,32 @@ run_sink() {
     local mode=$1 log=$WORK/sink-$1.log
     boot_guest "$log" "prog=sink mode=$mode ip=$GUEST_IP/24 count=$FRAMES"
     if ! wait_line "$log" "lancet-guest: ready prog=sink" "$BOOT_TIMEOUT"; then
-        show_console "$log"; stop_guest; result "sink:$mode" fail "(no ready line)"; return
+        tail -5 "$log" | sed "s/^/    qemu: /"; stop_guest; result "sink:$mode" fail "(no ready line)"; return
     fi
     nsx python3 "$here/peer.py" send "$TAP" "$GUEST_MAC" "$FRAMES" 60 | sed 's/^/    /'
-    local status
-    status=$(wait_exit 30)
+    wait_exit 30
     show_console "$log"
+    local status=$EXIT_STATUS
     if [[ $status == 1 ]] && grep -q "lancet-guest: sink frames=$FRAMES " "$log"; then
         result "sink:$mode" ok "(guest counted $FRAMES, exit 0)"
     else
+        echo "    peer tap (TX drops are frames QEMU did not read in time):"
+        ip -n "$NS" -s link show "$TAP" | sed 's/^/      /'
         stop_guest; result "sink:$mode" fail "(qemu status $status)"
     fi
 }
 
 run_blast() {
     local mode=$1 log=$WORK/blast-$1.log
-    nsx python3 "$here/peer.py" count "$TAP" "$GUEST_MAC" "$FRAMES" $((BOOT_TIMEOUT + 60)) >"$WORK/count" 2>&1 &
-    local counter=$!
+    ip netns exec "$NS" python3 "$here/peer.py" count "$TAP" "$GUEST_MAC" "$FRAMES" $((BOOT_TIMEOUT + 60)) \
+        >"$WORK/count" 2>&1 &
+    COUNTER_PID=$!
     sleep 0.5
     boot_guest "$log" "prog=blast mode=$mode ip=$GUEST_IP/24 peer=$PEER_IP count=$FRAMES size=64"
-    local status
-    status=$(wait_exit $((BOOT_TIMEOUT + 60)))
-    wait "$counter" || true
+    wait_exit $((BOOT_TIMEOUT + 60))
+    local status=$EXIT_STATUS
+    wait "$COUNTER_PID" || true
+    COUNTER_PID=""
     show_console "$log"
     sed 's/^/    /' "$WORK/count"
     if [[ $status == 1 ]] && grep -q "lancet-guest: blast sent=$FRAMES\$" "$log" \

@@ -66,8 +66,11 @@ const FCS_LEN: usize = 4;
 /// second one, so a ring-3 poller running at native speed can see that intermediate state.
 const INCOMPLETE_POLL_LIMIT: u32 = 1 << 20;
 
-pub const RING_LOG2: u8 = 7;
-pub const RING_LEN: usize = 1 << RING_LOG2;
+/// Ring sizes (log2): a long RX ring absorbs the VMM or host pausing the vCPU for a while.
+pub const RX_RING_LOG2: u8 = 9;
+pub const RX_RING_LEN: usize = 1 << RX_RING_LOG2;
+pub const TX_RING_LOG2: u8 = 7;
+pub const TX_RING_LEN: usize = 1 << TX_RING_LOG2;
 /// Buffer size per descriptor, as pcnet32 uses (one buffer per frame).
 pub const BUF_SIZE: usize = 1544;
 
@@ -96,11 +99,11 @@ struct InitBlock {
 /// All memory the chip reads or writes; in `.noinit` (not loaded, not zeroed).
 #[repr(C, align(4096))]
 struct DmaArea {
-    rx: [Descriptor; RING_LEN],
-    tx: [Descriptor; RING_LEN],
+    rx: [Descriptor; RX_RING_LEN],
+    tx: [Descriptor; TX_RING_LEN],
     init: InitBlock,
-    rx_buffers: [[u8; BUF_SIZE]; RING_LEN],
-    tx_buffers: [[u8; BUF_SIZE]; RING_LEN],
+    rx_buffers: [[u8; BUF_SIZE]; RX_RING_LEN],
+    tx_buffers: [[u8; BUF_SIZE]; TX_RING_LEN],
 }
 
 #[link_section = ".noinit.dma"]
@@ -227,12 +230,14 @@ impl Lance {
         // SAFETY: the chip is stopped, so ring 3 owns the whole DMA area; every field is written
         // before the chip is told where it is.
         unsafe {
-            for i in 0..RING_LEN {
+            for i in 0..RX_RING_LEN {
                 let rx = addr_of_mut!((*area).rx[i]);
                 write_volatile(addr_of_mut!((*rx).address), phys(addr_of!((*area).rx_buffers[i])));
                 write_volatile(addr_of_mut!((*rx).misc), 0);
                 write_volatile(addr_of_mut!((*rx).user), 0);
                 write_volatile(addr_of_mut!((*rx).bcnt_status), DESC_OWN | rx_bcnt());
+            }
+            for i in 0..TX_RING_LEN {
                 let tx = addr_of_mut!((*area).tx[i]);
                 write_volatile(addr_of_mut!((*tx).address), phys(addr_of!((*area).tx_buffers[i])));
                 write_volatile(addr_of_mut!((*tx).misc), 0);
@@ -244,8 +249,8 @@ impl Lance {
                 init,
                 InitBlock {
                     mode: 0,
-                    rx_log2: RING_LOG2 << 4,
-                    tx_log2: RING_LOG2 << 4,
+                    rx_log2: RX_RING_LOG2 << 4,
+                    tx_log2: TX_RING_LOG2 << 4,
                     mac: self.mac,
                     reserved: 0,
                     ladrf: [0; 2],
@@ -283,7 +288,7 @@ impl Lance {
         let mut done = 0;
         while done < budget {
             let index = self.rx_next;
-            // SAFETY: index < RING_LEN; descriptor words are read volatile because the chip
+            // SAFETY: index < RX_RING_LEN; descriptor words are read volatile because the chip
             // writes them; a descriptor with OWN clear belongs to the driver until re-armed.
             unsafe {
                 let rx = addr_of_mut!((*area).rx[index]);
@@ -311,7 +316,7 @@ impl Lance {
                 compiler_fence(Ordering::Release);
                 write_volatile(addr_of_mut!((*rx).bcnt_status), DESC_OWN | rx_bcnt());
             }
-            self.rx_next = (index + 1) % RING_LEN;
+            self.rx_next = (index + 1) % RX_RING_LEN;
             done += 1;
         }
         done
@@ -321,8 +326,8 @@ impl Lance {
     fn reclaim(&mut self) -> bool {
         let area = dma();
         while self.tx_in_flight > 0 {
-            let oldest = (self.tx_next + RING_LEN - self.tx_in_flight) % RING_LEN;
-            // SAFETY: oldest < RING_LEN; the status word is read volatile.
+            let oldest = (self.tx_next + TX_RING_LEN - self.tx_in_flight) % TX_RING_LEN;
+            // SAFETY: oldest < TX_RING_LEN; the status word is read volatile.
             let status = unsafe { read_volatile(addr_of!((*area).tx[oldest].bcnt_status)) };
             if status & DESC_OWN != 0 {
                 break;
@@ -334,7 +339,7 @@ impl Lance {
             }
             self.tx_in_flight -= 1;
         }
-        self.tx_in_flight < RING_LEN
+        self.tx_in_flight < TX_RING_LEN
     }
 
     /// Number of frames handed to the chip and not yet completed.
@@ -367,7 +372,7 @@ impl Lance {
 
     /// Whether the next RX descriptor holds a frame (no MMIO).
     pub fn rx_ready(&self) -> bool {
-        // SAFETY: rx_next < RING_LEN; volatile read of a chip-written word.
+        // SAFETY: rx_next < RX_RING_LEN; volatile read of a chip-written word.
         let status = unsafe { read_volatile(addr_of!((*dma()).rx[self.rx_next].bcnt_status)) };
         status & DESC_OWN == 0
     }
@@ -405,8 +410,8 @@ impl TxQueue<'_> {
         }
         let index = lance.tx_next;
         let area = dma();
-        // SAFETY: index < RING_LEN and its descriptor is not owned by the chip (reclaim checked
-        // that fewer than RING_LEN are in flight), so its buffer belongs to the driver.
+        // SAFETY: index < TX_RING_LEN and its descriptor is not owned by the chip (reclaim checked
+        // that fewer than TX_RING_LEN are in flight), so its buffer belongs to the driver.
         unsafe {
             let length = build(&mut *addr_of_mut!((*area).tx_buffers[index])).min(BUF_SIZE);
             if length == 0 {
@@ -418,7 +423,7 @@ impl TxQueue<'_> {
             let bcnt = (length as u32).wrapping_neg() & 0xfff | BCNT_ONES;
             write_volatile(addr_of_mut!((*tx).bcnt_status), DESC_OWN | DESC_STP | DESC_ENP | bcnt);
         }
-        lance.tx_next = (index + 1) % RING_LEN;
+        lance.tx_next = (index + 1) % TX_RING_LEN;
         lance.tx_in_flight += 1;
         lance.tx_unkicked += 1;
         true

@@ -223,6 +223,12 @@ fn resolve(lance: &mut Lance, ip: &[u8; 4], peer: &[u8; 4]) -> [u8; 6] {
 fn blast(lance: &mut Lance, config: &Config) -> ! {
     let Some(peer) = config.peer else { user::fail("bad cmdline: blast needs peer=A.B.C.D") };
     let peer_mac = resolve(lance, &config.ip, &peer);
+    // Let the ARP traffic complete so the counters below hold blast frames only.
+    let settle = user::rdtsc();
+    while lance.tx_in_flight() > 0 && user::rdtsc().wrapping_sub(settle) < ARP_WAIT_CYCLES {
+        spin_loop();
+    }
+    let (done_before, errors_before) = (lance.tx_done, lance.tx_errors);
     let flow = UdpFlow { src_mac: lance.mac, dst_mac: peer_mac, src_ip: config.ip, dst_ip: peer };
     let mut template = [0u8; BUF_SIZE];
     let size = net::blast_frame(&mut template, &flow, config.size);
@@ -265,9 +271,9 @@ fn blast(lance: &mut Lance, config: &Config) -> ! {
             user::fail("blast: transmitted frames were never handed back by the chip");
         }
     }
-    Line::new().text("blast sent=").dec(lance.tx_done).print();
-    if lance.tx_errors > 0 {
-        Line::new().text("blast tx_errors=").dec(lance.tx_errors).print();
+    Line::new().text("blast sent=").dec(lance.tx_done - done_before).print();
+    if lance.tx_errors > errors_before {
+        Line::new().text("blast tx_errors=").dec(lance.tx_errors - errors_before).print();
     }
     user::exit(0)
 }
