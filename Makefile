@@ -5,10 +5,11 @@ SHELL := /bin/bash
 
 # Debian packages: build (xsk-rs builds bundled xdp-tools; libbpf-cargo compiles bpf/*.bpf.c) and tests.
 APT_PKGS := build-essential pkg-config zlib1g-dev libelf-dev clang llvm m4 libpcap-dev \
-            tcpdump ethtool iproute2 iputils-ping
+            tcpdump ethtool iproute2 iputils-ping \
+            qemu-system-x86 socat
 CARGO ?= cargo
 
-.PHONY: help deps build test lint run clean
+.PHONY: help deps build test lint run clean guest guest-check guest-smoke
 
 help:
 	@echo "make run   - build everything, bring up a demo topology, run a VM bridged over AF_XDP"
@@ -34,3 +35,21 @@ test: lint
 
 clean:
 	$(CARGO) clean
+
+# The freestanding test guest (tests/guest, its own Cargo package): a static ELF64 with a PVH note.
+GUEST_ARGS := --manifest-path tests/guest/Cargo.toml --target-dir target/guest
+GUEST_IMAGE := target/guest/release/lancet-guest
+
+guest:
+	$(CARGO) build --release $(GUEST_ARGS)
+
+# Lint and unit-test the guest's pure logic on the host; check ring-0 code has no SSE.
+guest-check: guest
+	$(CARGO) fmt --check --manifest-path tests/guest/Cargo.toml
+	$(CARGO) clippy --release $(GUEST_ARGS) --all-targets -- -D warnings
+	$(CARGO) test --release $(GUEST_ARGS)
+	tests/guest/check-ring0.sh $(GUEST_IMAGE)
+
+# Boots the guest under QEMU/KVM with QEMU's pcnet on a tap in a private namespace (root).
+guest-smoke: deps guest
+	tests/guest/qemu-smoke.sh

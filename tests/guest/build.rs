@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 fn main() {
-    let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let dir = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
     let script = dir.join("link.ld");
     println!("cargo:rerun-if-changed={}", script.display());
     println!("cargo:rerun-if-changed=build.rs");
@@ -18,7 +20,7 @@ fn main() {
         "-Wl,-z,noexecstack",
         "-Wl,-z,max-page-size=4096",
     ] {
-        println!("cargo:rustc-link-arg={arg}");
+        println!("cargo:rustc-link-arg-bins={arg}");
     }
-    println!("cargo:rustc-link-arg=-Wl,-T,{}", script.display());
+    println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
 }

@@ -110,7 +110,9 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
     let mut size = DEFAULT_FRAME_SIZE;
     let mut port = DEFAULT_ECHO_PORT;
     for word in line.split(|&b| b == b' ' || b == b'\t' || b == b'\n') {
-        let Some(eq) = word.iter().position(|&b| b == b'=') else { continue };
+        let Some(eq) = word.iter().position(|&b| b == b'=') else {
+            continue;
+        };
         let (key, value) = (&word[..eq], &word[eq + 1..]);
         match key {
             b"prog" => {
@@ -130,16 +132,21 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
             }
             b"ip" => ip = Some(parse_ip_prefix(value).ok_or("bad cmdline: ip= must be A.B.C.D/N")?),
             b"peer" => peer = Some(parse_ip(value).ok_or("bad cmdline: peer= must be A.B.C.D")?),
-            b"count" => count = Some(parse_u64(value).ok_or("bad cmdline: count= must be a decimal number")?),
+            b"count" => {
+                count =
+                    Some(parse_u64(value).ok_or("bad cmdline: count= must be a decimal number")?)
+            }
             b"size" => {
-                let value = parse_u64(value).ok_or("bad cmdline: size= must be a decimal number")?;
+                let value =
+                    parse_u64(value).ok_or("bad cmdline: size= must be a decimal number")?;
                 if !(MIN_FRAME_SIZE as u64..=MAX_FRAME_SIZE as u64).contains(&value) {
                     return Err("bad cmdline: size= must be 42..1514 (frame bytes without FCS)");
                 }
                 size = value as usize;
             }
             b"port" => {
-                let value = parse_u64(value).ok_or("bad cmdline: port= must be a decimal number")?;
+                let value =
+                    parse_u64(value).ok_or("bad cmdline: port= must be a decimal number")?;
                 port = u16::try_from(value).map_err(|_| "bad cmdline: port= must be 0..65535")?;
             }
             _ => {}
@@ -154,8 +161,21 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
     if program == Program::Blast && peer.is_none() {
         return Err("bad cmdline: blast needs peer=A.B.C.D");
     }
-    let count = count.unwrap_or(if program == Program::Blast { DEFAULT_BLAST_COUNT } else { 0 });
-    Ok(Config { program, mode, ip, prefix_len, peer, count, size, port })
+    let count = count.unwrap_or(if program == Program::Blast {
+        DEFAULT_BLAST_COUNT
+    } else {
+        0
+    });
+    Ok(Config {
+        program,
+        mode,
+        ip,
+        prefix_len,
+        peer,
+        count,
+        size,
+        port,
+    })
 }
 
 #[cfg(test)]
@@ -164,8 +184,10 @@ mod tests {
 
     #[test]
     fn parses_a_full_line() {
-        let config = parse(b"console=ttyS0 prog=blast mode=poll ip=10.77.0.2/24 peer=10.77.0.1 count=5 size=128")
-            .unwrap();
+        let config = parse(
+            b"console=ttyS0 prog=blast mode=poll ip=10.77.0.2/24 peer=10.77.0.1 count=5 size=128",
+        )
+        .unwrap();
         assert_eq!(config.program, Program::Blast);
         assert_eq!(config.mode, Mode::Poll);
         assert_eq!(config.ip, [10, 77, 0, 2]);

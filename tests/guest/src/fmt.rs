@@ -14,7 +14,10 @@ pub struct Line {
 
 impl Line {
     pub fn new() -> Self {
-        let mut line = Line { bytes: [0; LINE_CAPACITY], len: 0 };
+        let mut line = Line {
+            bytes: [0; LINE_CAPACITY],
+            len: 0,
+        };
         line.raw(PREFIX);
         line
     }
@@ -63,7 +66,11 @@ impl Line {
         while shift > 0 {
             shift -= 4;
             let digit = ((value >> shift) & 0xf) as u8;
-            self.raw(&[if digit < 10 { b'0' + digit } else { b'a' + digit - 10 }]);
+            self.raw(&[if digit < 10 {
+                b'0' + digit
+            } else {
+                b'a' + digit - 10
+            }]);
         }
         self
     }

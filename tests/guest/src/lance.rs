@@ -184,7 +184,9 @@ pub struct Lance {
 impl Lance {
     /// Resets the chip and checks it is a 79C970A in STOP; reads the MAC from the APROM.
     pub fn probe(mmio_base: u32) -> Result<Lance, ProbeError> {
-        let regs = Regs { base: mmio_base as usize };
+        let regs = Regs {
+            base: mmio_base as usize,
+        };
         regs.read(REG_RESET);
         let csr0 = regs.csr(CSR0);
         if csr0 != CSR0_STOP {
@@ -195,8 +197,11 @@ impl Lance {
         if rap != CSR_CHIP_ID_LOW {
             return Err(ProbeError::RapReadback(rap));
         }
-        let id = u32::from(regs.csr(CSR_CHIP_ID_LOW)) | (u32::from(regs.csr(CSR_CHIP_ID_HIGH)) << 16);
-        if id & CHIP_ID_VERSION_MASK != CHIP_ID_VERSION_AMD || (id >> 12) & 0xffff != CHIP_ID_PART_79C970A {
+        let id =
+            u32::from(regs.csr(CSR_CHIP_ID_LOW)) | (u32::from(regs.csr(CSR_CHIP_ID_HIGH)) << 16);
+        if id & CHIP_ID_VERSION_MASK != CHIP_ID_VERSION_AMD
+            || (id >> 12) & 0xffff != CHIP_ID_PART_79C970A
+        {
             return Err(ProbeError::ChipId(id));
         }
         let mut mac = [0u8; 6];
@@ -232,14 +237,20 @@ impl Lance {
         unsafe {
             for i in 0..RX_RING_LEN {
                 let rx = addr_of_mut!((*area).rx[i]);
-                write_volatile(addr_of_mut!((*rx).address), phys(addr_of!((*area).rx_buffers[i])));
+                write_volatile(
+                    addr_of_mut!((*rx).address),
+                    phys(addr_of!((*area).rx_buffers[i])),
+                );
                 write_volatile(addr_of_mut!((*rx).misc), 0);
                 write_volatile(addr_of_mut!((*rx).user), 0);
                 write_volatile(addr_of_mut!((*rx).bcnt_status), DESC_OWN | rx_bcnt());
             }
             for i in 0..TX_RING_LEN {
                 let tx = addr_of_mut!((*area).tx[i]);
-                write_volatile(addr_of_mut!((*tx).address), phys(addr_of!((*area).tx_buffers[i])));
+                write_volatile(
+                    addr_of_mut!((*tx).address),
+                    phys(addr_of!((*area).tx_buffers[i])),
+                );
                 write_volatile(addr_of_mut!((*tx).misc), 0);
                 write_volatile(addr_of_mut!((*tx).user), 0);
                 write_volatile(addr_of_mut!((*tx).bcnt_status), 0);
@@ -277,7 +288,10 @@ impl Lance {
         if csr0 & CSR0_IDON == 0 {
             return Err(ProbeError::NoInitDone(csr0));
         }
-        regs.write(REG_RDP, CSR0_IDON | CSR0_STRT | if irq_mode { CSR0_IENA } else { 0 });
+        regs.write(
+            REG_RDP,
+            CSR0_IDON | CSR0_STRT | if irq_mode { CSR0_IENA } else { 0 },
+        );
         Ok(())
     }
 
@@ -304,9 +318,14 @@ impl Lance {
                     break;
                 }
                 self.rx_incomplete_polls = 0;
-                if status & (DESC_ERR | DESC_STP | DESC_ENP) == DESC_STP | DESC_ENP && length > FCS_LEN {
+                if status & (DESC_ERR | DESC_STP | DESC_ENP) == DESC_STP | DESC_ENP
+                    && length > FCS_LEN
+                {
                     let frame_len = (length - FCS_LEN).min(BUF_SIZE);
-                    let frame = core::slice::from_raw_parts(addr_of!((*area).rx_buffers[index]).cast::<u8>(), frame_len);
+                    let frame = core::slice::from_raw_parts(
+                        addr_of!((*area).rx_buffers[index]).cast::<u8>(),
+                        frame_len,
+                    );
                     let mut queue = TxQueue { lance: self };
                     handle(frame, &mut queue);
                 } else {
@@ -421,7 +440,10 @@ impl TxQueue<'_> {
             write_volatile(addr_of_mut!((*tx).misc), 0);
             compiler_fence(Ordering::Release);
             let bcnt = (length as u32).wrapping_neg() & 0xfff | BCNT_ONES;
-            write_volatile(addr_of_mut!((*tx).bcnt_status), DESC_OWN | DESC_STP | DESC_ENP | bcnt);
+            write_volatile(
+                addr_of_mut!((*tx).bcnt_status),
+                DESC_OWN | DESC_STP | DESC_ENP | bcnt,
+            );
         }
         lance.tx_next = (index + 1) % TX_RING_LEN;
         lance.tx_in_flight += 1;

@@ -3,38 +3,31 @@
 //! driver and the echo / sink / blast program in ring 3, reaching the NIC only through its MMIO
 //! BAR. The ABI (command line, console lines, exit port, ring-3 requests) is in
 //! /work/briefs/guest-abi.md and the README of this directory.
-#![cfg_attr(not(test), no_std)]
-#![cfg_attr(not(test), no_main)]
+#![no_std]
+#![no_main]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-mod cmdline;
-mod net;
+use lancet_guest::{cmdline, net};
 
-#[cfg(not(test))]
 mod boot;
-#[cfg(not(test))]
 mod fmt;
-#[cfg(not(test))]
 mod lance;
-#[cfg(not(test))]
 mod prog;
-#[cfg(not(test))]
 mod ring0;
-#[cfg(not(test))]
 mod user;
 
 /// Ring-3 entry point; `ring0::ring0_main` irets here with the boot information.
-#[cfg(not(test))]
 pub extern "C" fn user_main(info: &ring0::BootInfo) -> ! {
     prog::run(info)
 }
 
-#[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     let cs: u16;
     // SAFETY: reading CS has no side effects.
-    unsafe { core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags))
+    };
     if cs & 3 == 3 {
         user::fail("panic in ring 3")
     } else {

@@ -64,7 +64,15 @@ fn pad(out: &mut [u8], len: usize) -> usize {
     }
 }
 
-fn arp(out: &mut [u8], op: u16, eth_dst: &[u8; 6], sha: &[u8; 6], spa: &[u8; 4], tha: &[u8; 6], tpa: &[u8; 4]) -> usize {
+fn arp(
+    out: &mut [u8],
+    op: u16,
+    eth_dst: &[u8; 6],
+    sha: &[u8; 6],
+    spa: &[u8; 4],
+    tha: &[u8; 6],
+    tpa: &[u8; 4],
+) -> usize {
     ethernet(out, eth_dst, sha, ETHERTYPE_ARP);
     let a = &mut out[ETH_HEADER_LEN..ETH_HEADER_LEN + ARP_LEN];
     put16(a, 0, ARP_HTYPE_ETHERNET);
@@ -81,11 +89,26 @@ fn arp(out: &mut [u8], op: u16, eth_dst: &[u8; 6], sha: &[u8; 6], spa: &[u8; 4],
 
 /// Builds a broadcast ARP request for `target`; returns the frame length.
 pub fn arp_request(out: &mut [u8], mac: &[u8; 6], ip: &[u8; 4], target: &[u8; 4]) -> usize {
-    arp(out, ARP_OP_REQUEST, &BROADCAST_MAC, mac, ip, &[0; 6], target)
+    arp(
+        out,
+        ARP_OP_REQUEST,
+        &BROADCAST_MAC,
+        mac,
+        ip,
+        &[0; 6],
+        target,
+    )
 }
 
-/// A validated ARP packet inside a frame: (op, sender MAC, sender IP, target IP).
-fn parse_arp(frame: &[u8]) -> Option<(u16, [u8; 6], [u8; 4], [u8; 4])> {
+/// The fields of a validated Ethernet/IPv4 ARP packet that the programs use.
+struct ArpPacket {
+    op: u16,
+    sender_mac: [u8; 6],
+    sender_ip: [u8; 4],
+    target_ip: [u8; 4],
+}
+
+fn parse_arp(frame: &[u8]) -> Option<ArpPacket> {
     if frame.len() < ETH_HEADER_LEN + ARP_LEN || be16(frame, 12) != ETHERTYPE_ARP {
         return None;
     }
@@ -99,15 +122,19 @@ fn parse_arp(frame: &[u8]) -> Option<(u16, [u8; 6], [u8; 4], [u8; 4])> {
     sha.copy_from_slice(&a[8..14]);
     spa.copy_from_slice(&a[14..18]);
     tpa.copy_from_slice(&a[24..28]);
-    Some((be16(a, 6), sha, spa, tpa))
+    Some(ArpPacket {
+        op: be16(a, 6),
+        sender_mac: sha,
+        sender_ip: spa,
+        target_ip: tpa,
+    })
 }
 
 /// If `frame` is an ARP reply from `peer` addressed to `ip`, returns the peer's MAC.
 pub fn arp_reply_from(frame: &[u8], ip: &[u8; 4], peer: &[u8; 4]) -> Option<[u8; 6]> {
-    match parse_arp(frame)? {
-        (ARP_OP_REPLY, sha, spa, tpa) if spa == *peer && tpa == *ip => Some(sha),
-        _ => None,
-    }
+    let arp = parse_arp(frame)?;
+    (arp.op == ARP_OP_REPLY && arp.sender_ip == *peer && arp.target_ip == *ip)
+        .then_some(arp.sender_mac)
 }
 
 /// What the echo program answers.
@@ -120,24 +147,40 @@ pub enum Echoed {
 
 /// Builds the echo program's answer to `frame` in `out` (ARP request for `ip`, ICMP echo request
 /// to `ip`, UDP to `ip`:`port`). Returns the reply length and kind, or None to ignore the frame.
-pub fn echo_reply(frame: &[u8], out: &mut [u8], mac: &[u8; 6], ip: &[u8; 4], port: u16) -> Option<(usize, Echoed)> {
+pub fn echo_reply(
+    frame: &[u8],
+    out: &mut [u8],
+    mac: &[u8; 6],
+    ip: &[u8; 4],
+    port: u16,
+) -> Option<(usize, Echoed)> {
     if frame.len() < ETH_HEADER_LEN || out.len() < frame.len().max(ETH_MIN_FRAME) {
         return None;
     }
     match be16(frame, 12) {
         ETHERTYPE_ARP => {
-            let (op, sha, spa, tpa) = parse_arp(frame)?;
-            if op != ARP_OP_REQUEST || tpa != *ip {
+            let request = parse_arp(frame)?;
+            if request.op != ARP_OP_REQUEST || request.target_ip != *ip {
                 return None;
             }
-            Some((arp(out, ARP_OP_REPLY, &sha, mac, ip, &sha, &spa), Echoed::Arp))
+            let (sha, spa) = (request.sender_mac, request.sender_ip);
+            Some((
+                arp(out, ARP_OP_REPLY, &sha, mac, ip, &sha, &spa),
+                Echoed::Arp,
+            ))
         }
         ETHERTYPE_IPV4 => ipv4_echo(frame, out, mac, ip, port),
         _ => None,
     }
 }
 
-fn ipv4_echo(frame: &[u8], out: &mut [u8], mac: &[u8; 6], ip: &[u8; 4], port: u16) -> Option<(usize, Echoed)> {
+fn ipv4_echo(
+    frame: &[u8],
+    out: &mut [u8],
+    mac: &[u8; 6],
+    ip: &[u8; 4],
+    port: u16,
+) -> Option<(usize, Echoed)> {
     let packet = &frame[ETH_HEADER_LEN..];
     if packet.len() < IPV4_MIN_HEADER || packet[0] >> 4 != 4 {
         return None;
@@ -152,7 +195,11 @@ fn ipv4_echo(frame: &[u8], out: &mut [u8], mac: &[u8; 6], ip: &[u8; 4], port: u1
     }
     let payload = &packet[header_len..total_len];
     let kind = match packet[9] {
-        IP_PROTO_ICMP if payload.len() >= 8 && payload[0] == ICMP_ECHO_REQUEST && payload[1] == 0 => Echoed::Icmp,
+        IP_PROTO_ICMP
+            if payload.len() >= 8 && payload[0] == ICMP_ECHO_REQUEST && payload[1] == 0 =>
+        {
+            Echoed::Icmp
+        }
         IP_PROTO_UDP if payload.len() >= UDP_HEADER_LEN && be16(payload, 2) == port => Echoed::Udp,
         _ => return None,
     };
@@ -228,7 +275,12 @@ mod tests {
 
     fn udp_to_guest(port: u16, payload: &[u8]) -> Vec<u8> {
         let mut frame = vec![0u8; 42 + payload.len()];
-        let flow = UdpFlow { src_mac: PEER_MAC, dst_mac: MAC, src_ip: PEER, dst_ip: IP };
+        let flow = UdpFlow {
+            src_mac: PEER_MAC,
+            dst_mac: MAC,
+            src_ip: PEER,
+            dst_ip: IP,
+        };
         blast_frame(&mut frame, &flow, 42 + payload.len());
         put16(&mut frame, 34, 5555);
         put16(&mut frame, 36, port);
@@ -240,8 +292,8 @@ mod tests {
     #[test]
     fn checksum_of_a_known_header() {
         let header = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
-            0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(checksum(&header), 0xb861);
     }
@@ -297,7 +349,10 @@ mod tests {
         let frame = udp_to_guest(7, b"x");
         let mut out = [0u8; 1600];
         for cut in 0..frame.len() - 1 {
-            assert!(echo_reply(&frame[..cut], &mut out, &MAC, &IP, 7).is_none(), "cut {cut}");
+            assert!(
+                echo_reply(&frame[..cut], &mut out, &MAC, &IP, 7).is_none(),
+                "cut {cut}"
+            );
         }
         let mut lying = frame.clone();
         put16(&mut lying, 16, 1400);

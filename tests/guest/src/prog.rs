@@ -48,10 +48,21 @@ fn read_cmdline(address: u64, out: &mut [u8; cmdline::CMDLINE_LIMIT]) -> usize {
 fn fail_probe(error: ProbeError) -> ! {
     let mut line = Line::new();
     match error {
-        ProbeError::NotStopped(csr0) => line.text("error CSR0 after reset is ").hex(u64::from(csr0), 4).text(" (want 0x0004)"),
-        ProbeError::RapReadback(rap) => line.text("error RAP reads back ").hex(u64::from(rap), 4).text(" after writing 88"),
-        ProbeError::ChipId(id) => line.text("error chip id ").hex(u64::from(id), 8).text(" is not a 79C970A"),
-        ProbeError::NoInitDone(csr0) => line.text("error no IDON after INIT, CSR0=").hex(u64::from(csr0), 4),
+        ProbeError::NotStopped(csr0) => line
+            .text("error CSR0 after reset is ")
+            .hex(u64::from(csr0), 4)
+            .text(" (want 0x0004)"),
+        ProbeError::RapReadback(rap) => line
+            .text("error RAP reads back ")
+            .hex(u64::from(rap), 4)
+            .text(" after writing 88"),
+        ProbeError::ChipId(id) => line
+            .text("error chip id ")
+            .hex(u64::from(id), 8)
+            .text(" is not a 79C970A"),
+        ProbeError::NoInitDone(csr0) => line
+            .text("error no IDON after INIT, CSR0=")
+            .hex(u64::from(csr0), 4),
     };
     line.print();
     user::exit(crate::ring0::EXIT_FAILURE)
@@ -114,12 +125,14 @@ fn echo(lance: &mut Lance, config: &Config) -> ! {
     loop {
         let handled = lance.receive(BATCH, |frame, tx| {
             let mut wanted = false;
-            let queued = tx.send(|buffer| match net::echo_reply(frame, buffer, &mac, &config.ip, config.port) {
-                Some((length, _)) => {
-                    wanted = true;
-                    length
+            let queued = tx.send(|buffer| {
+                match net::echo_reply(frame, buffer, &mac, &config.ip, config.port) {
+                    Some((length, _)) => {
+                        wanted = true;
+                        length
+                    }
+                    None => 0,
                 }
-                None => 0,
             });
             if wanted && !queued {
                 dropped += 1;
@@ -134,7 +147,12 @@ fn echo(lance: &mut Lance, config: &Config) -> ! {
         if dropped.is_power_of_two() && dropped != reported_drops {
             // Replies lost to a full TX ring (and bad RX descriptors), reported at 1, 2, 4, ...
             reported_drops = dropped;
-            Line::new().text("echo tx_full_drops=").dec(dropped).text(" rx_errors=").dec(lance.rx_errors).print();
+            Line::new()
+                .text("echo tx_full_drops=")
+                .dec(dropped)
+                .text(" rx_errors=")
+                .dec(lance.rx_errors)
+                .print();
         }
         if lance.irq_mode() {
             idle_wait(lance, |l| l.rx_ready());
@@ -145,7 +163,12 @@ fn echo(lance: &mut Lance, config: &Config) -> ! {
 }
 
 fn print_sink(frames: u64, bytes: u64) {
-    Line::new().text("sink frames=").dec(frames).text(" bytes=").dec(bytes).print();
+    Line::new()
+        .text("sink frames=")
+        .dec(frames)
+        .text(" bytes=")
+        .dec(bytes)
+        .print();
 }
 
 fn sink(lance: &mut Lance, config: &Config) -> ! {
@@ -154,7 +177,11 @@ fn sink(lance: &mut Lance, config: &Config) -> ! {
     let mut reported = 0;
     let mut last_activity = user::rdtsc();
     loop {
-        let budget = if config.count == 0 { BATCH } else { BATCH.min((config.count - frames) as usize) };
+        let budget = if config.count == 0 {
+            BATCH
+        } else {
+            BATCH.min((config.count - frames) as usize)
+        };
         let handled = lance.receive(budget, |frame, _| {
             frames += 1;
             bytes += frame.len() as u64;
@@ -182,7 +209,8 @@ fn sink(lance: &mut Lance, config: &Config) -> ! {
             idle_wait(lance, |l| l.rx_ready());
         } else {
             spin_loop();
-            if frames != reported && user::rdtsc().wrapping_sub(last_activity) > IDLE_REPORT_CYCLES {
+            if frames != reported && user::rdtsc().wrapping_sub(last_activity) > IDLE_REPORT_CYCLES
+            {
                 print_sink(frames, bytes);
                 reported = frames;
             }
@@ -194,7 +222,9 @@ fn sink(lance: &mut Lance, config: &Config) -> ! {
 fn resolve(lance: &mut Lance, ip: &[u8; 4], peer: &[u8; 4]) -> [u8; 6] {
     let mac = lance.mac;
     for _ in 0..ARP_ATTEMPTS {
-        lance.tx().send(|buffer| net::arp_request(buffer, &mac, ip, peer));
+        lance
+            .tx()
+            .send(|buffer| net::arp_request(buffer, &mac, ip, peer));
         lance.kick();
         let start = user::rdtsc();
         while user::rdtsc().wrapping_sub(start) < ARP_WAIT_CYCLES {
@@ -221,7 +251,9 @@ fn resolve(lance: &mut Lance, ip: &[u8; 4], peer: &[u8; 4]) -> [u8; 6] {
 }
 
 fn blast(lance: &mut Lance, config: &Config) -> ! {
-    let Some(peer) = config.peer else { user::fail("bad cmdline: blast needs peer=A.B.C.D") };
+    let Some(peer) = config.peer else {
+        user::fail("bad cmdline: blast needs peer=A.B.C.D")
+    };
     let peer_mac = resolve(lance, &config.ip, &peer);
     // Let the ARP traffic complete so the counters below hold blast frames only.
     let settle = user::rdtsc();
@@ -229,7 +261,12 @@ fn blast(lance: &mut Lance, config: &Config) -> ! {
         spin_loop();
     }
     let (done_before, errors_before) = (lance.tx_done, lance.tx_errors);
-    let flow = UdpFlow { src_mac: lance.mac, dst_mac: peer_mac, src_ip: config.ip, dst_ip: peer };
+    let flow = UdpFlow {
+        src_mac: lance.mac,
+        dst_mac: peer_mac,
+        src_ip: config.ip,
+        dst_ip: peer,
+    };
     let mut template = [0u8; BUF_SIZE];
     let size = net::blast_frame(&mut template, &flow, config.size);
     let mut queued: u64 = 0;
@@ -271,9 +308,15 @@ fn blast(lance: &mut Lance, config: &Config) -> ! {
             user::fail("blast: transmitted frames were never handed back by the chip");
         }
     }
-    Line::new().text("blast sent=").dec(lance.tx_done - done_before).print();
+    Line::new()
+        .text("blast sent=")
+        .dec(lance.tx_done - done_before)
+        .print();
     if lance.tx_errors > errors_before {
-        Line::new().text("blast tx_errors=").dec(lance.tx_errors - errors_before).print();
+        Line::new()
+            .text("blast tx_errors=")
+            .dec(lance.tx_errors - errors_before)
+            .print();
     }
     user::exit(0)
 }

@@ -97,7 +97,13 @@ pub struct BootInfo {
     pub irq: u8,
 }
 
-static mut BOOT_INFO: BootInfo = BootInfo { cmdline: 0, io_base: 0, mmio_base: 0, pci_device: 0, irq: 0 };
+static mut BOOT_INFO: BootInfo = BootInfo {
+    cmdline: 0,
+    io_base: 0,
+    mmio_base: 0,
+    pci_device: 0,
+    irq: 0,
+};
 
 /// Address of the Lance RDP register in the MMIO BAR, used by the interrupt stub.
 #[no_mangle]
@@ -280,28 +286,36 @@ lancet_trap_table:
 #[inline(always)]
 fn outb(port: u16, value: u8) {
     // SAFETY: port I/O in ring 0 to devices this module owns (serial, PIC, ELCR, exit port).
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 #[inline(always)]
 fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: port I/O read in ring 0 from a device this module owns.
-    unsafe { asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
 #[inline(always)]
 fn outl(port: u16, value: u32) {
     // SAFETY: PCI configuration mechanism #1 access in ring 0.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 #[inline(always)]
 fn inl(port: u16) -> u32 {
     let value: u32;
     // SAFETY: PCI configuration mechanism #1 access in ring 0.
-    unsafe { asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in eax, dx", out("eax") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -345,7 +359,11 @@ fn serial_hex(value: u64) {
     while shift > 0 {
         shift -= 4;
         let digit = ((value >> shift) & 0xf) as u8;
-        serial_byte(if digit < 10 { b'0' + digit } else { b'a' + digit - 10 });
+        serial_byte(if digit < 10 {
+            b'0' + digit
+        } else {
+            b'a' + digit - 10
+        });
     }
 }
 
@@ -370,13 +388,19 @@ pub fn ring0_fail(text: &[u8]) -> ! {
 
 #[link_section = ".text.ring0"]
 fn pci_read(device: u8, reg: u8) -> u32 {
-    outl(PCI_CONFIG_ADDRESS, PCI_ENABLE | (u32::from(device) << 11) | u32::from(reg & 0xfc));
+    outl(
+        PCI_CONFIG_ADDRESS,
+        PCI_ENABLE | (u32::from(device) << 11) | u32::from(reg & 0xfc),
+    );
     inl(PCI_CONFIG_DATA)
 }
 
 #[link_section = ".text.ring0"]
 fn pci_write(device: u8, reg: u8, value: u32) {
-    outl(PCI_CONFIG_ADDRESS, PCI_ENABLE | (u32::from(device) << 11) | u32::from(reg & 0xfc));
+    outl(
+        PCI_CONFIG_ADDRESS,
+        PCI_ENABLE | (u32::from(device) << 11) | u32::from(reg & 0xfc),
+    );
     outl(PCI_CONFIG_DATA, value);
 }
 
@@ -391,7 +415,11 @@ fn find_lance(info: &mut BootInfo) -> bool {
             info.mmio_base = pci_read(device, PCI_REG_BAR1) & PCI_BAR_MEM_MASK;
             info.irq = (pci_read(device, PCI_REG_INTERRUPT_LINE) & 0xff) as u8;
             let command = pci_read(device, PCI_REG_COMMAND);
-            pci_write(device, PCI_REG_COMMAND, (command & 0xffff) | PCI_COMMAND_IO_MEM_MASTER);
+            pci_write(
+                device,
+                PCI_REG_COMMAND,
+                (command & 0xffff) | PCI_COMMAND_IO_MEM_MASTER,
+            );
             return true;
         }
         device += 1;
@@ -443,15 +471,28 @@ fn init_idt(nic_irq: u8) {
     let mut vector = 0;
     while vector < EXCEPTION_COUNT {
         // SAFETY: the trap table is a read-only array of EXCEPTION_COUNT addresses.
-        let handler = unsafe { read_volatile(addr_of!(lancet_trap_table).cast::<u64>().add(vector)) };
+        let handler =
+            unsafe { read_volatile(addr_of!(lancet_trap_table).cast::<u64>().add(vector)) };
         set_gate(vector, handler, GATE_INTERRUPT_DPL0);
         vector += 1;
     }
-    set_gate(BREAKPOINT_VECTOR, lancet_int3_entry as *const () as usize as u64, GATE_INTERRUPT_DPL3);
+    set_gate(
+        BREAKPOINT_VECTOR,
+        lancet_int3_entry as *const () as usize as u64,
+        GATE_INTERRUPT_DPL3,
+    );
     let mut irq = 0;
     while irq < IRQ_COUNT {
-        let handler = if irq == nic_irq { lancet_irq_nic_entry as *const () as usize } else { lancet_irq_other_entry as *const () as usize };
-        set_gate(usize::from(IRQ_VECTOR_BASE + irq), handler as u64, GATE_INTERRUPT_DPL0);
+        let handler = if irq == nic_irq {
+            lancet_irq_nic_entry as *const () as usize
+        } else {
+            lancet_irq_other_entry as *const () as usize
+        };
+        set_gate(
+            usize::from(IRQ_VECTOR_BASE + irq),
+            handler as u64,
+            GATE_INTERRUPT_DPL0,
+        );
         irq += 1;
     }
     let mut pointer = [0u16; 5];
@@ -543,7 +584,10 @@ extern "C" fn ring0_main() -> ! {
         if info.mmio_base == 0 {
             ring0_fail(b"the Lance's MMIO BAR (BAR1) is not assigned");
         }
-        write_volatile(addr_of_mut!(lancet_nic_rdp), u64::from(info.mmio_base) + LANCE_RDP);
+        write_volatile(
+            addr_of_mut!(lancet_nic_rdp),
+            u64::from(info.mmio_base) + LANCE_RDP,
+        );
         init_idt(info.irq);
         init_pic(info.irq);
         lancet_enter_user(

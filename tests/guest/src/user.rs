@@ -47,6 +47,8 @@ pub fn rdtsc() -> u64 {
     let low: u32;
     let high: u32;
     // SAFETY: rdtsc only reads the counter.
-    unsafe { asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(high) << 32) | u64::from(low)
 }
