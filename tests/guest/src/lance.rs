@@ -61,10 +61,11 @@ const DESC_ENP: u32 = 0x0100_0000;
 const BCNT_ONES: u32 = 0xf000;
 const MCNT_MASK: u32 = 0x0fff;
 const FCS_LEN: usize = 4;
-/// Polls of one descriptor that shows OWN clear but no ENP/ERR (or no length) before it is
-/// consumed as an error. QEMU's pcnet clears OWN in a first store and writes ENP and MCNT in a
-/// second one, so a ring-3 poller running at native speed can see that intermediate state.
-const INCOMPLETE_POLL_LIMIT: u32 = 1 << 20;
+/// How long (TSC cycles, ~0.3-1 s) a descriptor may show OWN clear without ENP/ERR (or without a
+/// length) before it is consumed as an error. QEMU's pcnet clears OWN in a first store and writes
+/// ENP and MCNT in a second one, so a ring-3 poller at native speed can see that state; the
+/// limit is time-based because the host may preempt QEMU between the two stores.
+const INCOMPLETE_TIMEOUT_CYCLES: u64 = 1_000_000_000;
 
 /// Ring sizes (log2): a long RX ring absorbs the VMM or host pausing the vCPU for a while.
 pub const RX_RING_LOG2: u8 = 9;
@@ -169,8 +170,8 @@ pub struct Lance {
     pub mac: [u8; 6],
     irq_mode: bool,
     rx_next: usize,
-    /// Consecutive polls that found `rx_next` handed back but not yet complete.
-    rx_incomplete_polls: u32,
+    /// TSC when `rx_next` was first seen handed back but incomplete (0 = not seen).
+    rx_incomplete_since: u64,
     tx_next: usize,
     /// Descriptors handed to the chip since the last TDMD.
     tx_unkicked: usize,
@@ -213,7 +214,7 @@ impl Lance {
             mac,
             irq_mode: false,
             rx_next: 0,
-            rx_incomplete_polls: 0,
+            rx_incomplete_since: 0,
             tx_next: 0,
             tx_unkicked: 0,
             tx_in_flight: 0,
@@ -313,11 +314,16 @@ impl Lance {
                 compiler_fence(Ordering::Acquire);
                 let length = (read_volatile(addr_of!((*rx).misc)) & MCNT_MASK) as usize;
                 let complete = status & DESC_ERR != 0 || (status & DESC_ENP != 0 && length > 0);
-                if !complete && self.rx_incomplete_polls < INCOMPLETE_POLL_LIMIT {
-                    self.rx_incomplete_polls += 1;
-                    break;
+                if !complete {
+                    let now = crate::user::rdtsc();
+                    if self.rx_incomplete_since == 0 {
+                        self.rx_incomplete_since = now;
+                    }
+                    if now.wrapping_sub(self.rx_incomplete_since) < INCOMPLETE_TIMEOUT_CYCLES {
+                        break;
+                    }
                 }
-                self.rx_incomplete_polls = 0;
+                self.rx_incomplete_since = 0;
                 if status & (DESC_ERR | DESC_STP | DESC_ENP) == DESC_STP | DESC_ENP
                     && length > FCS_LEN
                 {
