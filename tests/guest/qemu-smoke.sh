@@ -4,7 +4,7 @@
 # and checks the programs from the peer side of the tap.
 #
 #   tests/guest/qemu-smoke.sh [CASE...]     CASE = echo:poll echo:irq sink:poll sink:irq blast:poll blast:irq
-#                                          (default: all six)
+#                                          error:nonic error:cmdline (default: all)
 # Environment: GUEST (image path), FRAMES (sink/blast frame count, default 10000),
 #              ECHO_COUNT (UDP echo round trips, default 200), BOOT_TIMEOUT (s, default 120).
 # Run as root from the repository root after `make guest`. Cleans up QEMU and the namespace on exit.
@@ -48,15 +48,17 @@ ip -n "$NS" addr add "$PEER_IP/24" dev "$TAP"
 ip -n "$NS" link set "$TAP" txqueuelen 50000 up
 nsx() { ip netns exec "$NS" "$@"; }
 
-# boot_guest LOG APPEND: starts QEMU in the background (QEMU_PID).
+# boot_guest LOG APPEND [NIC]: starts QEMU in the background (QEMU_PID); NIC=none boots without
+# the pcnet device.
 boot_guest() {
-    local log=$1 append=$2
+    local log=$1 append=$2 nic=${3:-pcnet}
+    local nic_args=(-netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no"
+        -device "pcnet,netdev=n0,mac=$GUEST_MAC,romfile=")
+    [[ $nic == none ]] && nic_args=(-nic none)
     # Not through nsx: a function would run in a forked shell, and $! must be QEMU itself.
     ip netns exec "$NS" qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 64 -nographic -no-reboot \
         -kernel "$GUEST" -append "$append" \
-        -device isa-debug-exit,iobase=0x501 \
-        -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" \
-        -device "pcnet,netdev=n0,mac=$GUEST_MAC,romfile=" >"$log" 2>&1 &
+        -device isa-debug-exit,iobase=0x501 "${nic_args[@]}" >"$log" 2>&1 &
     QEMU_PID=$!
 }
 
@@ -153,14 +155,31 @@ run_blast() {
     fi
 }
 
+# run_error NAME APPEND NIC REGEX: the guest must print an error line and exit with status 2.
+run_error() {
+    local name=$1 log=$WORK/error-$1.log
+    boot_guest "$log" "$2" "$3"
+    wait_exit "$BOOT_TIMEOUT"
+    show_console "$log"
+    # isa-debug-exit: guest code 2 -> QEMU status (2 << 1) | 1 = 5.
+    if [[ $EXIT_STATUS == 5 ]] && grep -qE "$4" "$log"; then
+        result "error:$name" ok "(error line, exit 2)"
+    else
+        stop_guest; result "error:$name" fail "(qemu status $EXIT_STATUS)"
+    fi
+}
+
 cases=("$@")
-((${#cases[@]})) || cases=(echo:poll echo:irq sink:poll sink:irq blast:poll blast:irq)
+((${#cases[@]})) || cases=(echo:poll echo:irq sink:poll sink:irq blast:poll blast:irq error:nonic error:cmdline)
 for c in "${cases[@]}"; do
     echo "== $c"
     case $c in
         echo:poll | echo:irq) run_echo "${c#*:}" ;;
         sink:poll | sink:irq) run_sink "${c#*:}" ;;
         blast:poll | blast:irq) run_blast "${c#*:}" ;;
+        error:nonic) run_error nonic "prog=echo mode=poll ip=$GUEST_IP/24" none \
+            "lancet-guest: error no Am79C970A" ;;
+        error:cmdline) run_error cmdline "prog=bogus ip=$GUEST_IP/24" pcnet "lancet-guest: error bad cmdline" ;;
         *) echo "unknown case $c" >&2; exit 2 ;;
     esac
 done
