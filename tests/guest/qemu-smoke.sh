@@ -4,7 +4,7 @@
 # and checks the programs from the peer side of the tap.
 #
 #   tests/guest/qemu-smoke.sh [CASE...]     CASE = echo:poll echo:irq sink:poll sink:irq blast:poll blast:irq
-#                                          error:nonic error:cmdline (default: all)
+#                                          error:nonic error:cmdline hostile (default: all)
 # Environment: GUEST (image path), FRAMES (sink/blast frame count, default 10000),
 #              ECHO_COUNT (UDP echo round trips, default 200), BOOT_TIMEOUT (s, default 120).
 # Run as root from the repository root after `make guest`. Cleans up QEMU and the namespace on exit.
@@ -169,8 +169,20 @@ run_error() {
     fi
 }
 
+run_hostile() {
+    local log=$WORK/hostile.log
+    boot_guest "$log" "prog=hostile mode=poll"
+    wait_exit "$BOOT_TIMEOUT"
+    show_console "$log"
+    if [[ $EXIT_STATUS == 1 ]] && grep -q "lancet-guest: hostile done" "$log"; then
+        result "hostile" ok "(every step done, chip resets cleanly, exit 0)"
+    else
+        stop_guest; result "hostile" fail "(qemu status $EXIT_STATUS)"
+    fi
+}
+
 cases=("$@")
-((${#cases[@]})) || cases=(echo:poll echo:irq sink:poll sink:irq blast:poll blast:irq error:nonic error:cmdline)
+((${#cases[@]})) || cases=(echo:poll echo:irq sink:poll sink:irq blast:poll blast:irq error:nonic error:cmdline hostile)
 for c in "${cases[@]}"; do
     echo "== $c"
     case $c in
@@ -179,6 +191,7 @@ for c in "${cases[@]}"; do
         blast:poll | blast:irq) run_blast "${c#*:}" ;;
         error:nonic) run_error nonic "prog=echo mode=poll ip=$GUEST_IP/24" none \
             "lancet-guest: error no Am79C970A" ;;
+        hostile) run_hostile ;;
         error:cmdline) run_error cmdline "prog=bogus ip=$GUEST_IP/24" pcnet "lancet-guest: error bad cmdline" ;;
         *) echo "unknown case $c" >&2; exit 2 ;;
     esac

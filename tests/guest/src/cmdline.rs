@@ -1,4 +1,4 @@
-//! The guest command line: `prog=echo|sink|blast mode=irq|poll ip=A.B.C.D/N [peer=A.B.C.D]
+//! The guest command line: `prog=echo|sink|blast|hostile mode=irq|poll ip=A.B.C.D/N [peer=A.B.C.D]
 //! [count=N] [size=N] [port=N]`, space separated; unknown keys are ignored.
 
 /// Longest command line read from guest memory.
@@ -18,6 +18,8 @@ pub enum Program {
     Echo,
     Sink,
     Blast,
+    /// Programs the NIC like a malicious guest (bad rings, zero lengths, endless chains).
+    Hostile,
 }
 
 impl Program {
@@ -26,6 +28,7 @@ impl Program {
             Program::Echo => "echo",
             Program::Sink => "sink",
             Program::Blast => "blast",
+            Program::Hostile => "hostile",
         }
     }
 }
@@ -120,7 +123,8 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
                     b"echo" => Program::Echo,
                     b"sink" => Program::Sink,
                     b"blast" => Program::Blast,
-                    _ => return Err("bad cmdline: prog= must be echo, sink or blast"),
+                    b"hostile" => Program::Hostile,
+                    _ => return Err("bad cmdline: prog= must be echo, sink, blast or hostile"),
                 })
             }
             b"mode" => {
@@ -155,7 +159,7 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
     let program = program.ok_or("bad cmdline: prog=echo|sink|blast is required")?;
     let (ip, prefix_len) = match (ip, program) {
         (Some(ip), _) => ip,
-        (None, Program::Sink) => ([0; 4], 0),
+        (None, Program::Sink | Program::Hostile) => ([0; 4], 0),
         (None, _) => return Err("bad cmdline: ip=A.B.C.D/N is required"),
     };
     if program == Program::Blast && peer.is_none() {

@@ -467,3 +467,164 @@ impl TxQueue<'_> {
         self.lance.tx_unkicked
     }
 }
+
+/// Unchecked access for the hostile program: registers and the DMA area with no driver
+/// invariants, to program the chip the way a broken or malicious guest would.
+pub struct RawLance {
+    regs: Regs,
+    pub mac: [u8; 6],
+}
+
+/// A guest-physical address with no RAM behind it for any VM of at most 1 GiB.
+pub const OUTSIDE_RAM: u32 = 0x3ff0_0000;
+
+impl RawLance {
+    pub fn new(lance: &Lance) -> RawLance {
+        RawLance {
+            regs: Regs {
+                base: lance.regs.base,
+            },
+            mac: lance.mac,
+        }
+    }
+
+    /// Resets the chip (a read of RESET in WIO mode) and returns CSR0, which must be STOP.
+    pub fn reset(&self) -> u16 {
+        self.regs.read(REG_RESET);
+        self.regs.csr(CSR0)
+    }
+
+    pub fn csr(&self, number: u16) -> u16 {
+        self.regs.csr(number)
+    }
+
+    pub fn set_csr(&self, number: u16, value: u16) {
+        self.regs.set_csr(number, value)
+    }
+
+    pub fn set_bcr(&self, number: u16, value: u16) {
+        self.regs.set_bcr(number, value)
+    }
+
+    /// A 32-bit access at `offset` (in WIO mode a 32-bit write to RDP switches the chip to DWIO).
+    pub fn write32(&self, offset: usize, value: u32) {
+        // SAFETY: an access inside the Lance's 32-byte MMIO BAR, mapped by boot.rs.
+        unsafe { write_volatile((self.regs.base + offset) as *mut u32, value) }
+    }
+
+    pub fn read32(&self, offset: usize) -> u32 {
+        // SAFETY: as in `write32`.
+        unsafe { read_volatile((self.regs.base + offset) as *const u32) }
+    }
+
+    pub fn set_rx(&self, index: usize, address: u32, bcnt_status: u32) {
+        // SAFETY: the index is reduced into the ring; plain stores into the DMA area.
+        unsafe {
+            let rx = addr_of_mut!((*dma()).rx[index % RX_RING_LEN]);
+            write_volatile(addr_of_mut!((*rx).address), address);
+            write_volatile(addr_of_mut!((*rx).misc), 0);
+            write_volatile(addr_of_mut!((*rx).bcnt_status), bcnt_status);
+        }
+    }
+
+    pub fn set_tx(&self, index: usize, address: u32, bcnt_status: u32) {
+        // SAFETY: the index is reduced into the ring; plain stores into the DMA area.
+        unsafe {
+            let tx = addr_of_mut!((*dma()).tx[index % TX_RING_LEN]);
+            write_volatile(addr_of_mut!((*tx).address), address);
+            write_volatile(addr_of_mut!((*tx).misc), 0);
+            write_volatile(addr_of_mut!((*tx).bcnt_status), bcnt_status);
+        }
+    }
+
+    /// Address of TX buffer `index` (valid RAM, BUF_SIZE bytes).
+    pub fn tx_buffer(&self, index: usize) -> u32 {
+        // SAFETY: only the address is computed.
+        phys(unsafe { addr_of!((*dma()).tx_buffers[index % TX_RING_LEN]) })
+    }
+
+    pub fn rx_ring(&self) -> u32 {
+        // SAFETY: only the address is computed.
+        phys(unsafe { addr_of!((*dma()).rx) })
+    }
+
+    pub fn tx_ring(&self) -> u32 {
+        // SAFETY: only the address is computed.
+        phys(unsafe { addr_of!((*dma()).tx) })
+    }
+
+    /// Writes a 32-bit init block (SWSTYLE 2) with the given rings, selects SWSTYLE 2, points
+    /// CSR1/2 at it and sets INIT. Returns CSR0 after at most IDON_POLL_LIMIT polls.
+    pub fn init(&self, rx_log2: u8, tx_log2: u8, rx_ring: u32, tx_ring: u32) -> u16 {
+        self.regs.set_bcr(BCR_SWSTYLE, SWSTYLE_PCNET_PCI);
+        // SAFETY: the init block lives in the DMA area; the chip is stopped (just reset).
+        let address = unsafe {
+            let init = addr_of_mut!((*dma()).init);
+            write_volatile(
+                init,
+                InitBlock {
+                    mode: 0,
+                    rx_log2: rx_log2 << 4,
+                    tx_log2: tx_log2 << 4,
+                    mac: self.mac,
+                    reserved: 0,
+                    ladrf: [0; 2],
+                    rx_ring,
+                    tx_ring,
+                },
+            );
+            phys(init)
+        };
+        compiler_fence(Ordering::SeqCst);
+        self.init_at(address)
+    }
+
+    /// Points CSR1/2 at `address` and sets INIT; returns CSR0 once IDON shows or polls run out.
+    pub fn init_at(&self, address: u32) -> u16 {
+        self.regs.set_csr(CSR_INIT_BLOCK_LOW, address as u16);
+        self.regs
+            .set_csr(CSR_INIT_BLOCK_HIGH, (address >> 16) as u16);
+        self.regs.set_csr(CSR0, CSR0_INIT);
+        let mut csr0 = 0;
+        for _ in 0..IDON_POLL_LIMIT {
+            csr0 = self.regs.read(REG_RDP);
+            if csr0 & CSR0_IDON != 0 {
+                break;
+            }
+        }
+        csr0
+    }
+
+    pub fn start_and_kick(&self) {
+        self.regs.set_csr(CSR0, CSR0_IDON | CSR0_STRT | CSR0_TDMD);
+    }
+
+    pub fn stop(&self) {
+        self.regs.set_csr(CSR0, CSR0_STOP);
+    }
+}
+
+/// TX descriptor status word for the hostile program.
+pub fn tx_word(length: u32, start: bool, end: bool) -> u32 {
+    let mut word = DESC_OWN | (length.wrapping_neg() & 0xfff) | BCNT_ONES;
+    if start {
+        word |= DESC_STP;
+    }
+    if end {
+        word |= DESC_ENP;
+    }
+    word
+}
+
+/// RX descriptor status word (owned by the chip, one full buffer).
+pub fn rx_word() -> u32 {
+    DESC_OWN | rx_bcnt()
+}
+
+/// CSR numbers the hostile program writes directly.
+pub const CSR_RX_RING_LENGTH: u16 = 76;
+pub const CSR_TX_RING_LENGTH: u16 = 78;
+pub const BCR_SOFTWARE_STYLE: u16 = 20;
+/// RDP and the DWIO RESET register offsets.
+pub const RDP_OFFSET: usize = REG_RDP;
+pub const DWIO_RESET_OFFSET: usize = 0x18;

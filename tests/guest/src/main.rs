@@ -11,6 +11,7 @@ use lancet_guest::{cmdline, net};
 
 mod boot;
 mod fmt;
+mod hostile;
 mod lance;
 mod prog;
 mod ring0;

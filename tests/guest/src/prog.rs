@@ -91,6 +91,9 @@ pub fn run(info: &BootInfo) -> ! {
     if irq_mode && info.irq > MAX_PIC_IRQ {
         user::fail("mode=irq needs a PIC IRQ 0..15 in the Interrupt Line register; use mode=poll");
     }
+    if config.program == Program::Hostile {
+        crate::hostile::run(&lance);
+    }
     if let Err(error) = lance.start(irq_mode, config.program == Program::Blast) {
         fail_probe(error);
     }
@@ -106,6 +109,7 @@ pub fn run(info: &BootInfo) -> ! {
         Program::Echo => echo(&mut lance, &config),
         Program::Sink => sink(&mut lance, &config),
         Program::Blast => blast(&mut lance, &config),
+        Program::Hostile => user::fail("hostile runs before the NIC is started"),
     }
 }
 
