@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # Debian packages: build (xsk-rs builds bundled xdp-tools; libbpf-cargo compiles bpf/*.bpf.c) and tests.
 APT_PKGS := build-essential pkg-config zlib1g-dev libelf-dev clang llvm m4 libpcap-dev \
             tcpdump ethtool iproute2 iputils-ping \
-            qemu-system-x86 socat
+            qemu-system-x86
 CARGO ?= cargo
 
 .PHONY: help deps build test lint run clean guest guest-check guest-smoke
