@@ -47,9 +47,16 @@ pub enum BenchError {
     Path { path: String, reason: String },
 }
 
-/// Pin the calling thread to one CPU; returns whether it worked (the bench runs on anyway).
+/// Pin the calling thread to one CPU; returns whether it worked (the bench runs on anyway, with a
+/// warning naming the CPU).
 pub fn pin_current_thread(cpu: usize) -> bool {
-    affinity::set_thread_affinity([cpu]).is_ok()
+    match affinity::set_thread_affinity([cpu]) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("bench: warning: cannot pin a thread to CPU {cpu} ({e}); it runs unpinned");
+            false
+        }
+    }
 }
 
 /// `lancet bench` options.

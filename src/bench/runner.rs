@@ -368,9 +368,8 @@ pub fn run_rounds(
     };
     let mut report = BenchReport::new(plan.quick, plan.rounds, "path not measured in this run");
     let mut hists = HistogramSet::new();
-    if let Some(cpu) = plan.client_cpu {
-        super::pin_current_thread(cpu);
-    }
+    // The calling thread is not pinned: VM processes started from it would inherit its mask.
+    // The client, generator and counter threads pin themselves.
     report.pinning.push(Pinning {
         thread: "bench client, generator and counter".into(),
         cpu: plan.client_cpu,
