@@ -92,6 +92,22 @@ pub struct DropStats {
     pub tx_error: u64,
 }
 
+impl DropStats {
+    /// Every frame lost on the receive side.
+    pub fn rx_total(&self) -> u64 {
+        self.rx_ring_full
+            + self.rx_fill_ring_empty
+            + self.rx_invalid
+            + self.rx_kernel_other
+            + self.rx_oversize
+    }
+
+    /// Every frame lost on the transmit side.
+    pub fn tx_total(&self) -> u64 {
+        self.tx_invalid + self.tx_oversize + self.tx_error
+    }
+}
+
 /// Errors of the backends and the steering program, each saying what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
