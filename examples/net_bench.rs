@@ -1,6 +1,6 @@
 //! Backend throughput and echo latency on a testbed (prints numbers; asserts nothing).
 //!
-//! `cargo run --release --example net_bench [xdp|tap|both] [frames]`
+//! `cargo run --release --example net_bench [xdp|tap|both] [frames] [direct|model|all]`
 //!
 //! - inbound: a peer AF_PACKET sender floods 64-byte frames at the VM MAC; the backend is drained
 //!   by a spinning loop (frames/s delivered, drops by reason);
@@ -8,8 +8,9 @@
 //! - echo: a peer UDP socket (kernel stack, spinning receive) sends to the VM IP; an echo loop on
 //!   the backend swaps addresses and sends back; RTT p50/p99.
 //!
-//! With `--model` (once the device model is merged) the echo goes through the Lance model driven
-//! by an in-process test driver; without it the backend is driven directly.
+//! Path `direct`: the loop talks to the backend itself (the backend's own cost). Path `model`: the
+//! frames go through the Lance model and its descriptor rings in guest memory, driven by the
+//! in-process null guest of tests/net_support (the VMM's RX pump and TX demand included).
 
 use std::{
     net::UdpSocket,
@@ -20,6 +21,9 @@ use std::{
     thread,
     time::{Duration, Instant},
 };
+
+#[path = "../tests/net_support/mod.rs"]
+mod net_support;
 
 use hdrhistogram::Histogram;
 use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig};
@@ -39,14 +43,71 @@ fn pin(core: usize) {
     }
 }
 
+/// What the measuring loop drives: the backend alone, or the model + null guest in front of it.
+struct Path {
+    backend: Box<dyn Backend>,
+    guest: Option<net_support::NullGuest>,
+}
+
+impl Path {
+    /// Receive what is pending; `f` sees each frame the "guest" gets.
+    fn poll(&mut self, f: &mut dyn FnMut(&[u8])) -> usize {
+        match &mut self.guest {
+            None => self.backend.recv_batch(64, f).unwrap_or(0),
+            Some(g) => {
+                g.pump_rx(self.backend.as_mut());
+                g.poll_rx(f)
+            }
+        }
+    }
+
+    /// Queue one frame for transmission (false: no room now).
+    fn send(&mut self, frame: &[u8]) -> bool {
+        match &mut self.guest {
+            None => match self.backend.tx_buffer() {
+                Some(buf) => {
+                    buf[..frame.len()].copy_from_slice(frame);
+                    self.backend.tx_commit(frame.len());
+                    true
+                }
+                None => false,
+            },
+            Some(g) => g.queue_tx(frame),
+        }
+    }
+
+    /// End of a batch: flush (direct) or TDMD + transmit (model).
+    fn flush(&mut self) {
+        match &mut self.guest {
+            None => self.backend.tx_flush(),
+            Some(g) => {
+                g.kick_tx(self.backend.as_mut());
+            }
+        }
+        self.backend.reap();
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{}/{}",
+            self.backend.kind(),
+            if self.guest.is_some() {
+                "model"
+            } else {
+                "direct"
+            }
+        )
+    }
+}
+
 struct Setup {
     bed: Testbed,
-    backend: Box<dyn Backend>,
+    path: Path,
     peer: Arc<RawSocket>,
     peer_mac: [u8; 6],
 }
 
-fn setup(kind: &str) -> Setup {
+fn setup(kind: &str, model: bool) -> Setup {
     let with_bridge = kind == "tap";
     let bed = Testbed::new(TestbedConfig {
         name_prefix: "bn".into(),
@@ -92,16 +153,17 @@ fn setup(kind: &str) -> Setup {
     )
     .unwrap();
     thread::sleep(Duration::from_millis(100));
+    let guest = model.then(|| net_support::NullGuest::new(Testbed::VM_MAC, 7, 6));
     Setup {
         bed,
-        backend,
+        path: Path { backend, guest },
         peer,
         peer_mac,
     }
 }
 
 fn inbound(s: &mut Setup, n: u64) {
-    let before = s.backend.stats();
+    let before = s.path.backend.stats();
     let done = Arc::new(AtomicBool::new(false));
     let sender = {
         let (peer, mac, done) = (s.peer.clone(), s.peer_mac, done.clone());
@@ -119,13 +181,13 @@ fn inbound(s: &mut Setup, n: u64) {
     let mut last = Instant::now();
     let mut idle_since = Instant::now();
     loop {
-        let k = s.backend.recv_batch(64, &mut |_| {}).unwrap_or(0) as u64;
+        let k = s.path.poll(&mut |_| {}) as u64;
         if k > 0 {
             first.get_or_insert_with(Instant::now);
             last = Instant::now();
             idle_since = last;
             got += k;
-            s.backend.reap();
+            s.path.backend.reap();
         } else if done.load(Ordering::Acquire) && idle_since.elapsed() > Duration::from_millis(300)
         {
             break;
@@ -136,10 +198,10 @@ fn inbound(s: &mut Setup, n: u64) {
         .map(|f| (last - f).as_secs_f64())
         .unwrap_or(0.0)
         .max(1e-9);
-    let after = s.backend.stats();
+    let after = s.path.backend.stats();
     println!(
-        "{:>4} inbound : {got}/{n} frames delivered, {:.0} kpps, backend drops {}",
-        s.backend.kind(),
+        "{:>10} inbound : {got}/{n} frames delivered, {:.0} kpps, backend drops {}",
+        s.path.name(),
         got as f64 / secs / 1e3,
         after.drops.rx_total() - before.drops.rx_total()
     );
@@ -166,30 +228,24 @@ fn outbound(s: &mut Setup, n: u64) {
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < n {
-        match s.backend.tx_buffer() {
-            Some(buf) => {
-                buf[..frame.len()].copy_from_slice(&frame);
-                s.backend.tx_commit(frame.len());
-                sent += 1;
-                if sent % 32 == 0 {
-                    s.backend.tx_flush();
-                }
+        if s.path.send(&frame) {
+            sent += 1;
+            if sent % 16 == 0 {
+                s.path.flush();
             }
-            None => {
-                s.backend.tx_flush();
-                s.backend.reap();
-            }
+        } else {
+            s.path.flush();
         }
     }
-    s.backend.tx_flush();
+    s.path.flush();
     let secs = start.elapsed().as_secs_f64();
     thread::sleep(Duration::from_millis(300));
-    s.backend.reap();
+    s.path.flush();
     stop.store(true, Ordering::Release);
     receiver.join().unwrap();
     println!(
-        "{:>4} outbound: {n} frames sent at {:.0} kpps, peer received {}",
-        s.backend.kind(),
+        "{:>10} outbound: {n} frames sent at {:.0} kpps, peer received {}",
+        s.path.name(),
         n as f64 / secs / 1e3,
         received.load(Ordering::Acquire)
     );
@@ -221,7 +277,7 @@ fn make_echo_reply(frame: &mut [u8]) -> bool {
 fn echo(s: Setup) -> Setup {
     let Setup {
         bed,
-        mut backend,
+        mut path,
         peer,
         peer_mac,
     } = s;
@@ -230,24 +286,20 @@ fn echo(s: Setup) -> Setup {
         let stop = stop.clone();
         thread::spawn(move || {
             pin(BACKEND_CORE);
-            let mut frame = Vec::with_capacity(2048);
+            let mut pending: Vec<Vec<u8>> = Vec::new();
             while !stop.load(Ordering::Acquire) {
-                let mut pending: Vec<Vec<u8>> = Vec::new();
-                let _ = backend.recv_batch(32, &mut |f| pending.push(f.to_vec()));
-                for f in pending {
-                    frame.clear();
-                    frame.extend_from_slice(&f);
+                path.poll(&mut |f| pending.push(f.to_vec()));
+                if pending.is_empty() {
+                    continue;
+                }
+                for mut frame in pending.drain(..) {
                     if make_echo_reply(&mut frame) {
-                        if let Some(buf) = backend.tx_buffer() {
-                            buf[..frame.len()].copy_from_slice(&frame);
-                            backend.tx_commit(frame.len());
-                        }
+                        path.send(&frame);
                     }
                 }
-                backend.tx_flush();
-                backend.reap();
+                path.flush();
             }
-            backend
+            path
         })
     };
     pin(PEER_CORE);
@@ -279,17 +331,17 @@ fn echo(s: Setup) -> Setup {
         }
     }
     stop.store(true, Ordering::Release);
-    let backend = responder.join().unwrap();
+    let path = responder.join().unwrap();
     println!(
-        "{:>4} echo    : {} rounds, RTT p50 {:.1} us, p99 {:.1} us, lost {lost}",
-        backend.kind(),
+        "{:>10} echo    : {} rounds, RTT p50 {:.1} us, p99 {:.1} us, lost {lost}",
+        path.name(),
         hist.len(),
         hist.value_at_quantile(0.5) as f64 / 1e3,
         hist.value_at_quantile(0.99) as f64 / 1e3
     );
     Setup {
         bed,
-        backend,
+        path,
         peer,
         peer_mac,
     }
@@ -304,16 +356,26 @@ fn main() {
         "tap" => &["tap"],
         _ => &["xdp", "tap"],
     };
+    let models: &[bool] = match args.get(3).map(String::as_str) {
+        Some("direct") => &[false],
+        Some("model") => &[true],
+        _ => &[false, true],
+    };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average: {}", load.trim());
     for kind in kinds {
-        pin(BACKEND_CORE);
-        let mut s = setup(kind);
-        inbound(&mut s, n);
-        outbound(&mut s, n);
-        let s = echo(s);
-        println!(
-            "{:>4} stats   : {}",
-            kind,
-            serde_json::to_string(&s.backend.stats()).unwrap_or_default()
-        );
+        for &model in models {
+            pin(BACKEND_CORE);
+            let mut s = setup(kind, model);
+            inbound(&mut s, n);
+            outbound(&mut s, n);
+            let s = echo(s);
+            let stats = serde_json::to_string(&s.path.backend.stats()).unwrap_or_default();
+            println!("{:>10} stats   : {stats}", s.path.name());
+            if let Some(g) = &s.path.guest {
+                let model_stats = serde_json::to_string(g.lance.stats()).unwrap_or_default();
+                println!("{:>10} model   : {model_stats}", s.path.name());
+            }
+        }
     }
 }
