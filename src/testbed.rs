@@ -64,6 +64,38 @@ pub struct TestbedConfig {
 
 /// Counter making namespace names unique within a process.
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
+/// One marker file per live testbed (`<host ns>` containing `<pid> <peer ns>`), so the namespaces
+/// of a test process that was killed before its Drop ran are removed by the next testbed.
+const MARKER_DIR: &str = "/run/lancet-testbed";
+
+/// Remove the namespaces of testbeds whose process is gone (only ones recorded by this code).
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(MARKER_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let mut words = text.split_whitespace();
+        let (Some(pid), Some(peer_ns)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let host_ns = entry.file_name().to_string_lossy().into_owned();
+        let alive = pid
+            .parse::<u32>()
+            .map(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .unwrap_or(true);
+        let ours = |ns: &str| ns.starts_with("lt-") && !ns.contains('/');
+        if alive || !ours(&host_ns) || !ours(peer_ns) {
+            continue;
+        }
+        for ns in [host_ns.as_str(), peer_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
 
 /// Two network namespaces joined by a veth pair; removed (with everything in them) on drop.
 #[derive(Debug)]
@@ -108,6 +140,11 @@ impl Testbed {
             peer_ns: format!("{base}p"),
             with_bridge: cfg.with_bridge,
         };
+        sweep_stale();
+        std::fs::create_dir_all(MARKER_DIR).map_err(io_err(format!("creating {MARKER_DIR}")))?;
+        let marker = format!("{} {}", std::process::id(), bed.peer_ns);
+        std::fs::write(format!("{MARKER_DIR}/{}", bed.host_ns), marker)
+            .map_err(io_err("writing the testbed marker"))?;
         // From here on, Drop removes whatever was created.
         bed.ip(&["netns", "add", &bed.host_ns])?;
         bed.ip(&["netns", "add", &bed.peer_ns])?;
@@ -286,6 +323,7 @@ impl Drop for Testbed {
                 tracing::warn!(error = %e, "testbed cleanup");
             }
         }
+        let _ = std::fs::remove_file(format!("{MARKER_DIR}/{}", self.host_ns));
     }
 }
 

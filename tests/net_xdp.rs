@@ -258,3 +258,28 @@ fn an_unknown_interface_is_reported_by_name() {
         other => panic!("expected InterfaceNotFound, got {other:?}"),
     }
 }
+
+#[test]
+fn link_state_follows_the_nic_carrier() {
+    let bed = testbed("ln");
+    let mut backend = open_backend(&bed, XdpMode::Auto);
+    assert!(backend.link_up());
+    let set_peer = |state: &str| {
+        let out = bed
+            .run_in(Side::Peer, &["ip", "link", "set", Testbed::PEER_NIC, state])
+            .unwrap();
+        assert!(out.status.success());
+    };
+    let wait_for = |backend: &mut XdpBackend, want: bool| {
+        let deadline = Instant::now() + WAIT;
+        while backend.link_up() != want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            backend.reap();
+        }
+        backend.link_up()
+    };
+    set_peer("down"); // the veth loses its carrier
+    assert!(!wait_for(&mut backend, false), "carrier loss seen");
+    set_peer("up");
+    assert!(wait_for(&mut backend, true), "carrier back");
+}

@@ -18,6 +18,8 @@ const PACKET_MR_UNICAST: libc::c_int = 3;
 pub const IFF_PROMISC: u32 = libc::IFF_PROMISC as u32;
 /// `IFF_UP` in the interface flags.
 pub const IFF_UP: u32 = libc::IFF_UP as u32;
+/// `IFF_RUNNING` in the interface flags: operationally up (carrier).
+pub const IFF_RUNNING: u32 = libc::IFF_RUNNING as u32;
 
 /// The index of `ifname`, or [`NetError::InterfaceNotFound`].
 pub fn ifindex(ifname: &str) -> Result<u32, NetError> {
@@ -202,5 +204,45 @@ impl Membership {
             ));
         }
         Ok(Self { _socket: socket })
+    }
+}
+
+/// Reads a NIC's link state (IFF_UP and IFF_RUNNING: up with carrier) through a socket opened in
+/// the NIC's network namespace, so it keeps working from any thread.
+#[derive(Debug)]
+pub struct LinkProbe {
+    socket: OwnedFd,
+    ifname: String,
+}
+
+impl LinkProbe {
+    /// Open for `ifname` in the calling thread's namespace.
+    pub fn new(ifname: &str) -> Result<Self, NetError> {
+        ifindex(ifname)?;
+        Ok(Self {
+            socket: ioctl_socket()?,
+            ifname: ifname.to_string(),
+        })
+    }
+
+    /// Whether the NIC is up and has carrier; false when it cannot be read (e.g. it vanished).
+    pub fn is_up(&self) -> bool {
+        let Ok(mut req) = ifreq_for(&self.ifname) else {
+            return false;
+        };
+        // SAFETY: `req` is a valid ifreq for SIOCGIFFLAGS, living across the call.
+        let ret = unsafe {
+            libc::ioctl(
+                self.socket.as_raw_fd(),
+                libc::SIOCGIFFLAGS as _,
+                &mut req as *mut libc::ifreq,
+            )
+        };
+        if ret < 0 {
+            return false;
+        }
+        // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member.
+        let flags = u32::from(unsafe { req.ifr_ifru.ifru_flags } as u16);
+        flags & IFF_UP != 0 && flags & IFF_RUNNING != 0
     }
 }

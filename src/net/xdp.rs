@@ -11,6 +11,7 @@ use std::{
     net::{Ipv4Addr, Ipv6Addr},
     num::NonZeroU32,
     os::fd::{AsRawFd, RawFd},
+    time::{Duration, Instant},
 };
 
 use xsk_rs::{
@@ -21,7 +22,7 @@ use xsk_rs::{
 };
 
 use super::{
-    nic::{self, Membership, MembershipKind},
+    nic::{self, LinkProbe, Membership, MembershipKind},
     steer::{link_local_from_mac, Steering, VmRegistration, XdpMode},
     Backend, BackendStats, FrameTx, NetError, MAX_FRAME_LEN,
 };
@@ -42,6 +43,8 @@ const TX_BATCH: usize = 64;
 const MAX_KICKS_PER_FLUSH: usize = 64;
 /// XSKMAP slot of this backend's socket (one VM per NIC until several are supported).
 const XSK_SLOT: u32 = 0;
+/// How often `reap` re-reads the NIC's link state (an ioctl) for `link_up`.
+const LINK_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How the NIC is made to accept the VM's MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,6 +123,9 @@ pub struct XdpBackend {
     tx_in_flight: usize,
     scratch: Vec<FrameDesc>,
     counters: BackendStats,
+    link: LinkProbe,
+    link_up: bool,
+    link_checked: Instant,
 }
 
 impl std::fmt::Debug for XdpBackend {
@@ -229,6 +235,7 @@ impl XdpBackend {
                 reason: "a 4 KiB UMEM frame holds",
             });
         }
+        let link = LinkProbe::new(&cfg.ifname)?;
         let steering = Steering::attach(&cfg.ifname, cfg.mode)?;
         let link_local = link_local_from_mac(cfg.vm_mac);
         let mut ipv6 = vec![link_local];
@@ -286,6 +293,9 @@ impl XdpBackend {
             tx_in_flight: 0,
             scratch: vec![FrameDesc::default(); RX_BATCH],
             counters: BackendStats::default(),
+            link_up: link.is_up(),
+            link,
+            link_checked: Instant::now(),
         })
     }
 
@@ -368,6 +378,11 @@ impl XdpBackend {
 }
 
 impl FrameTx for XdpBackend {
+    /// The NIC's carrier (refreshed by `reap`): the model reports LCAR while it is down.
+    fn link_up(&self) -> bool {
+        self.link_up
+    }
+
     fn tx_buffer(&mut self) -> Option<&mut [u8]> {
         if self.tx_lent.is_none() {
             if self.tx_free.is_empty() {
@@ -467,6 +482,10 @@ impl Backend for XdpBackend {
     }
 
     fn reap(&mut self) {
+        if self.link_checked.elapsed() >= LINK_POLL_INTERVAL {
+            self.link_up = self.link.is_up();
+            self.link_checked = Instant::now();
+        }
         self.reap_completions();
         if !self.tx_pending.is_empty() || self.tx_in_flight > 0 {
             self.push_pending();
