@@ -32,6 +32,8 @@ use lancet::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 const FRAME_LEN: usize = 64;
 const ECHO_PORT: u16 = 7;
 const ECHO_ROUNDS: u32 = 20_000;
+/// A reply later than this counts as lost.
+const ECHO_TIMEOUT: Duration = Duration::from_millis(20);
 /// The peer side runs on this core, the backend side on the other (as the measurements in
 /// machine.md were taken). Pinning is best effort.
 const PEER_CORE: usize = 0;
@@ -322,7 +324,7 @@ fn echo(s: Setup) -> Setup {
                     break;
                 }
                 Ok(_) => {}
-                Err(_) if t0.elapsed() > Duration::from_millis(100) => {
+                Err(_) if t0.elapsed() > ECHO_TIMEOUT => {
                     lost += 1;
                     break;
                 }
@@ -347,6 +349,32 @@ fn echo(s: Setup) -> Setup {
     }
 }
 
+/// What the one copy of the model path costs: a frame from guest memory into a page-sized buffer
+/// (TX: guest -> UMEM frame) and back (RX: UMEM frame -> guest), per frame size.
+fn copy_cost() {
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    const ROUNDS: u32 = 1_000_000;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+    let mut page = vec![0u8; 4096];
+    for len in [64usize, 1514] {
+        let start = Instant::now();
+        for i in 0..ROUNDS {
+            let addr = GuestAddress(u64::from(i % 256) * 2048);
+            mem.read_slice(&mut page[..len], addr).unwrap();
+            std::hint::black_box(&page);
+        }
+        let to_umem = start.elapsed().as_nanos() as f64 / f64::from(ROUNDS);
+        let start = Instant::now();
+        for i in 0..ROUNDS {
+            let addr = GuestAddress(u64::from(i % 256) * 2048);
+            mem.write_slice(std::hint::black_box(&page[..len]), addr)
+                .unwrap();
+        }
+        let to_guest = start.elapsed().as_nanos() as f64 / f64::from(ROUNDS);
+        println!("copy {len:>4} B: guest->buffer {to_umem:.0} ns, buffer->guest {to_guest:.0} ns per frame");
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("both");
@@ -363,6 +391,8 @@ fn main() {
     };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average: {}", load.trim());
+    pin(BACKEND_CORE);
+    copy_cost();
     for kind in kinds {
         for &model in models {
             pin(BACKEND_CORE);

@@ -1,6 +1,13 @@
 //! Loads the XDP steering program (bpf/steer.bpf.c), attaches it to a NIC through a bpf_link (so it
 //! disappears with the process, also after kill -9), registers VMs in its maps and reads its
 //! per-CPU verdict counters.
+//!
+//! Broadcast and multicast: a VM gets the ARP requests for its IPv4 addresses and the neighbour
+//! solicitations for its IPv6 addresses (the MAC's link-local one included); every other broadcast
+//! or multicast frame goes to the host only. XDP cannot hand one frame to both the host and a
+//! socket, so a VM that needs the host's broadcasts (DHCP) would get copies from a packet socket
+//! on the NIC (a second, slow path for broadcast only); that is not built here. The maps are keyed
+//! by MAC / IP with an XSKMAP slot as value, so several VMs per NIC only need more registrations.
 
 use std::{
     io,

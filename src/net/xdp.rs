@@ -3,8 +3,19 @@
 //! VMM's own 4 KiB frames: the RX half circulates through fill ring -> RX ring -> model -> fill ring,
 //! the TX half through free list -> model (lent buffer) -> TX ring -> completion ring -> free list.
 //!
-//! The UMEM is the VMM's own memory, never guest RAM: after a guest stops or resets its NIC the
-//! kernel can only ever write into VMM-owned frames.
+//! UMEM layout: `2 * rx_ring_size` RX frames then `tx_frames` TX frames, 4 KiB each (256 bytes of
+//! XDP headroom, up to 3840 frame bytes). Half the RX frames sit in the fill ring while the other
+//! half can wait in the RX ring, so a full RX ring never starves the fill ring.
+//!
+//! Back-pressure: `recv_batch(max)` takes at most `max` frames (the guest ring's room) off the RX
+//! ring; the rest wait there. When the RX ring is full the kernel drops and counts (`rx_ring_full`
+//! in XDP_STATISTICS). TX: `tx_buffer` returns `None` when every TX frame is in flight.
+//!
+//! Copies: RX = kernel copy into the UMEM frame (copy mode; none in zero-copy mode) + the model's
+//! copy into guest memory. TX = the model's copy from guest memory into the UMEM frame + the
+//! kernel's copy into an skb (copy mode). The UMEM is the VMM's own memory, never guest RAM: after
+//! a guest stops or resets its NIC the kernel can only ever write into VMM-owned frames, and guest
+//! buffers (any alignment, chained) need no registration.
 
 use std::{
     convert::TryInto,
