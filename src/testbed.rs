@@ -185,6 +185,10 @@ impl Testbed {
                 "0",
                 "forward_delay",
                 "0",
+                // No multicast snooping: else the bridge joins 224.0.0.106 and its IGMP reports
+                // are flooded to every port, the TAP included (noise in frame counts).
+                "mcast_snooping",
+                "0",
             ])?;
             bed.ip(&["-n", &h, "link", "set", Self::NIC, "master", Self::BRIDGE])?;
             bed.ip(&["-n", &h, "addr", "add", &host_cidr, "dev", Self::BRIDGE])?;
