@@ -258,34 +258,11 @@ impl Testbed {
         Ok(crate::net::nic::mac(ifname)?)
     }
 
-    /// The promiscuity count of `ifname` in a namespace (IFLA_PROMISCUITY, via `ip -d -j link`):
-    /// unlike the IFF_PROMISC interface flag it includes what packet sockets requested.
+    /// The promiscuity count of `ifname` in a namespace (IFLA_PROMISCUITY): unlike the IFF_PROMISC
+    /// interface flag it includes what packet sockets requested.
     pub fn promiscuity(&self, side: Side, ifname: &str) -> Result<u64, TestbedError> {
-        let args = [
-            "-n",
-            self.ns_name(side),
-            "-d",
-            "-j",
-            "link",
-            "show",
-            "dev",
-            ifname,
-        ];
-        let out = Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(io_err("running ip (install iproute2)"))?;
-        let cmd = || format!("ip {}", args.join(" "));
-        let bad = |stderr: String| TestbedError::Command { cmd: cmd(), stderr };
-        if !out.status.success() {
-            return Err(bad(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-        }
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| bad(format!("unparsable output: {e}")))?;
-        json.get(0)
-            .and_then(|link| link.get("promiscuity"))
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| bad("no promiscuity in the output".into()))
+        let _guard = self.enter(side)?;
+        Ok(crate::net::nic::link_info(ifname)?.promiscuity)
     }
 
     fn ip(&self, args: &[&str]) -> Result<(), TestbedError> {

@@ -159,6 +159,76 @@ impl NetError {
     }
 }
 
+/// Which backend to open with [`open_backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// AF_XDP on the NIC with the steering program.
+    Xdp,
+    /// A TAP device on the NIC's bridge.
+    Tap,
+}
+
+/// Everything `lancet run` knows about the VM's network, for [`open_backend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// AF_XDP or TAP.
+    pub kind: BackendKind,
+    /// The bridged NIC (AF_XDP), or the NIC or its bridge (TAP), in the calling thread's namespace.
+    pub nic: String,
+    /// The VM's MAC.
+    pub vm_mac: [u8; 6],
+    /// The VM's IPv4 address (ARP steering for AF_XDP).
+    pub vm_ip: Option<std::net::Ipv4Addr>,
+    /// Name of the TAP device to create (TAP only; default `lt-tap0`).
+    pub tap_name: Option<String>,
+    /// XDP attach mode (AF_XDP only).
+    pub xdp_mode: XdpMode,
+}
+
+/// Default name of the TAP device [`open_backend`] creates.
+pub const DEFAULT_TAP_NAME: &str = "lt-tap0";
+
+/// Open the backend `spec` describes. TAP: `spec.nic` may be the bridge itself or a NIC enslaved
+/// to one; the TAP device joins that bridge. AF_XDP: `spec.nic` must be the NIC, not a bridge.
+pub fn open_backend(spec: &BackendSpec) -> Result<Box<dyn Backend>, NetError> {
+    let info = nic::link_info(&spec.nic)?;
+    let is_bridge = info.kind.as_deref() == Some("bridge");
+    match spec.kind {
+        BackendKind::Xdp => {
+            if is_bridge {
+                return Err(NetError::InvalidConfig(format!(
+                    "{:?} is a bridge: AF_XDP attaches to the NIC itself (give the bridge's port, or use the TAP backend)",
+                    spec.nic
+                )));
+            }
+            let mut cfg = XdpConfig::new(spec.nic.clone(), spec.vm_mac);
+            cfg.vm_ip = spec.vm_ip;
+            cfg.mode = spec.xdp_mode;
+            Ok(Box::new(XdpBackend::open(&cfg)?))
+        }
+        BackendKind::Tap => {
+            let bridge = if is_bridge {
+                spec.nic.clone()
+            } else {
+                info.master.ok_or_else(|| {
+                    NetError::InvalidConfig(format!(
+                        "{:?} is in no bridge: create one (`ip link add br0 type bridge; ip link set {} master br0`) or use the AF_XDP backend",
+                        spec.nic, spec.nic
+                    ))
+                })?
+            };
+            let name = spec
+                .tap_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TAP_NAME.to_string());
+            Ok(Box::new(TapBackend::open(&TapConfig::new(
+                name,
+                Some(&bridge),
+            ))?))
+        }
+    }
+}
+
 /// Format a MAC address as `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter()

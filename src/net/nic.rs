@@ -246,3 +246,46 @@ impl LinkProbe {
         flags & IFF_UP != 0 && flags & IFF_RUNNING != 0
     }
 }
+
+/// What `ip -d -j link show` says about an interface that the ioctls above cannot tell.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LinkInfo {
+    /// The link kind (`bridge`, `veth`, `tun`, ...); `None` for a plain physical NIC.
+    pub kind: Option<String>,
+    /// The device this one is enslaved to (its bridge), if any.
+    pub master: Option<String>,
+    /// The promiscuity count (packet-socket requests included, unlike the IFF_PROMISC flag).
+    pub promiscuity: u64,
+}
+
+/// Kind, master and promiscuity of `ifname` in the calling thread's namespace (runs iproute2's
+/// `ip`, which inherits the thread's network namespace).
+pub fn link_info(ifname: &str) -> Result<LinkInfo, NetError> {
+    ifindex(ifname)?;
+    let out = std::process::Command::new("ip")
+        .args(["-d", "-j", "link", "show", "dev", ifname])
+        .output()
+        .map_err(|e| NetError::io("running `ip` (install iproute2)", e))?;
+    let bad = |what: &str| {
+        NetError::io(
+            format!("reading link details of {ifname:?}"),
+            io::Error::other(what.to_string()),
+        )
+    };
+    if !out.status.success() {
+        return Err(bad(String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| bad(&e.to_string()))?;
+    let link = json.get(0).ok_or_else(|| bad("empty output"))?;
+    let text =
+        |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_str).map(str::to_string);
+    Ok(LinkInfo {
+        kind: text(link.get("linkinfo").and_then(|l| l.get("info_kind"))),
+        master: text(link.get("master")),
+        promiscuity: link
+            .get("promiscuity")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0),
+    })
+}
