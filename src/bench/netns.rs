@@ -1,25 +1,20 @@
-//! A minimal private testbed for the bench until the shared `testbed` module lands: two `lt-b*`
-//! network namespaces joined by a veth pair, removed on drop; and running code inside a namespace.
+//! The bench's view of the shared testbed ([`crate::testbed::Testbed`]: two `lt-*` namespaces
+//! joined by a veth pair, removed on drop) as two addressed ends; running code inside a namespace;
+//! reading interface counters.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 
 use nix::sched::{setns, CloneFlags};
 
-use super::packet::{format_mac, Mac};
+use super::packet::Mac;
 use super::BenchError;
+use crate::testbed::{Side, Testbed, TestbedConfig};
 
 /// Where `ip netns` keeps its namespace handles.
 const NETNS_RUN_DIR: &str = "/run/netns";
-/// Longest interface name Linux accepts (IFNAMSIZ - 1).
-const MAX_IFNAME_LEN: usize = 15;
-/// Prefix length of the /24 the pair shares.
-const PAIR_PREFIX_LEN: u8 = 24;
-
-static PAIR_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// One end of the veth pair: its namespace, interface and addresses.
 #[derive(Debug, Clone)]
@@ -30,14 +25,15 @@ pub struct VethEnd {
     pub ip: Ipv4Addr,
 }
 
-/// Two namespaces `lt-b<tag>a` / `lt-b<tag>b` with a veth pair between them, both ends up, IPv6
-/// off (no neighbour-discovery noise in the counts), addresses 10.77.0.1/24 and 10.77.0.2/24.
-/// Everything is deleted on drop (deleting a namespace deletes its veth end, which deletes the pair).
+/// A [`Testbed`] seen as two ends: `a` is the host side (`lt-nic`, where the path under test
+/// sits; a port of the bridge `lt-br0` when bridged), `b` the peer side (`lt-peer`, where the
+/// bench's client, generator and counter run). IPv6 is off in both (no neighbour-discovery noise
+/// in the counts). Everything is deleted on drop.
 #[derive(Debug)]
 pub struct VethPairNetns {
     pub a: VethEnd,
     pub b: VethEnd,
-    created: Vec<String>,
+    bed: Testbed,
 }
 
 fn ip_cmd(args: &[&str]) -> Result<(), BenchError> {
@@ -56,95 +52,62 @@ fn ip_cmd(args: &[&str]) -> Result<(), BenchError> {
     }
 }
 
-impl VethPairNetns {
-    /// Create the pair. `tag` (a few characters naming the user, e.g. a test's short name) and
-    /// the process id and a counter make the names unique; names are cut to 15 characters.
-    pub fn create(tag: &str) -> Result<Self, BenchError> {
-        let serial = PAIR_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let unique = format!("{:x}{serial:x}", std::process::id() & 0xfffff);
-        let base: String = format!("lt-b{tag}")
-            .chars()
-            .take(MAX_IFNAME_LEN - unique.len() - 1)
-            .collect();
-        let name = |side: char| format!("{base}{unique}{side}");
-        let mut pair = VethPairNetns {
-            a: VethEnd {
-                netns: name('a'),
-                ifname: name('a'),
-                mac: [0x02, 0x6c, 0x74, 0x62, 0x00, 0x0a],
-                ip: Ipv4Addr::new(10, 77, 0, 1),
-            },
-            b: VethEnd {
-                netns: name('b'),
-                ifname: name('b'),
-                mac: [0x02, 0x6c, 0x74, 0x62, 0x00, 0x0b],
-                ip: Ipv4Addr::new(10, 77, 0, 2),
-            },
-            created: Vec::new(),
-        };
-        for end in [pair.a.clone(), pair.b.clone()] {
-            ip_cmd(&["netns", "add", &end.netns])?;
-            pair.created.push(end.netns.clone());
-        }
-        ip_cmd(&[
-            "link",
-            "add",
-            &pair.a.ifname,
-            "netns",
-            &pair.a.netns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &pair.b.ifname,
-            "netns",
-            &pair.b.netns,
-        ])?;
-        for end in [&pair.a, &pair.b] {
-            let ns = end.netns.as_str();
-            for key in ["all", "default"] {
-                let knob = format!("net.ipv6.conf.{key}.disable_ipv6=1");
-                ip_cmd(&["-n", ns, "exec", "sysctl", "-qw", &knob]).or_else(|_| {
-                    // `ip -n NS exec` is not supported everywhere; fall back to the long form.
-                    ip_cmd(&["netns", "exec", ns, "sysctl", "-qw", &knob])
-                })?;
-            }
-            let mac = format_mac(&end.mac);
-            ip_cmd(&["-n", ns, "link", "set", &end.ifname, "address", &mac])?;
-            let cidr = format!("{}/{PAIR_PREFIX_LEN}", end.ip);
-            ip_cmd(&["-n", ns, "addr", "add", &cidr, "dev", &end.ifname])?;
-            ip_cmd(&["-n", ns, "link", "set", "lo", "up"])?;
-            ip_cmd(&["-n", ns, "link", "set", &end.ifname, "up"])?;
-        }
-        Ok(pair)
-    }
+fn setup_err(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Setup(e.to_string())
 }
 
 impl VethPairNetns {
-    /// Put side `a`'s veth end on a new bridge in its namespace (for a VMM that adds its own TAP
-    /// to that bridge); the veth end loses its address. Returns (bridge, a free TAP name).
-    pub fn add_bridge(&self) -> Result<(String, String), BenchError> {
-        let ns = self.a.netns.as_str();
-        let stem = &self.a.ifname[..self.a.ifname.len() - 1];
-        let bridge = format!("{stem}r");
-        ip_cmd(&["-n", ns, "link", "add", &bridge, "type", "bridge"])?;
-        ip_cmd(&["-n", ns, "addr", "flush", "dev", &self.a.ifname])?;
-        ip_cmd(&["-n", ns, "link", "set", &self.a.ifname, "master", &bridge])?;
-        ip_cmd(&["-n", ns, "link", "set", &self.a.ifname, "up"])?;
-        ip_cmd(&["-n", ns, "link", "set", &bridge, "up"])?;
-        Ok((bridge, format!("{stem}t")))
+    /// A plain pair (the host end `lt-nic` has 10.77.0.1/24, the peer 10.77.0.2/24). `tag` (its
+    /// first two characters) goes into the namespace names, which are unique per process.
+    pub fn create(tag: &str) -> Result<Self, BenchError> {
+        Self::build(tag, false)
     }
 
-    /// Turn side `a` into a TAP host: a bridge in `a`'s namespace with the veth end and a new TAP
-    /// device as ports (the veth end loses its address). Returns the TAP's name. Everything lives
-    /// in the namespace, so it goes away with it on drop.
+    /// A pair whose host end is a port of the bridge `lt-br0` (which holds 10.77.0.1/24): the
+    /// TAP paths' topology.
+    pub fn create_bridged(tag: &str) -> Result<Self, BenchError> {
+        Self::build(tag, true)
+    }
+
+    fn build(tag: &str, with_bridge: bool) -> Result<Self, BenchError> {
+        let bed = Testbed::new(TestbedConfig {
+            name_prefix: tag.to_string(),
+            with_bridge,
+            mtu: None,
+        })
+        .map_err(setup_err)?;
+        let end = |side: Side, ifname: &str, ip: Ipv4Addr| -> Result<VethEnd, BenchError> {
+            Ok(VethEnd {
+                netns: bed.ns_name(side).to_string(),
+                ifname: ifname.to_string(),
+                mac: bed.mac_of(side, ifname).map_err(setup_err)?,
+                ip,
+            })
+        };
+        let a = end(Side::Host, Testbed::NIC, Testbed::HOST_IP)?;
+        let b = end(Side::Peer, Testbed::PEER_NIC, Testbed::PEER_IP)?;
+        Ok(VethPairNetns { a, b, bed })
+    }
+
+    /// The bridge of a [`VethPairNetns::create_bridged`] pair.
+    pub fn bridge(&self) -> Option<&'static str> {
+        self.bed.has_bridge().then_some(Testbed::BRIDGE)
+    }
+
+    /// Add a TAP device (`lt-tap0`) to the bridge, for a VMM that opens an existing TAP (QEMU).
+    /// Returns its name.
     pub fn add_bridged_tap(&self) -> Result<String, BenchError> {
+        let bridge = self.bridge().ok_or_else(|| {
+            BenchError::Setup(
+                "a TAP needs a bridged testbed (VethPairNetns::create_bridged)".into(),
+            )
+        })?;
         let ns = self.a.netns.as_str();
-        let (bridge, tap) = self.add_bridge()?;
-        ip_cmd(&["-n", ns, "tuntap", "add", "dev", &tap, "mode", "tap"])?;
-        ip_cmd(&["-n", ns, "link", "set", &tap, "master", &bridge])?;
-        ip_cmd(&["-n", ns, "link", "set", &tap, "up"])?;
-        Ok(tap)
+        let tap = Testbed::TAP;
+        ip_cmd(&["-n", ns, "tuntap", "add", "dev", tap, "mode", "tap"])?;
+        ip_cmd(&["-n", ns, "link", "set", tap, "master", bridge])?;
+        ip_cmd(&["-n", ns, "link", "set", tap, "up"])?;
+        Ok(tap.to_string())
     }
 }
 
@@ -179,16 +142,6 @@ pub fn link_counters(netns: &str, ifname: &str) -> Result<LinkCounters, BenchErr
         tx_packets: get("tx", "packets"),
         tx_dropped: get("tx", "dropped"),
     })
-}
-
-impl Drop for VethPairNetns {
-    fn drop(&mut self) {
-        for ns in self.created.drain(..) {
-            if let Err(e) = ip_cmd(&["netns", "del", &ns]) {
-                tracing::warn!("bench testbed cleanup: {e}");
-            }
-        }
-    }
 }
 
 /// Move the calling thread into the named network namespace (a handle under /run/netns).

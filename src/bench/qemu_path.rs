@@ -8,6 +8,8 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+use crate::testbed::Testbed;
+
 use super::guest_proc::GuestProcess;
 use super::netns::{link_counters, LinkCounters, VethPairNetns};
 use super::packet::{Mac, ECHO_PORT, FCS_LEN};
@@ -30,10 +32,10 @@ pub fn default_guest_image() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_GUEST_IMAGE))
 }
-/// The guest's MAC and address on the bridged segment (the peer side is 10.77.0.2).
-const GUEST_MAC: Mac = [0x52, 0x54, 0x00, 0x6c, 0x74, 0x03];
-const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
-const GUEST_PREFIX_LEN: u8 = 24;
+/// The guest's MAC and address on the testbed segment.
+const GUEST_MAC: Mac = Testbed::VM_MAC;
+const GUEST_IP: Ipv4Addr = Testbed::VM_IP;
+const GUEST_PREFIX_LEN: u8 = Testbed::PREFIX_LEN;
 /// Guest RAM (the ABI asks for at least 64 MiB).
 const GUEST_MEM_MIB: u32 = 64;
 /// Console line prefix of the blast program's final count.
@@ -68,7 +70,7 @@ impl QemuTapRunner {
 
     fn testbed(&mut self) -> Result<&(VethPairNetns, String), BenchError> {
         if self.testbed.is_none() {
-            let pair = VethPairNetns::create("qemu")?;
+            let pair = VethPairNetns::create_bridged("qm")?;
             let tap = pair.add_bridged_tap()?;
             self.testbed = Some((pair, tap));
         }

@@ -13,12 +13,14 @@ use super::netns::VethPairNetns;
 use super::packet::{format_mac, Mac, ECHO_PORT, FCS_LEN};
 use super::qemu_path::BLAST_LINE;
 use super::report::{DropCount, Pinning};
+use crate::testbed::Testbed;
+
 use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Role, RunningPath};
 
-/// The guest's MAC and address on the veth segment (the peer side is 10.77.0.2).
-const GUEST_MAC: Mac = [0x52, 0x54, 0x00, 0x6c, 0x74, 0x04];
-const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
-const GUEST_PREFIX_LEN: u8 = 24;
+/// The guest's MAC and address on the testbed segment.
+const GUEST_MAC: Mac = Testbed::VM_MAC;
+const GUEST_IP: Ipv4Addr = Testbed::VM_IP;
+const GUEST_PREFIX_LEN: u8 = Testbed::PREFIX_LEN;
 /// Guest RAM given to the test guest.
 const GUEST_MEM: &str = "64M";
 /// How long the VMM gets to stop (and write its statistics) after SIGTERM.
@@ -61,7 +63,7 @@ pub struct VmmSettings {
     pub pin_io: Option<usize>,
 }
 
-struct Testbed {
+struct VmmTestbed {
     pair: VethPairNetns,
     /// `--nic`: the veth end (xdp) or the bridge it is a port of (tap).
     nic: String,
@@ -73,7 +75,7 @@ struct Testbed {
 pub struct VmmRunner {
     backend: VmmBackend,
     settings: VmmSettings,
-    testbed: Option<Testbed>,
+    testbed: Option<VmmTestbed>,
     stats_dir: PathBuf,
     started: u64,
 }
@@ -94,14 +96,21 @@ impl VmmRunner {
         }
     }
 
-    fn testbed(&mut self) -> Result<&Testbed, BenchError> {
+    fn testbed(&mut self) -> Result<&VmmTestbed, BenchError> {
         if self.testbed.is_none() {
-            let pair = VethPairNetns::create(self.backend.name())?;
-            let (nic, tap) = match self.backend {
-                VmmBackend::Xdp => (pair.a.ifname.clone(), String::new()),
-                VmmBackend::Tap => pair.add_bridge()?,
+            let (pair, nic, tap) = match self.backend {
+                VmmBackend::Xdp => {
+                    let pair = VethPairNetns::create("vx")?;
+                    let nic = pair.a.ifname.clone();
+                    (pair, nic, String::new())
+                }
+                VmmBackend::Tap => {
+                    let pair = VethPairNetns::create_bridged("vt")?;
+                    let bridge = pair.bridge().unwrap_or(Testbed::BRIDGE).to_string();
+                    (pair, bridge, Testbed::TAP.to_string())
+                }
             };
-            self.testbed = Some(Testbed { pair, nic, tap });
+            self.testbed = Some(VmmTestbed { pair, nic, tap });
         }
         self.testbed
             .as_ref()
