@@ -1,0 +1,269 @@
+//! Helpers shared by the VMM integration tests: a tiny x86 code emitter for hand-made guests, a PVH
+//! ELF image builder, a fake NIC model and a captured serial console.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use lancet::lance::{FrameTx, IrqLine};
+use lancet::vmm::nic::{NicEffect, NicModel};
+use vm_memory::GuestMemoryMmap;
+
+/// Guest-physical load address of hand-made guests (1 MiB, as the PVH ABI of the test guest).
+pub const LOAD_ADDR: u64 = 0x10_0000;
+
+/// Emits 32-bit protected-mode code (the PVH entry state).
+#[derive(Default)]
+pub struct Code(pub Vec<u8>);
+
+impl Code {
+    pub fn mov_dx(&mut self, v: u16) -> &mut Self {
+        self.0.extend_from_slice(&[0x66, 0xba]);
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn mov_al(&mut self, v: u8) -> &mut Self {
+        self.0.extend_from_slice(&[0xb0, v]);
+        self
+    }
+    pub fn mov_eax(&mut self, v: u32) -> &mut Self {
+        self.0.push(0xb8);
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn out8(&mut self, port: u16, v: u8) -> &mut Self {
+        self.mov_dx(port).mov_al(v);
+        self.0.push(0xee);
+        self
+    }
+    pub fn out32(&mut self, port: u16, v: u32) -> &mut Self {
+        self.mov_dx(port).mov_eax(v);
+        self.0.push(0xef);
+        self
+    }
+    pub fn in8(&mut self, port: u16) -> &mut Self {
+        self.mov_dx(port);
+        self.0.push(0xec);
+        self
+    }
+    pub fn in16(&mut self, port: u16) -> &mut Self {
+        self.mov_dx(port);
+        self.0.extend_from_slice(&[0x66, 0xed]);
+        self
+    }
+    pub fn in32(&mut self, port: u16) -> &mut Self {
+        self.mov_dx(port);
+        self.0.push(0xed);
+        self
+    }
+    /// mov eax, [addr]
+    pub fn load32(&mut self, addr: u32) -> &mut Self {
+        self.0.push(0xa1);
+        self.0.extend_from_slice(&addr.to_le_bytes());
+        self
+    }
+    /// mov [addr], eax
+    pub fn store32(&mut self, addr: u32) -> &mut Self {
+        self.0.push(0xa3);
+        self.0.extend_from_slice(&addr.to_le_bytes());
+        self
+    }
+    pub fn print(&mut self, text: &str) -> &mut Self {
+        for b in text.bytes() {
+            self.out8(0x3f8, b);
+        }
+        self
+    }
+    /// Writes `code` to the debug-exit port, then halts.
+    pub fn exit(&mut self, code: u8) -> &mut Self {
+        self.out8(0x501, code);
+        self.0.push(0xf4);
+        self
+    }
+    /// Unless eax == v, exit with `code`.
+    pub fn expect_eax(&mut self, v: u32, code: u8) -> &mut Self {
+        self.0.push(0x3d);
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self.0.extend_from_slice(&[0x74, 8]); // je over the 8-byte exit sequence
+        self.exit(code)
+    }
+    /// Unless al == v, exit with `code`.
+    pub fn expect_al(&mut self, v: u8, code: u8) -> &mut Self {
+        self.0.extend_from_slice(&[0x3c, v, 0x74, 8]);
+        self.exit(code)
+    }
+    /// Unless ax == v, exit with `code`.
+    pub fn expect_ax(&mut self, v: u16, code: u8) -> &mut Self {
+        self.0.extend_from_slice(&[0x66, 0x3d]);
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self.0.extend_from_slice(&[0x74, 8]);
+        self.exit(code)
+    }
+    /// ud2: an invalid opcode with no IDT, so the CPU triple-faults.
+    pub fn ud2(&mut self) -> &mut Self {
+        self.0.extend_from_slice(&[0x0f, 0x0b]);
+        self
+    }
+    /// Config mechanism #1 address for bus 0.
+    pub fn pci_address(device: u32, register: u32) -> u32 {
+        0x8000_0000 | (device << 11) | register
+    }
+}
+
+/// Wraps `code` in an ELF64 image loaded at [`LOAD_ADDR`] with a PVH note pointing at its start.
+pub fn pvh_elf(code: &[u8], with_note: bool) -> Vec<u8> {
+    const EHDR: usize = 64;
+    const PHDR: usize = 56;
+    let phnum = if with_note { 2 } else { 1 };
+    let note_off = EHDR + PHDR * phnum;
+    let mut note = Vec::new();
+    note.extend_from_slice(&4u32.to_le_bytes()); // namesz
+    note.extend_from_slice(&4u32.to_le_bytes()); // descsz
+    note.extend_from_slice(&18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
+    note.extend_from_slice(b"Xen\0");
+    let code_off = (note_off + note.len() + 12 + 15) & !15;
+    let entry = LOAD_ADDR + code_off as u64;
+    note.extend_from_slice(&(entry as u32).to_le_bytes());
+    let mut f = vec![0u8; code_off];
+    f[0..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2; // 64-bit
+    f[5] = 1; // little endian
+    f[6] = 1; // version
+    f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[24..32].copy_from_slice(&entry.to_le_bytes());
+    f[32..40].copy_from_slice(&(EHDR as u64).to_le_bytes()); // phoff
+    f[52..54].copy_from_slice(&(EHDR as u16).to_le_bytes());
+    f[54..56].copy_from_slice(&(PHDR as u16).to_le_bytes());
+    f[56..58].copy_from_slice(&(phnum as u16).to_le_bytes());
+    let total = (code_off + code.len()) as u64;
+    let mut ph = |i: usize, ty: u32, off: u64, addr: u64, size: u64| {
+        let p = &mut f[EHDR + i * PHDR..EHDR + (i + 1) * PHDR];
+        p[0..4].copy_from_slice(&ty.to_le_bytes());
+        p[4..8].copy_from_slice(&5u32.to_le_bytes()); // R+X
+        p[8..16].copy_from_slice(&off.to_le_bytes());
+        p[16..24].copy_from_slice(&addr.to_le_bytes());
+        p[24..32].copy_from_slice(&addr.to_le_bytes());
+        p[32..40].copy_from_slice(&size.to_le_bytes());
+        p[40..48].copy_from_slice(&size.to_le_bytes());
+        p[48..56].copy_from_slice(&4u64.to_le_bytes());
+    };
+    ph(0, 1, 0, LOAD_ADDR, total);
+    if with_note {
+        ph(
+            1,
+            4,
+            note_off as u64,
+            LOAD_ADDR + note_off as u64,
+            note.len() as u64,
+        );
+        f[note_off..note_off + note.len()].copy_from_slice(&note);
+    }
+    f.extend_from_slice(code);
+    f
+}
+
+/// Writes `bytes` to a fresh file in the temp dir, named after `name` and this process.
+pub fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("lancet-test-{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A serial sink the test can read back.
+#[derive(Clone, Default)]
+pub struct Captured(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A PCI function with a fixed identity and 32 bytes of plain registers, visible through BAR0 and
+/// BAR1, recording what the VMM did to it.
+pub struct FakeNic<I: IrqLine> {
+    pub config: [u8; 256],
+    pub regs: [u8; 32],
+    pub irq: I,
+}
+
+pub const FAKE_VENDOR: u16 = 0x1022;
+pub const FAKE_DEVICE: u16 = 0x2000;
+
+impl<I: IrqLine> FakeNic<I> {
+    pub fn new(irq: I) -> Self {
+        let mut config = [0u8; 256];
+        config[0..2].copy_from_slice(&FAKE_VENDOR.to_le_bytes());
+        config[2..4].copy_from_slice(&FAKE_DEVICE.to_le_bytes());
+        config[0x3d] = 1; // INTA
+        Self {
+            config,
+            regs: [0; 32],
+            irq,
+        }
+    }
+    fn command(&self) -> u16 {
+        u16::from_le_bytes([self.config[4], self.config[5]])
+    }
+    fn bar(&self, n: usize) -> u32 {
+        let o = 0x10 + 4 * n;
+        u32::from_le_bytes(self.config[o..o + 4].try_into().unwrap())
+    }
+}
+
+impl<I: IrqLine + Send> NicModel for FakeNic<I> {
+    fn pci_config_read(&self, offset: usize, data: &mut [u8]) {
+        data.copy_from_slice(&self.config[offset..offset + data.len()]);
+    }
+    fn pci_config_write(&mut self, offset: usize, data: &[u8]) {
+        self.config[offset..offset + data.len()].copy_from_slice(data);
+    }
+    fn io_bar(&self) -> Option<u16> {
+        (self.command() & 1 != 0).then(|| (self.bar(0) & !3) as u16)
+    }
+    fn mmio_bar(&self) -> Option<u64> {
+        (self.command() & 2 != 0).then(|| u64::from(self.bar(1) & !15))
+    }
+    fn read_reg(&mut self, _mem: &GuestMemoryMmap, offset: u64, data: &mut [u8]) {
+        let o = offset as usize;
+        data.copy_from_slice(&self.regs[o..o + data.len()]);
+    }
+    fn write_reg(&mut self, _mem: &GuestMemoryMmap, offset: u64, data: &[u8]) -> NicEffect {
+        let o = offset as usize;
+        self.regs[o..o + data.len()].copy_from_slice(data);
+        // Register 0x1c: bit 0 raises the interrupt line, writing 0 lowers it.
+        if o == 0x1c {
+            self.irq.set_level(data[0] & 1 != 0);
+        }
+        NicEffect::default()
+    }
+    fn transmit(&mut self, _mem: &GuestMemoryMmap, _tx: &mut dyn FrameTx) -> usize {
+        0
+    }
+    fn tx_polling(&self) -> bool {
+        false
+    }
+    fn rx_room(&self, _mem: &GuestMemoryMmap) -> usize {
+        0
+    }
+    fn receive(&mut self, _mem: &GuestMemoryMmap, _frame: &[u8]) {}
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::json!({ "regs0": self.regs[0] })
+    }
+    fn frames_moved(&self) -> u64 {
+        0
+    }
+}
