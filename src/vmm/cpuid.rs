@@ -128,6 +128,26 @@ impl HiddenFeatures {
         Ok(Self(out))
     }
 
+    /// The hidden features' names.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().map(|f| f.name)
+    }
+
+    /// Kernel parameters that hide the same features from Linux's own CPUID view (`noxsave`,
+    /// `clearcpuid=`): needed where the hypervisor does not apply KVM_SET_CPUID2 to every leaf (this
+    /// machine's nested KVM answers CPUID for xsave/popcnt/smep/smap/fsgsbase itself).
+    pub fn linux_cmdline_args(&self) -> String {
+        let mut args = Vec::new();
+        if self.hides_xsave() {
+            args.push("noxsave".to_string());
+        }
+        let others: Vec<_> = self.names().filter(|n| *n != "xsave").collect();
+        if !others.is_empty() {
+            args.push(format!("clearcpuid={}", others.join(",")));
+        }
+        args.join(" ")
+    }
+
     fn hides_xsave(&self) -> bool {
         self.0.iter().any(|f| f.name == "xsave")
     }
@@ -188,6 +208,11 @@ mod tests {
         assert!(HiddenFeatures::parse("").unwrap().0.is_empty());
         let err = HiddenFeatures::parse("cx16,warp").unwrap_err().to_string();
         assert!(err.contains("warp") && err.contains("known"), "{err}");
+        let args = HiddenFeatures::parse(DEFAULT_HIDDEN)
+            .unwrap()
+            .linux_cmdline_args();
+        assert_eq!(args, "noxsave clearcpuid=cx16,smap,smep,fsgsbase,popcnt");
+        assert_eq!(HiddenFeatures::parse("").unwrap().linux_cmdline_args(), "");
     }
 
     #[test]
