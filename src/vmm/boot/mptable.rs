@@ -76,7 +76,6 @@ fn config_table(cpus: u8) -> Vec<u8> {
         entries.extend_from_slice(&[bus, bus_irq, ioapic_id, pin]);
         count += 1;
     };
-    io_interrupt(INT_EXTINT, IRQFLAG_CONFORMS, BUS_ID_ISA, 0, 0);
     for irq in (0..ISA_IRQS).filter(|&i| i != 2 && i != NIC_IRQ) {
         io_interrupt(INT_VECTORED, IRQFLAG_CONFORMS, BUS_ID_ISA, irq, irq);
     }
@@ -148,8 +147,8 @@ mod tests {
             table.len()
         );
         let count = u16::from_le_bytes([table[34], table[35]]);
-        // 2 CPUs, 2 buses, 1 IOAPIC, ExtINT + 14 ISA + 1 PCI, 2 local.
-        assert_eq!(count, 2 + 2 + 1 + 16 + 2);
+        // 2 CPUs, 2 buses, 1 IOAPIC, 14 ISA + 1 PCI, 2 local.
+        assert_eq!(count, 2 + 2 + 1 + 15 + 2);
         let nic = [
             ENTRY_IO_INTERRUPT,
             INT_VECTORED,
