@@ -318,14 +318,37 @@ fn run(args: RunArgs) -> CliResult<i32> {
 
 /// Building the NIC model and the backend from the command line.
 mod net_setup {
+    use std::time::Duration;
+
     use super::{CliResult, RunArgs, TxMode};
+    use lancet::lance::Lance;
+    use lancet::vmm::nic::{NetPort, NicModel};
     use lancet::vmm::{IoTuning, NetConfig};
 
     pub fn net_config(args: &RunArgs) -> CliResult<Option<NetConfig>> {
-        let _ = (args.nic.as_ref(), args.backend, args.mac, &args.tap);
-        let _ = IoTuning::default();
-        let _ = TxMode::Inline;
-        Ok(None)
+        let backend: Option<Box<dyn NetPort>> = match &args.nic {
+            Some(nic) => Some(open_backend(args, nic)?),
+            None => None,
+        };
+        let link_up = backend.is_some();
+        let mac = args.mac;
+        Ok(Some(NetConfig {
+            make_nic: Box::new(move |irq| {
+                let mut lance = Lance::new(mac, irq);
+                lance.set_link(link_up);
+                Box::new(lance) as Box<dyn NicModel>
+            }),
+            backend,
+            tx_inline: args.tx_mode == TxMode::Inline,
+            io: IoTuning {
+                busy_poll: Duration::from_micros(args.busy_poll_us),
+            },
+        }))
+    }
+
+    fn open_backend(args: &RunArgs, nic: &str) -> CliResult<Box<dyn NetPort>> {
+        let _ = (args.backend, &args.tap);
+        Err(format!("backend for {nic}: not available in this build"))
     }
 }
 
