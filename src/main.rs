@@ -155,6 +155,9 @@ struct RunArgs {
     /// Microseconds the I/O thread busy-polls the TX ring after activity (when the chip polls).
     #[arg(long, value_name = "US", default_value_t = 50)]
     busy_poll_us: u64,
+    /// Stop the VM after this many seconds (exit status 1).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
     /// Name of the TAP device (--backend tap).
     #[arg(long, value_name = "NAME", default_value = "lt-tap0")]
     tap: String,
@@ -301,6 +304,7 @@ fn run(args: RunArgs) -> CliResult<i32> {
         pin_vcpu: args.pin_vcpu,
         pin_io: args.pin_io,
         handle_signals: true,
+        timeout: args.timeout.map(std::time::Duration::from_secs),
     };
     let report = run_vm(config).map_err(|e| e.to_string())?;
     let _ = std::io::stdout().flush();

@@ -30,6 +30,7 @@ fn config(kernel: std::path::PathBuf, serial: Captured, with_nic: bool) -> VmCon
         pin_vcpu: None,
         pin_io: None,
         handle_signals: false,
+        timeout: Some(std::time::Duration::from_secs(30)),
     }
 }
 

@@ -87,6 +87,8 @@ pub enum VmOutcome {
     Signal(i32),
     /// Something the VMM cannot continue from, with a message.
     Failed(String),
+    /// `timeout` expired before the guest finished.
+    TimedOut(std::time::Duration),
 }
 
 impl VmOutcome {
@@ -117,6 +119,13 @@ impl std::fmt::Display for VmOutcome {
             ),
             VmOutcome::Signal(sig) => write!(f, "stopped by signal {sig}"),
             VmOutcome::Failed(msg) => write!(f, "VM stopped: {msg}"),
+            VmOutcome::TimedOut(after) => {
+                write!(
+                    f,
+                    "VM stopped: the guest did not finish within {}s",
+                    after.as_secs_f64()
+                )
+            }
         }
     }
 }
@@ -133,7 +142,7 @@ impl VmControl {
         Ok(Self {
             stop: AtomicBool::new(false),
             outcome: Mutex::new(None),
-            done: EventFd::new(0).map_err(os_err("the VM exit eventfd"))?,
+            done: EventFd::new(EFD_NONBLOCK).map_err(os_err("the VM exit eventfd"))?,
         })
     }
 
@@ -189,6 +198,8 @@ pub struct VmConfig {
     pub pin_io: Option<usize>,
     /// Stop on SIGINT/SIGTERM (the CLI); tests running VMs in threads leave it off.
     pub handle_signals: bool,
+    /// Stop the VM after this long (outcome [`VmOutcome::TimedOut`]).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What a finished VM reports.
@@ -397,12 +408,35 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
         vcpu_handles.push(handle);
     }
 
-    // Wait for the first outcome (a vCPU, the I/O thread, or a signal).
+    // Wait for the first outcome (a vCPU, the I/O thread, a signal, or the timeout).
+    let deadline = config.timeout.map(|t| (t, std::time::Instant::now() + t));
     loop {
-        match control.done.read() {
-            Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+        let wait_ms = match deadline {
+            Some((_, at)) => {
+                let left = at.saturating_duration_since(std::time::Instant::now());
+                i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
+            }
+            None => -1,
+        };
+        let mut fds = [libc::pollfd {
+            fd: control.done.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd for an eventfd we own, for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, wait_ms) };
+        if ready > 0 {
+            let _ = control.done.read();
+            break;
+        }
+        if ready == 0 {
+            if let Some((after, _)) = deadline {
+                control.finish(VmOutcome::TimedOut(after));
+            }
+            break;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break;
         }
     }
     let signal = SIGNAL_RECEIVED.swap(0, Ordering::SeqCst);

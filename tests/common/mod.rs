@@ -7,8 +7,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use lancet::lance::{FrameTx, IrqLine};
-use lancet::vmm::nic::{NicEffect, NicModel};
+use lancet::vmm::nic::{NetPort, NicEffect, NicModel};
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Guest-physical load address of hand-made guests (1 MiB, as the PVH ABI of the test guest).
 pub const LOAD_ADDR: u64 = 0x10_0000;
@@ -40,6 +43,13 @@ impl Code {
     pub fn out32(&mut self, port: u16, v: u32) -> &mut Self {
         self.mov_dx(port).mov_eax(v);
         self.0.push(0xef);
+        self
+    }
+    pub fn out16(&mut self, port: u16, v: u16) -> &mut Self {
+        self.mov_dx(port);
+        self.0.extend_from_slice(&[0x66, 0xb8]);
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self.0.extend_from_slice(&[0x66, 0xef]);
         self
     }
     pub fn in8(&mut self, port: u16) -> &mut Self {
@@ -165,6 +175,26 @@ pub fn pvh_elf(code: &[u8], with_note: bool) -> Vec<u8> {
     f
 }
 
+/// Like [`pvh_elf`], with `data` blobs placed at guest-physical addresses (all at or above
+/// `LOAD_ADDR + 0x1000`, so after the code).
+pub fn pvh_elf_with_data(code: &[u8], data: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut image = pvh_elf(code, true);
+    let code_end = LOAD_ADDR + image.len() as u64;
+    for (addr, bytes) in data {
+        assert!(*addr >= code_end, "data at {addr:#x} overlaps the code");
+        let off = (addr - LOAD_ADDR) as usize;
+        if image.len() < off + bytes.len() {
+            image.resize(off + bytes.len(), 0);
+        }
+        image[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+    // The PT_LOAD segment covers the whole file.
+    let total = image.len() as u64;
+    image[64 + 32..64 + 40].copy_from_slice(&total.to_le_bytes());
+    image[64 + 40..64 + 48].copy_from_slice(&total.to_le_bytes());
+    image
+}
+
 /// Writes `bytes` to a fresh file in the temp dir, named after `name` and this process.
 pub fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
     let path = std::env::temp_dir().join(format!("lancet-test-{}-{name}", std::process::id()));
@@ -265,5 +295,80 @@ impl<I: IrqLine + Send> NicModel for FakeNic<I> {
     }
     fn frames_moved(&self) -> u64 {
         0
+    }
+}
+
+/// A backend that records every transmitted frame and answers each with `reply(frame)` (if any);
+/// `inject` queues frames for the guest. Its poll fd is an eventfd readable while frames wait.
+pub struct EchoPort {
+    pub sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    pending: VecDeque<Vec<u8>>,
+    ready: EventFd,
+    buf: Vec<u8>,
+    reply: fn(&[u8]) -> Option<Vec<u8>>,
+}
+
+impl EchoPort {
+    pub fn new(reply: fn(&[u8]) -> Option<Vec<u8>>) -> (Self, Arc<Mutex<Vec<Vec<u8>>>>) {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let port = Self {
+            sent: Arc::clone(&sent),
+            pending: VecDeque::new(),
+            ready: EventFd::new(EFD_NONBLOCK).unwrap(),
+            buf: vec![0; 2048],
+            reply,
+        };
+        (port, sent)
+    }
+
+    pub fn inject(&mut self, frame: Vec<u8>) {
+        self.pending.push_back(frame);
+        self.ready.write(1).unwrap();
+    }
+}
+
+impl FrameTx for EchoPort {
+    fn link_up(&self) -> bool {
+        true
+    }
+    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
+        Some(&mut self.buf)
+    }
+    fn tx_commit(&mut self, len: usize) {
+        let frame = self.buf[..len].to_vec();
+        if let Some(answer) = (self.reply)(&frame) {
+            self.inject(answer);
+        }
+        self.sent.lock().unwrap().push(frame);
+    }
+}
+
+impl NetPort for EchoPort {
+    fn kind(&self) -> &'static str {
+        "echo-test"
+    }
+    fn poll_fd(&self) -> RawFd {
+        self.ready.as_raw_fd()
+    }
+    fn recv_batch(&mut self, max: usize, deliver: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
+        let mut n = 0;
+        while n < max {
+            let Some(frame) = self.pending.pop_front() else {
+                break;
+            };
+            deliver(&frame);
+            n += 1;
+        }
+        if self.pending.is_empty() {
+            let _ = self.ready.read();
+        }
+        Ok(n)
+    }
+    fn reap(&mut self) {}
+    fn frame_tx(&mut self) -> &mut dyn FrameTx {
+        self
+    }
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::json!({ "sent": self.sent.lock().unwrap().len(), "pending": self.pending.len() })
     }
 }
