@@ -50,6 +50,7 @@
 //!   and frames from the backend are refused (`NotRunning`).
 
 pub mod desc;
+mod dma;
 pub mod filter;
 mod io;
 pub mod pci;
@@ -373,9 +374,28 @@ impl<I: IrqLine> Lance<I> {
         false
     }
 
-    /// Write guest memory for the chip (DMA). False (MERR counted) when it fails.
-    fn dma_write<M: GuestMemory + ?Sized>(&mut self, mem: &M, addr: u64, buf: &[u8]) -> bool {
-        if self.pci.bus_master() && mem.write_slice(buf, GuestAddress(addr)).is_ok() {
+    /// Read a descriptor (or other ring bytes) through `ring`. False (MERR counted) on failure.
+    fn ring_read<M: GuestMemory + ?Sized>(
+        &mut self,
+        ring: &dma::RingMem<'_, M>,
+        addr: u64,
+        buf: &mut [u8],
+    ) -> bool {
+        if self.pci.bus_master() && ring.read(addr, buf) {
+            return true;
+        }
+        self.memory_error();
+        false
+    }
+
+    /// Write descriptor bytes through `ring`. False (MERR counted) on failure.
+    fn ring_write<M: GuestMemory + ?Sized>(
+        &mut self,
+        ring: &dma::RingMem<'_, M>,
+        addr: u64,
+        buf: &[u8],
+    ) -> bool {
+        if self.pci.bus_master() && ring.write(addr, buf) {
             return true;
         }
         self.memory_error();

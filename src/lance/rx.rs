@@ -5,13 +5,14 @@
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::desc::{encode_mcnt, encode_status, Desc, Style};
+use super::dma::RingMem;
 use super::filter::{classify, Accept};
 use super::regs::*;
 use super::{IrqLine, Lance, RxOutcome, MAX_FRAME_LEN};
 
 /// Frames whose padded length plus FCS fits here are assembled on the stack and written with one
 /// guest-memory write per buffer.
-const STACK_FRAME: usize = 256;
+const STACK_FRAME: usize = 128;
 const ZEROS: [u8; MIN_FRAME_NO_FCS] = [0; MIN_FRAME_NO_FCS];
 
 /// The bytes a received frame occupies in guest buffers: the frame, zero padding up to
@@ -87,15 +88,17 @@ impl<I: IrqLine> Lance<I> {
         }
         let style = self.style();
         let (status_off, status_len) = style.status_field();
+        let ring = RingMem::new(
+            mem,
+            self.rx_ring,
+            usize::from(self.rx_len) * style.desc_len(),
+        );
         let mut pos = self.rx_pos;
         let mut room = 0;
         for _ in 0..self.rx_len {
             let addr = Self::desc_addr(self.rx_ring, pos, style) + status_off as u64;
             let mut status = [0u8; 2];
-            if mem
-                .read_slice(&mut status[..status_len], GuestAddress(addr))
-                .is_err()
-            {
+            if !ring.read(addr, &mut status[..status_len]) {
                 break;
             }
             let own = match style {
@@ -205,11 +208,12 @@ impl<I: IrqLine> Lance<I> {
         let style = self.style();
         let high = self.high_addr(style);
         let desc_len = style.desc_len();
+        let ring = RingMem::new(mem, self.rx_ring, usize::from(self.rx_len) * desc_len);
         let total = data.total();
 
         let first_addr = Self::desc_addr(self.rx_ring, self.rx_pos, style);
         let mut raw = [0u8; 16];
-        if !self.dma_read(mem, first_addr, &mut raw[..desc_len]) {
+        if !self.ring_read(&ring, first_addr, &mut raw[..desc_len]) {
             return RxOutcome::DmaError;
         }
         let first = Desc::decode(style, &raw, high);
@@ -239,7 +243,7 @@ impl<I: IrqLine> Lance<I> {
                 break false;
             }
             let next_addr = Self::desc_addr(self.rx_ring, pos, style);
-            if !self.dma_read(mem, next_addr, &mut raw[..desc_len]) {
+            if !self.ring_read(&ring, next_addr, &mut raw[..desc_len]) {
                 return RxOutcome::DmaError;
             }
             let next = Desc::decode(style, &raw, high);
@@ -247,7 +251,7 @@ impl<I: IrqLine> Lance<I> {
                 break false;
             }
             // A middle buffer of the chain goes back now (the STP one goes back last).
-            if used > 1 && !self.write_status(mem, style, cur_addr, 0) {
+            if used > 1 && !self.write_status(&ring, style, cur_addr, 0) {
                 return RxOutcome::DmaError;
             }
             cur = next;
@@ -262,16 +266,16 @@ impl<I: IrqLine> Lance<I> {
             let mcnt = (total as u32 & RMD_MCNT_MASK) as u16;
             let (bytes, n) = encode_mcnt(style, mcnt);
             let (misc_off, _) = style.misc_field();
-            if !self.dma_write(mem, cur_addr + misc_off as u64, &bytes[..n]) {
+            if !self.ring_write(&ring, cur_addr + misc_off as u64, &bytes[..n]) {
                 return RxOutcome::DmaError;
             }
         } else {
             last_status |= DESC_ERR | RMD_OFLO | RMD_BUFF;
         }
-        if !self.write_status(mem, style, cur_addr, last_status) {
+        if !self.write_status(&ring, style, cur_addr, last_status) {
             return RxOutcome::DmaError;
         }
-        if !single && !self.write_status(mem, style, first_addr, DESC_STP) {
+        if !single && !self.write_status(&ring, style, first_addr, DESC_STP) {
             return RxOutcome::DmaError;
         }
         self.rx_pos = pos;
@@ -286,14 +290,14 @@ impl<I: IrqLine> Lance<I> {
     /// Hand a descriptor back: write its status word (OWN clear).
     pub(super) fn write_status<M: GuestMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        ring: &RingMem<'_, M>,
         style: Style,
         desc: u64,
         status: u16,
     ) -> bool {
         let (off, _) = style.status_field();
         let (bytes, n) = encode_status(style, status & !DESC_OWN);
-        self.dma_write(mem, desc + off as u64, &bytes[..n])
+        self.ring_write(ring, desc + off as u64, &bytes[..n])
     }
 
     fn missed_frame(&mut self) {

@@ -6,6 +6,7 @@
 use vm_memory::GuestMemory;
 
 use super::desc::{encode_tx_misc, Desc, Style};
+use super::dma::RingMem;
 use super::regs::*;
 use super::rx::Fcs;
 use super::{FrameTx, IrqLine, Lance, TxReport, MAX_FRAME_LEN};
@@ -94,11 +95,12 @@ impl<I: IrqLine> Lance<I> {
         let high = self.high_addr(style);
         let desc_len = style.desc_len();
         let apad = self.csr[CSR_FEATURES] & CSR4_APAD_XMT != 0;
+        let ring = RingMem::new(mem, self.tx_ring, usize::from(self.tx_len) * desc_len);
         let mut budget = u32::from(self.tx_len);
         let mut raw = [0u8; 16];
         while budget > 0 {
             let addr = Self::desc_addr(self.tx_ring, self.tx_pos, style);
-            if !self.dma_read(mem, addr, &mut raw[..desc_len]) {
+            if !self.ring_read(&ring, addr, &mut raw[..desc_len]) {
                 return committed;
             }
             let first = Desc::decode(style, &raw, high);
@@ -112,7 +114,7 @@ impl<I: IrqLine> Lance<I> {
                 self.stats.tx_underflow += 1;
                 self.stats.tx_errors += 1;
                 report.errors += 1;
-                if !self.finish_descriptor(mem, style, addr, first.status, TMD_BUFF) {
+                if !self.finish_descriptor(&ring, style, addr, first.status, TMD_BUFF) {
                     return committed;
                 }
                 continue;
@@ -121,6 +123,7 @@ impl<I: IrqLine> Lance<I> {
             let chain = if !loopback && !tx.link_up() {
                 self.walk_chain(
                     mem,
+                    &ring,
                     style,
                     high,
                     (first, addr),
@@ -132,6 +135,7 @@ impl<I: IrqLine> Lance<I> {
                 let mut buf = std::mem::take(&mut self.loop_buf);
                 let chain = self.walk_chain(
                     mem,
+                    &ring,
                     style,
                     high,
                     (first, addr),
@@ -158,6 +162,7 @@ impl<I: IrqLine> Lance<I> {
                 };
                 let chain = self.walk_chain(
                     mem,
+                    &ring,
                     style,
                     high,
                     (first, addr),
@@ -223,6 +228,7 @@ impl<I: IrqLine> Lance<I> {
     fn walk_chain<M: GuestMemory + ?Sized>(
         &mut self,
         mem: &M,
+        ring: &RingMem<'_, M>,
         style: Style,
         high: u32,
         (first, first_addr): (Desc, u64),
@@ -261,13 +267,13 @@ impl<I: IrqLine> Lance<I> {
             }
             if cur.status & DESC_ENP != 0 {
                 chain.ltint = cur.status & TMD_LTINT != 0;
-                self.finish_descriptor(mem, style, cur_addr, cur.status, chain.errors);
+                self.finish_descriptor(ring, style, cur_addr, cur.status, chain.errors);
                 return chain;
             }
             let mut next = None;
             if *budget > 0 {
                 let addr = Self::desc_addr(self.tx_ring, self.tx_pos, style);
-                if self.dma_read(mem, addr, &mut raw[..style.desc_len()]) {
+                if self.ring_read(ring, addr, &mut raw[..style.desc_len()]) {
                     let desc = Desc::decode(style, &raw, high);
                     if desc.status & DESC_OWN != 0 {
                         next = Some((desc, addr));
@@ -281,11 +287,11 @@ impl<I: IrqLine> Lance<I> {
                     chain.end = ChainEnd::Underflow;
                 }
                 chain.errors |= TMD_BUFF | TMD_UFLO;
-                self.finish_descriptor(mem, style, cur_addr, cur.status, chain.errors);
+                self.finish_descriptor(ring, style, cur_addr, cur.status, chain.errors);
                 return chain;
             };
             // A middle descriptor goes back as soon as the chip moves past it.
-            self.finish_descriptor(mem, style, cur_addr, cur.status, 0);
+            self.finish_descriptor(ring, style, cur_addr, cur.status, 0);
             cur = desc;
             cur_addr = addr;
         }
@@ -295,7 +301,7 @@ impl<I: IrqLine> Lance<I> {
     /// OWN cleared (and ERR when there are errors).
     fn finish_descriptor<M: GuestMemory + ?Sized>(
         &mut self,
-        mem: &M,
+        ring: &RingMem<'_, M>,
         style: Style,
         desc: u64,
         status: u16,
@@ -305,12 +311,12 @@ impl<I: IrqLine> Lance<I> {
         if errors != 0 {
             let (off, _) = style.misc_field();
             let (bytes, n) = encode_tx_misc(style, errors);
-            if !self.dma_write(mem, desc + off as u64, &bytes[..n]) {
+            if !self.ring_write(ring, desc + off as u64, &bytes[..n]) {
                 return false;
             }
             status |= DESC_ERR;
         }
-        self.write_status(mem, style, desc, status)
+        self.write_status(ring, style, desc, status)
     }
 }
 

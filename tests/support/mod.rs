@@ -1,0 +1,5 @@
+//! Shared test support: a Rust re-enactment of the Linux pcnet32 driver and recording stand-ins
+//! for the interrupt line and the backend. Include with `mod support;` from a test file.
+#![allow(dead_code)]
+
+pub mod pcnet32;
