@@ -210,3 +210,33 @@ fn hidden_cpu_features_are_invisible_to_the_guest() {
     assert_eq!(visible_features("cx16", &features), 0b10);
     assert_eq!(visible_features("cx16,x2apic", &features), 0b00);
 }
+
+#[test]
+fn second_vcpu_waiting_for_sipi_does_not_block_shutdown() {
+    let mut code = Code::default();
+    code.print("smp\n").exit(3);
+    let image = temp_file("smp", &pvh_elf(&code.0, true));
+    let serial = Captured::default();
+    let mut cfg = config(image.clone(), serial.clone(), true);
+    cfg.cpus = 2;
+    let report = run_vm(cfg).unwrap();
+    std::fs::remove_file(image).unwrap();
+    assert_eq!(report.outcome, VmOutcome::GuestExit(3));
+    assert_eq!(serial.text(), "smp\n");
+}
+
+#[test]
+fn threads_can_be_pinned_and_bad_cpus_are_refused() {
+    let mut code = Code::default();
+    code.exit(0);
+    let image = temp_file("pin", &pvh_elf(&code.0, true));
+    let mut cfg = config(image.clone(), Captured::default(), true);
+    cfg.pin_vcpu = Some(0);
+    cfg.pin_io = Some(0);
+    assert_eq!(run_vm(cfg).unwrap().outcome, VmOutcome::GuestExit(0));
+    let mut cfg = config(image.clone(), Captured::default(), true);
+    cfg.pin_io = Some(4096);
+    let err = run_vm(cfg).unwrap_err().to_string();
+    std::fs::remove_file(image).unwrap();
+    assert!(err.contains("CPU 4096") && err.contains("I/O"), "{err}");
+}
