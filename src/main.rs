@@ -163,6 +163,13 @@ struct RunArgs {
     tap: String,
 }
 
+/// Where `make guest` leaves the test guest in this checkout (used when neither --guest-elf nor
+/// LANCET_GUEST_ELF says otherwise).
+const DEFAULT_GUEST_ELF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/target/guest/release/lancet-guest"
+);
+
 /// The kernel command line when none is given.
 const DEFAULT_LINUX_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 reboot=t";
 
@@ -217,7 +224,7 @@ fn guest_elf_path(explicit: Option<PathBuf>) -> CliResult<PathBuf> {
     let path = explicit
         .or_else(|| std::env::var_os("LANCET_GUEST_ELF").map(PathBuf::from))
         .or_else(|| option_env!("LANCET_GUEST_ELF").map(PathBuf::from))
-        .ok_or("no test guest image known: run `make guest` (or pass --guest-elf FILE)")?;
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_GUEST_ELF));
     if !path.is_file() {
         return Err(format!(
             "test guest image {} not found: run `make guest` (or pass --guest-elf FILE)",
@@ -305,6 +312,7 @@ fn run(args: RunArgs) -> CliResult<i32> {
         pin_io: args.pin_io,
         handle_signals: true,
         timeout: args.timeout.map(std::time::Duration::from_secs),
+        stop_check: None,
     };
     let report = run_vm(config).map_err(|e| e.to_string())?;
     let _ = std::io::stdout().flush();

@@ -31,6 +31,7 @@ fn config(kernel: std::path::PathBuf, serial: Captured, with_nic: bool) -> VmCon
         pin_io: None,
         handle_signals: false,
         timeout: Some(std::time::Duration::from_secs(30)),
+        stop_check: None,
     }
 }
 

@@ -138,6 +138,7 @@ fn run(name: &str, image: Vec<u8>, port: EchoPort, tx_inline: bool) -> (RunRepor
         pin_io: None,
         handle_signals: false,
         timeout: Some(Duration::from_secs(60)),
+        stop_check: None,
     })
     .expect("VM runs");
     std::fs::remove_file(path).unwrap();

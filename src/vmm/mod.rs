@@ -89,6 +89,8 @@ pub enum VmOutcome {
     Failed(String),
     /// `timeout` expired before the guest finished.
     TimedOut(std::time::Duration),
+    /// The embedding program's `stop_check` asked to stop.
+    Stopped,
 }
 
 impl VmOutcome {
@@ -97,7 +99,7 @@ impl VmOutcome {
     pub fn exit_status(&self) -> i32 {
         match self {
             VmOutcome::GuestExit(code) => i32::from(*code),
-            VmOutcome::Halted | VmOutcome::Signal(_) => 0,
+            VmOutcome::Halted | VmOutcome::Signal(_) | VmOutcome::Stopped => 0,
             VmOutcome::SystemEvent(kind) if *kind == kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => 0,
             _ => 1,
         }
@@ -119,6 +121,7 @@ impl std::fmt::Display for VmOutcome {
             ),
             VmOutcome::Signal(sig) => write!(f, "stopped by signal {sig}"),
             VmOutcome::Failed(msg) => write!(f, "VM stopped: {msg}"),
+            VmOutcome::Stopped => write!(f, "stopped by the embedding program"),
             VmOutcome::TimedOut(after) => {
                 write!(
                     f,
@@ -200,7 +203,13 @@ pub struct VmConfig {
     pub handle_signals: bool,
     /// Stop the VM after this long (outcome [`VmOutcome::TimedOut`]).
     pub timeout: Option<std::time::Duration>,
+    /// Polled every [`STOP_CHECK_PERIOD`] by the main thread; `true` stops the VM (outcome
+    /// [`VmOutcome::Stopped`]). For programs and tests that embed the VMM.
+    pub stop_check: Option<Box<dyn FnMut() -> bool + Send>>,
 }
+
+/// How often `VmConfig::stop_check` is polled.
+pub const STOP_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What a finished VM reports.
 #[derive(Debug)]
@@ -410,14 +419,23 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
 
     // Wait for the first outcome (a vCPU, the I/O thread, a signal, or the timeout).
     let deadline = config.timeout.map(|t| (t, std::time::Instant::now() + t));
+    let mut stop_check = config.stop_check;
     loop {
-        let wait_ms = match deadline {
+        let mut wait_ms = match deadline {
             Some((_, at)) => {
                 let left = at.saturating_duration_since(std::time::Instant::now());
                 i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
             }
             None => -1,
         };
+        if let Some(check) = stop_check.as_mut() {
+            if check() {
+                control.finish(VmOutcome::Stopped);
+                break;
+            }
+            let period = STOP_CHECK_PERIOD.as_millis() as i32;
+            wait_ms = if wait_ms < 0 { period } else { wait_ms.min(period) };
+        }
         let mut fds = [libc::pollfd {
             fd: control.done.as_raw_fd(),
             events: libc::POLLIN,
@@ -430,10 +448,15 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
             break;
         }
         if ready == 0 {
-            if let Some((after, _)) = deadline {
-                control.finish(VmOutcome::TimedOut(after));
+            match deadline {
+                Some((after, at)) if std::time::Instant::now() >= at => {
+                    control.finish(VmOutcome::TimedOut(after));
+                    break;
+                }
+                Some(_) => continue,
+                None if stop_check.is_some() => continue,
+                None => break,
             }
-            break;
         }
         if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
             break;
