@@ -434,7 +434,11 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
                 break;
             }
             let period = STOP_CHECK_PERIOD.as_millis() as i32;
-            wait_ms = if wait_ms < 0 { period } else { wait_ms.min(period) };
+            wait_ms = if wait_ms < 0 {
+                period
+            } else {
+                wait_ms.min(period)
+            };
         }
         let mut fds = [libc::pollfd {
             fd: control.done.as_raw_fd(),

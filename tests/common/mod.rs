@@ -305,18 +305,20 @@ pub struct EchoPort {
     pending: VecDeque<Vec<u8>>,
     ready: EventFd,
     buf: Vec<u8>,
-    reply: fn(&[u8]) -> Option<Vec<u8>>,
+    reply: Box<dyn FnMut(&[u8]) -> Option<Vec<u8>> + Send>,
 }
 
 impl EchoPort {
-    pub fn new(reply: fn(&[u8]) -> Option<Vec<u8>>) -> (Self, Arc<Mutex<Vec<Vec<u8>>>>) {
+    pub fn new(
+        reply: impl FnMut(&[u8]) -> Option<Vec<u8>> + Send + 'static,
+    ) -> (Self, Arc<Mutex<Vec<Vec<u8>>>>) {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let port = Self {
             sent: Arc::clone(&sent),
             pending: VecDeque::new(),
             ready: EventFd::new(EFD_NONBLOCK).unwrap(),
             buf: vec![0; 2048],
-            reply,
+            reply: Box::new(reply),
         };
         (port, sent)
     }
@@ -371,4 +373,163 @@ impl NetPort for EchoPort {
     fn stats_json(&self) -> serde_json::Value {
         serde_json::json!({ "sent": self.sent.lock().unwrap().len(), "pending": self.pending.len() })
     }
+}
+
+/// Frames a peer sends to the test guest, and parsers for its answers.
+pub mod frames {
+    use std::net::Ipv4Addr;
+
+    pub const ETH_ARP: u16 = 0x0806;
+    pub const ETH_IPV4: u16 = 0x0800;
+
+    fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
+        let mut f = Vec::with_capacity(64);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f
+    }
+
+    fn pad(mut f: Vec<u8>) -> Vec<u8> {
+        if f.len() < 60 {
+            f.resize(60, 0);
+        }
+        f
+    }
+
+    pub fn checksum(bytes: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        for chunk in bytes.chunks(2) {
+            let word = u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+            sum += u32::from(word);
+        }
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    pub fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+        let mut f = eth([0xff; 6], mac, ETH_ARP);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&mac);
+        f.extend_from_slice(&ip.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target.octets());
+        pad(f)
+    }
+
+    fn ipv4(
+        dst_mac: [u8; 6],
+        src_mac: [u8; 6],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        body: &[u8],
+    ) -> Vec<u8> {
+        let mut f = eth(dst_mac, src_mac, ETH_IPV4);
+        let total = (20 + body.len()) as u16;
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, proto, 0, 0]);
+        ip.extend_from_slice(&src.octets());
+        ip.extend_from_slice(&dst.octets());
+        let csum = checksum(&ip);
+        ip[10..12].copy_from_slice(&csum.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(body);
+        pad(f)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn udp(
+        dst_mac: [u8; 6],
+        src_mac: [u8; 6],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        sport: u16,
+        dport: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&sport.to_be_bytes());
+        body.extend_from_slice(&dport.to_be_bytes());
+        body.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        body.extend_from_slice(&[0, 0]);
+        body.extend_from_slice(payload);
+        ipv4(dst_mac, src_mac, src, dst, 17, &body)
+    }
+
+    pub fn icmp_echo(
+        dst_mac: [u8; 6],
+        src_mac: [u8; 6],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        seq: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut body = vec![8, 0, 0, 0, 0x42, 0x42];
+        body.extend_from_slice(&seq.to_be_bytes());
+        body.extend_from_slice(payload);
+        let csum = checksum(&body);
+        body[2..4].copy_from_slice(&csum.to_be_bytes());
+        ipv4(dst_mac, src_mac, src, dst, 1, &body)
+    }
+
+    pub fn ethertype(f: &[u8]) -> u16 {
+        u16::from_be_bytes([f[12], f[13]])
+    }
+
+    /// (op, sender MAC, sender IP, target MAC, target IP) of an ARP frame.
+    pub fn arp_fields(f: &[u8]) -> Option<(u16, [u8; 6], Ipv4Addr, [u8; 6], Ipv4Addr)> {
+        if f.len() < 42 || ethertype(f) != ETH_ARP {
+            return None;
+        }
+        let a = &f[14..];
+        Some((
+            u16::from_be_bytes([a[6], a[7]]),
+            a[8..14].try_into().ok()?,
+            Ipv4Addr::new(a[14], a[15], a[16], a[17]),
+            a[18..24].try_into().ok()?,
+            Ipv4Addr::new(a[24], a[25], a[26], a[27]),
+        ))
+    }
+
+    /// (src, dst, protocol, body) of an IPv4 frame whose header checksum is valid.
+    pub fn ipv4_fields(f: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u8, &[u8])> {
+        if f.len() < 34 || ethertype(f) != ETH_IPV4 {
+            return None;
+        }
+        let ip = &f[14..];
+        let ihl = usize::from(ip[0] & 0xf) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        if checksum(&ip[..ihl]) != 0 || total > ip.len() {
+            return None;
+        }
+        Some((
+            Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+            Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+            ip[9],
+            &ip[ihl..total],
+        ))
+    }
+}
+
+/// The test guest image: $LANCET_GUEST_ELF, else where `make guest` puts it. Panics (the test
+/// fails) when it is missing: these tests must never pass silently without the guest.
+pub fn test_guest_elf() -> PathBuf {
+    let path = std::env::var_os("LANCET_GUEST_ELF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/target/guest/release/lancet-guest"
+            ))
+        });
+    assert!(
+        path.is_file(),
+        "test guest image {} is missing: run `make guest` first (or set LANCET_GUEST_ELF)",
+        path.display()
+    );
+    path
 }
