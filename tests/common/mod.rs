@@ -305,8 +305,11 @@ pub struct EchoPort {
     pending: VecDeque<Vec<u8>>,
     ready: EventFd,
     buf: Vec<u8>,
-    reply: Box<dyn FnMut(&[u8]) -> Option<Vec<u8>> + Send>,
+    reply: Box<Responder>,
 }
+
+/// The peer's answer (if any) to a frame the guest sent.
+pub type Responder = dyn FnMut(&[u8]) -> Option<Vec<u8>> + Send;
 
 impl EchoPort {
     pub fn new(
@@ -480,8 +483,11 @@ pub mod frames {
         u16::from_be_bytes([f[12], f[13]])
     }
 
-    /// (op, sender MAC, sender IP, target MAC, target IP) of an ARP frame.
-    pub fn arp_fields(f: &[u8]) -> Option<(u16, [u8; 6], Ipv4Addr, [u8; 6], Ipv4Addr)> {
+    /// (op, sender MAC, sender IP, target MAC, target IP).
+    pub type Arp = (u16, [u8; 6], Ipv4Addr, [u8; 6], Ipv4Addr);
+
+    /// The fields of an ARP frame.
+    pub fn arp_fields(f: &[u8]) -> Option<Arp> {
         if f.len() < 42 || ethertype(f) != ETH_ARP {
             return None;
         }
