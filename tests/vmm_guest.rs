@@ -25,6 +25,7 @@ type Sent = Arc<Mutex<Vec<Vec<u8>>>>;
 
 fn boot_guest(
     mode: &str,
+    tx_inline: bool,
     port: EchoPort,
     sent: Sent,
     done: impl Fn(&[Vec<u8>]) -> bool + Send + 'static,
@@ -49,7 +50,7 @@ fn boot_guest(
                 Box::new(lance) as Box<dyn NicModel>
             }),
             backend: Some(backend),
-            tx_inline: true,
+            tx_inline,
             io: IoTuning::default(),
         }),
         pin_vcpu: None,
@@ -97,7 +98,7 @@ fn answers_arp_icmp_and_udp(mode: &str) {
         7,
         b"hello-lancet-udp",
     ));
-    let (report, serial) = boot_guest(mode, port, Arc::clone(&sent), |s| s.len() >= 3);
+    let (report, serial) = boot_guest(mode, true, port, Arc::clone(&sent), |s| s.len() >= 3);
     assert_eq!(report.outcome, VmOutcome::Stopped, "serial:\n{serial}");
     assert!(
         serial.contains(
@@ -145,7 +146,7 @@ fn echo_answers_arp_icmp_and_udp_in_poll_mode() {
 
 /// A UDP ping-pong of `count` echoes, one outstanding, driven by the backend itself. Returns the
 /// report and the round-trip times (backend hands the request over -> guest's answer committed).
-fn ping_pong(mode: &str, count: usize) -> (RunReport, Vec<Duration>) {
+fn ping_pong(mode: &str, tx_inline: bool, count: usize) -> (RunReport, Vec<Duration>) {
     let rtts = Arc::new(Mutex::new(Vec::new()));
     let started = Arc::new(Mutex::new(Instant::now()));
     let request = |seq: usize| {
@@ -175,7 +176,7 @@ fn ping_pong(mode: &str, count: usize) -> (RunReport, Vec<Duration>) {
     });
     port.inject(request(0));
     *started.lock().unwrap() = Instant::now();
-    let (report, serial) = boot_guest(mode, port, sent, move |s| s.len() >= count);
+    let (report, serial) = boot_guest(mode, tx_inline, port, sent, move |s| s.len() >= count);
     assert_eq!(report.outcome, VmOutcome::Stopped, "serial:\n{serial}");
     let rtts = rtts.lock().unwrap().clone();
     assert_eq!(rtts.len(), count, "every request was answered in order");
@@ -184,15 +185,21 @@ fn ping_pong(mode: &str, count: usize) -> (RunReport, Vec<Duration>) {
 
 #[test]
 fn udp_ping_pong_every_echo_answered_with_exits_per_echo() {
-    for mode in ["irq", "poll"] {
-        let (short, _) = ping_pong(mode, 20);
-        let (long, mut rtts) = ping_pong(mode, 220);
+    for (mode, tx_inline) in [
+        ("irq", true),
+        ("poll", true),
+        ("irq", false),
+        ("poll", false),
+    ] {
+        let (short, _) = ping_pong(mode, tx_inline, 20);
+        let (long, mut rtts) = ping_pong(mode, tx_inline, 220);
         let per_echo = (long.exits.nic_exits() - short.exits.nic_exits()) as f64 / 200.0;
         let all_per_echo = (long.exits.total() - short.exits.total()) as f64 / 200.0;
         rtts.sort();
         eprintln!(
-            "test guest mode={mode}: NIC exits per echo {per_echo:.1} (all exits {all_per_echo:.1}); \
+            "test guest mode={mode} tx={}: NIC exits per echo {per_echo:.1} (all exits {all_per_echo:.1}); \
              in-VMM RTT p50 {:?} p99 {:?}",
+            if tx_inline { "inline" } else { "io-thread" },
             rtts[rtts.len() / 2],
             rtts[rtts.len() * 99 / 100]
         );
