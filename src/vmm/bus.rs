@@ -209,8 +209,9 @@ impl Bus {
         if effect.tx_demand {
             if net.tx_inline {
                 state.transmit(&self.mem);
-                // The chip may keep polling its ring: let the I/O thread take over from here.
-                wake_io |= state.nic.tx_polling();
+                // The chip may keep polling its ring, or frames wait for backend buffers: the
+                // I/O thread takes over from here.
+                wake_io |= state.nic.tx_polling() || state.tx_blocked;
             } else {
                 wake_io = true;
             }

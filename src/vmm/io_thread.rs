@@ -24,8 +24,9 @@ const TOKEN_BACKEND: u64 = 2;
 const TOKEN_STOP: u64 = 3;
 /// Idle TX poll period while the chip has TX polling on (the real chip polls about every 1.6 ms).
 pub const TX_POLL_IDLE_MS: i32 = 2;
-/// Retry period for pending RX frames while the guest ring is full.
-const RX_FULL_RETRY_MS: i32 = 1;
+/// Retry period for pending RX frames while the guest ring is full, and for TX frames the backend
+/// had no buffer for.
+const RETRY_MS: i32 = 1;
 
 /// Tuning of the I/O thread.
 #[derive(Clone, Copy, Debug)]
@@ -71,12 +72,16 @@ pub fn run_io_thread(
     let mut last_activity: Option<Instant> = None;
     let mut events = vec![EpollEvent::default(); 8];
     loop {
-        let (tx_polling, tx_inline) = (net.lock().nic.tx_polling(), net.tx_inline);
+        let (tx_polling, tx_blocked) = {
+            let state = net.lock();
+            (state.nic.tx_polling(), state.tx_blocked)
+        };
+        let tx_inline = net.tx_inline;
         let busy = tx_polling && last_activity.is_some_and(|t| t.elapsed() < tuning.busy_poll);
         let timeout = if busy {
             0
-        } else if backend_parked {
-            RX_FULL_RETRY_MS
+        } else if backend_parked || tx_blocked {
+            RETRY_MS
         } else if tx_polling {
             TX_POLL_IDLE_MS
         } else {
@@ -106,7 +111,7 @@ pub fn run_io_thread(
         }
         let mut state = net.lock();
         let mut moved = 0;
-        if (kicked && !tx_inline) || tx_polling {
+        if (kicked && !tx_inline) || tx_polling || tx_blocked {
             moved += state.transmit(&mem);
         }
         let Some(backend) = state.backend.as_mut() else {
@@ -115,7 +120,7 @@ pub fn run_io_thread(
         backend.reap();
         if rx_ready || backend_parked || kicked {
             let room = state.nic.rx_room(&mem);
-            let super::nic::NetState { nic, backend } = &mut *state;
+            let super::nic::NetState { nic, backend, .. } = &mut *state;
             let Some(backend) = backend.as_mut() else {
                 continue;
             };
@@ -161,7 +166,7 @@ mod tests {
 
     use super::*;
     use crate::lance::FrameTx;
-    use crate::vmm::nic::{NetPort, NicEffect, NicModel};
+    use crate::vmm::nic::{NetPort, NicEffect, NicModel, TxOutcome};
 
     /// A NIC whose RX room the test sets, recording delivered frames; its TX sends one frame per
     /// pending request.
@@ -184,17 +189,24 @@ mod tests {
         fn write_reg(&mut self, _: &GuestMemoryMmap, _: u64, _: &[u8]) -> NicEffect {
             NicEffect::default()
         }
-        fn transmit(&mut self, _: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> usize {
+        fn transmit(&mut self, _: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxOutcome {
             let mut sent = 0;
+            let mut blocked = false;
             while self.tx_pending.load(Ordering::SeqCst) > 0 {
-                let Some(buf) = tx.tx_buffer() else { break };
+                let Some(buf) = tx.tx_buffer() else {
+                    blocked = true;
+                    break;
+                };
                 buf[..4].copy_from_slice(b"txed");
                 tx.tx_commit(4);
                 self.tx_pending.fetch_sub(1, Ordering::SeqCst);
                 sent += 1;
             }
             tx.tx_flush();
-            sent
+            TxOutcome {
+                frames: sent,
+                blocked,
+            }
         }
         fn tx_polling(&self) -> bool {
             false
@@ -218,10 +230,16 @@ mod tests {
     struct SocketPort {
         sock: UnixDatagram,
         buf: Vec<u8>,
+        /// `tx_buffer` calls that find no buffer before buffers are lent again.
+        busy_calls: usize,
     }
 
     impl FrameTx for SocketPort {
         fn tx_buffer(&mut self) -> Option<&mut [u8]> {
+            if self.busy_calls > 0 {
+                self.busy_calls -= 1;
+                return None;
+            }
             Some(&mut self.buf)
         }
         fn tx_commit(&mut self, len: usize) {
@@ -292,6 +310,7 @@ mod tests {
         let port = SocketPort {
             sock: ours,
             buf: vec![0; 2048],
+            busy_calls: 0,
         };
         let net = Arc::new(NetShared::new(Box::new(nic), Some(Box::new(port)), false).unwrap());
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
@@ -324,6 +343,42 @@ mod tests {
             assert_eq!(&frame[..n], b"txed");
         }
 
+        stop.write(1).unwrap();
+        thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn tx_blocked_on_backend_buffers_is_retried_without_a_new_kick() {
+        let (ours, wire) = UnixDatagram::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        wire.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let tx_pending = Arc::new(AtomicUsize::new(3));
+        let nic = FakeNic {
+            room: Arc::new(AtomicUsize::new(0)),
+            received: Arc::new(Mutex::new(Vec::new())),
+            tx_pending: Arc::clone(&tx_pending),
+        };
+        let port = SocketPort {
+            sock: ours,
+            buf: vec![0; 2048],
+            busy_calls: 2,
+        };
+        let net = Arc::new(NetShared::new(Box::new(nic), Some(Box::new(port)), false).unwrap());
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let stop = EventFd::new(EFD_NONBLOCK).unwrap();
+        let thread = {
+            let (net, stop) = (Arc::clone(&net), stop.try_clone().unwrap());
+            let stats = Arc::new(ExitStats::default());
+            std::thread::spawn(move || run_io_thread(net, mem, stop, stats, IoTuning::default()))
+        };
+        net.kick_io(); // one TDMD; the backend is busy for the first two attempts
+        let mut frame = [0u8; 64];
+        for _ in 0..3 {
+            let n = wire.recv(&mut frame).unwrap();
+            assert_eq!(&frame[..n], b"txed");
+        }
+        assert_eq!(tx_pending.load(Ordering::SeqCst), 0);
         stop.write(1).unwrap();
         thread.join().unwrap().unwrap();
     }

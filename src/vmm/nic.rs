@@ -24,6 +24,15 @@ pub struct NicEffect {
     pub rx_kick: bool,
 }
 
+/// What one TX ring walk did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Frames handed to the backend.
+    pub frames: usize,
+    /// The backend had no buffer: frames are still queued in the ring, retry after `reap`.
+    pub blocked: bool,
+}
+
 /// The PCI network function as the machine drives it (implemented by the Lance model).
 pub trait NicModel: Send {
     /// Config-space read at `offset` (any width 1/2/4).
@@ -38,8 +47,8 @@ pub trait NicModel: Send {
     fn read_reg(&mut self, mem: &GuestMemoryMmap, offset: u64, data: &mut [u8]);
     /// Register write at `offset` inside the BAR window.
     fn write_reg(&mut self, mem: &GuestMemoryMmap, offset: u64, data: &[u8]) -> NicEffect;
-    /// Walks the TX ring and sends what the guest queued; returns the number of frames sent.
-    fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> usize;
+    /// Walks the TX ring and sends what the guest queued.
+    fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxOutcome;
     /// Whether the chip polls its TX ring on its own (TXON and not DPOLL).
     fn tx_polling(&self) -> bool;
     /// Frames the guest's RX ring can take now.
@@ -77,18 +86,22 @@ pub trait NetPort: Send {
 pub struct NetState {
     pub nic: Box<dyn NicModel>,
     pub backend: Option<Box<dyn NetPort>>,
+    /// The last TX walk stopped for lack of backend buffers: the I/O thread retries.
+    pub tx_blocked: bool,
 }
 
 impl NetState {
     /// Reaps TX completions and walks the TX ring into the backend. Returns frames sent.
     pub fn transmit(&mut self, mem: &GuestMemoryMmap) -> usize {
-        match self.backend.as_mut() {
+        let outcome = match self.backend.as_mut() {
             Some(backend) => {
                 backend.reap();
                 self.nic.transmit(mem, backend.frame_tx())
             }
             None => self.nic.transmit(mem, &mut Unplugged),
-        }
+        };
+        self.tx_blocked = outcome.blocked;
+        outcome.frames
     }
 }
 
@@ -121,7 +134,11 @@ impl NetShared {
         tx_inline: bool,
     ) -> Result<Self> {
         Ok(Self {
-            state: Mutex::new(NetState { nic, backend }),
+            state: Mutex::new(NetState {
+                nic,
+                backend,
+                tx_blocked: false,
+            }),
             kick: EventFd::new(EFD_NONBLOCK).map_err(os_err("the NIC kick eventfd"))?,
             tx_inline,
         })
@@ -164,8 +181,12 @@ impl<I: crate::lance::IrqLine + Send> NicModel for crate::lance::Lance<I> {
             rx_kick: effect.rx_kick,
         }
     }
-    fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> usize {
-        crate::lance::Lance::transmit(self, mem, tx).frames as usize
+    fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxOutcome {
+        let report = crate::lance::Lance::transmit(self, mem, tx);
+        TxOutcome {
+            frames: report.frames as usize,
+            blocked: report.blocked,
+        }
     }
     fn tx_polling(&self) -> bool {
         crate::lance::Lance::tx_polling(self)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use lancet::lance::{FrameTx, IrqLine};
-use lancet::vmm::nic::{NetPort, NicEffect, NicModel};
+use lancet::vmm::nic::{NetPort, NicEffect, NicModel, TxOutcome};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use vm_memory::GuestMemoryMmap;
@@ -280,8 +280,8 @@ impl<I: IrqLine + Send> NicModel for FakeNic<I> {
         }
         NicEffect::default()
     }
-    fn transmit(&mut self, _mem: &GuestMemoryMmap, _tx: &mut dyn FrameTx) -> usize {
-        0
+    fn transmit(&mut self, _mem: &GuestMemoryMmap, _tx: &mut dyn FrameTx) -> TxOutcome {
+        TxOutcome::default()
     }
     fn tx_polling(&self) -> bool {
         false
