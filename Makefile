@@ -7,12 +7,18 @@ SHELL := /bin/bash
 APT_PKGS := build-essential pkg-config zlib1g-dev libelf-dev clang llvm m4 libpcap-dev \
             tcpdump ethtool iproute2 iputils-ping
 CARGO ?= cargo
+# `make linux-guest`: Debian's Linux 6.1 source and what building it needs.
+LINUX_APT_PKGS := linux-source-6.1 build-essential bc flex bison libssl-dev libelf-dev cpio xz-utils
+# `make linux-guest-smoke`: boots that guest under QEMU/KVM as a reference (not needed by `make test`).
+LINUX_SMOKE_APT_PKGS := qemu-system-x86 iproute2 iputils-ping
 
-.PHONY: help deps build test lint run clean
+.PHONY: help deps build test lint run clean linux-guest linux-guest-smoke
 
 help:
 	@echo "make run   - build everything, bring up a demo topology, run a VM bridged over AF_XDP"
 	@echo "make test  - install what is missing, then fmt, clippy and every test"
+	@echo "make linux-guest       - build (cached) the small Linux 6.1 guest into .cache/linux-guest/"
+	@echo "make linux-guest-smoke - boot that guest under QEMU/KVM and ping it (reference check)"
 
 # Idempotent: installs only packages that are missing, so a prepared machine does nothing here.
 deps:
@@ -34,3 +40,14 @@ test: lint
 
 clean:
 	$(CARGO) clean
+
+# Cached: returns at once when the kernel package, config fragment, source edits, init and build script are
+# unchanged. Outputs: .cache/linux-guest/{vmlinux,bzImage,initramfs.cpio}.
+linux-guest:
+	@$(MAKE) --no-print-directory deps APT_PKGS="$(LINUX_APT_PKGS)"
+	tests/linux-guest/build.sh
+
+linux-guest-smoke: linux-guest
+	@$(MAKE) --no-print-directory deps APT_PKGS="$(LINUX_SMOKE_APT_PKGS)"
+	tests/linux-guest/qemu-smoke.sh vmlinux
+	tests/linux-guest/qemu-smoke.sh bzImage
