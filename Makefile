@@ -5,20 +5,23 @@ SHELL := /bin/bash
 
 # Debian packages: build (xsk-rs builds bundled xdp-tools; libbpf-cargo compiles bpf/*.bpf.c) and tests.
 APT_PKGS := build-essential pkg-config zlib1g-dev libelf-dev clang llvm m4 libpcap-dev \
-            tcpdump ethtool iproute2 iputils-ping
+            tcpdump ethtool iproute2 iputils-ping \
+            qemu-system-x86
 CARGO ?= cargo
 # `make linux-guest`: Debian's Linux 6.1 source and what building it needs.
 LINUX_APT_PKGS := linux-source-6.1 build-essential bc flex bison libssl-dev libelf-dev cpio xz-utils
 # `make linux-guest-smoke`: boots that guest under QEMU/KVM as a reference (not needed by `make test`).
 LINUX_SMOKE_APT_PKGS := qemu-system-x86 iproute2 iputils-ping
 
-.PHONY: help deps build test lint run clean linux-guest linux-guest-smoke
+.PHONY: help deps build test lint run clean linux-guest linux-guest-smoke guest guest-check guest-smoke
 
 help:
 	@echo "make run   - build everything, bring up a demo topology, run a VM bridged over AF_XDP"
 	@echo "make test  - install what is missing, then fmt, clippy and every test"
 	@echo "make linux-guest       - build (cached) the small Linux 6.1 guest into .cache/linux-guest/"
 	@echo "make linux-guest-smoke - boot that guest under QEMU/KVM and ping it (reference check)"
+	@echo "make guest             - build the freestanding test guest (target/guest/release/lancet-guest)"
+	@echo "make guest-smoke       - boot the test guest under QEMU/KVM with QEMU's pcnet (reference check)"
 
 # Idempotent: installs only packages that are missing, so a prepared machine does nothing here.
 deps:
@@ -51,3 +54,21 @@ linux-guest-smoke: linux-guest
 	@$(MAKE) --no-print-directory deps APT_PKGS="$(LINUX_SMOKE_APT_PKGS)"
 	tests/linux-guest/qemu-smoke.sh vmlinux
 	tests/linux-guest/qemu-smoke.sh bzImage
+
+# The freestanding test guest (tests/guest, its own Cargo package): a static ELF64 with a PVH note.
+GUEST_ARGS := --manifest-path tests/guest/Cargo.toml --target-dir target/guest
+GUEST_IMAGE := target/guest/release/lancet-guest
+
+guest:
+	$(CARGO) build --release $(GUEST_ARGS)
+
+# Lint and unit-test the guest's pure logic on the host; check ring-0 code has no SSE.
+guest-check: guest
+	$(CARGO) fmt --check --manifest-path tests/guest/Cargo.toml
+	$(CARGO) clippy --release $(GUEST_ARGS) --all-targets -- -D warnings
+	$(CARGO) test --release $(GUEST_ARGS)
+	tests/guest/check-ring0.sh $(GUEST_IMAGE)
+
+# Boots the guest under QEMU/KVM with QEMU's pcnet on a tap in a private namespace (root).
+guest-smoke: deps guest
+	tests/guest/qemu-smoke.sh

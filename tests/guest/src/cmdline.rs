@@ -1,0 +1,214 @@
+//! The guest command line: `prog=echo|sink|blast|hostile mode=irq|poll ip=A.B.C.D/N [peer=A.B.C.D]
+//! [count=N] [size=N] [port=N]`, space separated; unknown keys are ignored.
+
+/// Longest command line read from guest memory.
+pub const CMDLINE_LIMIT: usize = 1024;
+/// UDP echo port when `port=` is absent.
+pub const DEFAULT_ECHO_PORT: u16 = 7;
+/// Blast frame length (bytes handed to the NIC, FCS excluded) when `size=` is absent.
+pub const DEFAULT_FRAME_SIZE: usize = 64;
+/// Frames sent by blast when `count=` is absent.
+pub const DEFAULT_BLAST_COUNT: u64 = 100_000;
+/// Smallest and largest frame blast can build (Ethernet + IPv4 + UDP headers .. 1514).
+pub const MIN_FRAME_SIZE: usize = 42;
+pub const MAX_FRAME_SIZE: usize = 1514;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Program {
+    Echo,
+    Sink,
+    Blast,
+    /// Programs the NIC like a malicious guest (bad rings, zero lengths, endless chains).
+    Hostile,
+}
+
+impl Program {
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::Echo => "echo",
+            Program::Sink => "sink",
+            Program::Blast => "blast",
+            Program::Hostile => "hostile",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Interrupt driven (IENA, ring 3 waits through the wait request).
+    Irq,
+    /// Ring 3 polls descriptor OWN bits; only TDMD writes exit.
+    Poll,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Irq => "irq",
+            Mode::Poll => "poll",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub program: Program,
+    pub mode: Mode,
+    pub ip: [u8; 4],
+    pub prefix_len: u8,
+    pub peer: Option<[u8; 4]>,
+    /// sink: frames to receive before exiting (0 = forever); blast: frames to send.
+    pub count: u64,
+    pub size: usize,
+    pub port: u16,
+}
+
+fn parse_u64(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &byte in text {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + u64::from(byte - b'0');
+    }
+    Some(value)
+}
+
+fn parse_ip(text: &[u8]) -> Option<[u8; 4]> {
+    let mut ip = [0u8; 4];
+    let mut parts = text.split(|&b| b == b'.');
+    for octet in ip.iter_mut() {
+        let value = parse_u64(parts.next()?)?;
+        *octet = u8::try_from(value).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(ip)
+}
+
+fn parse_ip_prefix(text: &[u8]) -> Option<([u8; 4], u8)> {
+    match text.iter().position(|&b| b == b'/') {
+        Some(slash) => {
+            let prefix = parse_u64(&text[slash + 1..])?;
+            if prefix > 32 {
+                return None;
+            }
+            Some((parse_ip(&text[..slash])?, prefix as u8))
+        }
+        None => Some((parse_ip(text)?, 24)),
+    }
+}
+
+/// Parses the command line; the error says which argument is wrong and what is expected.
+pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
+    let mut program = None;
+    let mut mode = Mode::Irq;
+    let mut ip = None;
+    let mut peer = None;
+    let mut count = None;
+    let mut size = DEFAULT_FRAME_SIZE;
+    let mut port = DEFAULT_ECHO_PORT;
+    for word in line.split(|&b| b == b' ' || b == b'\t' || b == b'\n') {
+        let Some(eq) = word.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (key, value) = (&word[..eq], &word[eq + 1..]);
+        match key {
+            b"prog" => {
+                program = Some(match value {
+                    b"echo" => Program::Echo,
+                    b"sink" => Program::Sink,
+                    b"blast" => Program::Blast,
+                    b"hostile" => Program::Hostile,
+                    _ => return Err("bad cmdline: prog= must be echo, sink, blast or hostile"),
+                })
+            }
+            b"mode" => {
+                mode = match value {
+                    b"irq" => Mode::Irq,
+                    b"poll" => Mode::Poll,
+                    _ => return Err("bad cmdline: mode= must be irq or poll"),
+                }
+            }
+            b"ip" => ip = Some(parse_ip_prefix(value).ok_or("bad cmdline: ip= must be A.B.C.D/N")?),
+            b"peer" => peer = Some(parse_ip(value).ok_or("bad cmdline: peer= must be A.B.C.D")?),
+            b"count" => {
+                count =
+                    Some(parse_u64(value).ok_or("bad cmdline: count= must be a decimal number")?)
+            }
+            b"size" => {
+                let value =
+                    parse_u64(value).ok_or("bad cmdline: size= must be a decimal number")?;
+                if !(MIN_FRAME_SIZE as u64..=MAX_FRAME_SIZE as u64).contains(&value) {
+                    return Err("bad cmdline: size= must be 42..1514 (frame bytes without FCS)");
+                }
+                size = value as usize;
+            }
+            b"port" => {
+                let value =
+                    parse_u64(value).ok_or("bad cmdline: port= must be a decimal number")?;
+                port = u16::try_from(value).map_err(|_| "bad cmdline: port= must be 0..65535")?;
+            }
+            _ => {}
+        }
+    }
+    let program = program.ok_or("bad cmdline: prog=echo|sink|blast is required")?;
+    let (ip, prefix_len) = match (ip, program) {
+        (Some(ip), _) => ip,
+        (None, Program::Sink | Program::Hostile) => ([0; 4], 0),
+        (None, _) => return Err("bad cmdline: ip=A.B.C.D/N is required"),
+    };
+    if program == Program::Blast && peer.is_none() {
+        return Err("bad cmdline: blast needs peer=A.B.C.D");
+    }
+    let count = count.unwrap_or(if program == Program::Blast {
+        DEFAULT_BLAST_COUNT
+    } else {
+        0
+    });
+    Ok(Config {
+        program,
+        mode,
+        ip,
+        prefix_len,
+        peer,
+        count,
+        size,
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_line() {
+        let config = parse(
+            b"console=ttyS0 prog=blast mode=poll ip=10.77.0.2/24 peer=10.77.0.1 count=5 size=128",
+        )
+        .unwrap();
+        assert_eq!(config.program, Program::Blast);
+        assert_eq!(config.mode, Mode::Poll);
+        assert_eq!(config.ip, [10, 77, 0, 2]);
+        assert_eq!(config.prefix_len, 24);
+        assert_eq!(config.peer, Some([10, 77, 0, 1]));
+        assert_eq!(config.count, 5);
+        assert_eq!(config.size, 128);
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let config = parse(b"prog=echo ip=10.0.0.9").unwrap();
+        assert_eq!((config.mode, config.port, config.count), (Mode::Irq, 7, 0));
+        assert!(parse(b"prog=blast ip=10.0.0.9/24").is_err());
+        assert!(parse(b"prog=echo ip=10.0.0.300/24").is_err());
+        assert!(parse(b"prog=echo ip=10.0.0.1/24 size=20").is_err());
+        assert!(parse(b"mode=poll ip=10.0.0.1/24").is_err());
+        assert!(parse(b"prog=sink").is_ok());
+    }
+}
