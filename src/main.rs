@@ -56,6 +56,9 @@ enum GuestProgram {
     Sink,
     /// Send --count UDP frames of --size bytes to --peer.
     Blast,
+    /// Program the NIC like a broken or malicious driver (bad rings, zero lengths, descriptors
+    /// outside RAM, endless chains), resetting it after each step; exits 0 when the chip stayed sane.
+    Hostile,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -100,7 +103,7 @@ struct RunArgs {
     #[arg(long, value_name = "S", requires = "kernel", default_value = DEFAULT_LINUX_CMDLINE)]
     cmdline: String,
 
-    /// Run the test guest with this program instead of a kernel.
+    /// Run the test guest (`make guest`) with this program instead of a kernel.
     #[arg(long, value_enum)]
     guest: Option<GuestProgram>,
     /// The test guest's address and prefix length.
@@ -240,6 +243,7 @@ fn guest_cmdline(args: &RunArgs, program: GuestProgram) -> CliResult<String> {
         GuestProgram::Echo => "echo",
         GuestProgram::Sink => "sink",
         GuestProgram::Blast => "blast",
+        GuestProgram::Hostile => "hostile",
     };
     let mode = if args.poll { "poll" } else { "irq" };
     let mut line = format!("prog={prog} mode={mode} ip={ip}/{len}");
