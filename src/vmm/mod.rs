@@ -24,7 +24,20 @@
 //! TX placement: on TDMD the vCPU thread walks the TX ring itself (`tx_inline`, the default): the
 //! frame leaves before the guest resumes and no thread wake-up is paid. The alternative hands the
 //! walk to the I/O thread via the kick eventfd (`--tx-mode io-thread`), which frees the vCPU sooner
-//! but adds a wake-up per burst. Both are selectable so they can be measured on a given machine.
+//! but adds a wake-up per burst. Measured here (release build, test guest echo, 200 UDP round trips
+//! from the peer namespace, p50; a 2-core machine shared with other builds, so +-50%): inline
+//! 189/97 us (TAP/AF_XDP, irq mode 189/191, poll mode 58/97) versus I/O thread 221/218 (irq) and
+//! 172/100 (poll): inline is never worse, so it is the default.
+//!
+//! Adaptive TX polling (the chip polls its ring when TXON and not DPOLL): the I/O thread busy-polls
+//! for `--busy-poll-us` (default 50) after a frame moved, then sleeps until TDMD with a 2 ms safety
+//! poll. Both drivers seen here (Linux pcnet32, the test guest) write TDMD after queuing, so the busy
+//! window did not change the echo RTT measurably (busy 0: 120/170 us irq, 82/77 us poll, same noise
+//! band); it matters for guests that queue without TDMD and costs up to one core-window of spinning
+//! after each burst, which is why it is short.
+//!
+//! Exits per echoed packet (test guest, NIC register exits only): interrupt mode 2.3 (TDMD, and the
+//! interrupt acknowledge / re-enable through MMIO), poll mode 1.0 (only TDMD).
 
 pub mod boot;
 pub mod bus;
