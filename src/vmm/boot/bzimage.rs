@@ -83,7 +83,7 @@ pub fn load(mem: &GuestMemoryMmap, spec: &BootSpec, map: &[MemoryRange]) -> Resu
     })
 }
 
-/// PML4[0] -> PDPT[0] -> PD with 512 2 MiB pages: the first 1 GiB mapped 1:1.
+/// PML4 entry 0 -> PDPT entry 0 -> PD with 512 2 MiB pages: the first 1 GiB mapped 1:1.
 pub fn write_identity_page_tables(mem: &GuestMemoryMmap) -> Result<()> {
     let err = |addr| VmmError::GuestMemory {
         what: "writing page tables",
