@@ -2,11 +2,11 @@
 //! port, a minimal CMOS, and the NIC's BAR0 (I/O) and BAR1 (MMIO) windows at their *current*
 //! addresses (the guest may move them). Everything else reads as all ones and ignores writes.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vm_memory::GuestMemoryMmap;
 
-use super::nic::{NetShared, NIC_REGISTER_WINDOW};
+use super::nic::{NetShared, NetState, NIC_REGISTER_WINDOW};
 use super::pci::{
     ConfigTarget, PciConfigMechanism, CONFIG_ADDRESS_PORT, CONFIG_DATA_LEN, CONFIG_DATA_PORT,
 };
@@ -72,10 +72,10 @@ impl Bus {
         lock(&self.serial).flush();
     }
 
-    /// The NIC's register offset for `port`, if its I/O BAR decodes it.
-    fn nic_io_offset(&self, net: &NetShared, port: u16, len: usize) -> Option<u64> {
-        let base = net.lock().nic.io_bar()?;
-        let offset = u64::from(port.checked_sub(base)?);
+    /// The offset inside the NIC's register window of an access of `len` bytes at `addr`, when the
+    /// window currently starts at `base`.
+    fn window_offset(base: Option<u64>, addr: u64, len: usize) -> Option<u64> {
+        let offset = addr.checked_sub(base?)?;
         (offset + len as u64 <= NIC_REGISTER_WINDOW).then_some(offset)
     }
 
@@ -145,9 +145,11 @@ impl Bus {
             .as_ref()
             .map_or_else(|| write.map_or(0, <[u8]>::len), |r| r.len());
         if let Some(net) = &self.net {
-            if let Some(offset) = self.nic_io_offset(net, port, len) {
+            let state = net.lock();
+            let base = state.nic.io_bar().map(u64::from);
+            if let Some(offset) = Self::window_offset(base, u64::from(port), len) {
                 self.stats.count(ExitReason::PioNic);
-                self.nic_access(net, offset, read, write);
+                self.nic_access(net, state, offset, read, write);
                 return;
             }
         }
@@ -169,17 +171,12 @@ impl Bus {
     fn mmio(&self, addr: u64, read: Option<&mut [u8]>, write: Option<&[u8]>) {
         let len = read
             .as_ref()
-            .map_or_else(|| write.map_or(0, <[u8]>::len), |r| r.len()) as u64;
+            .map_or_else(|| write.map_or(0, <[u8]>::len), |r| r.len());
         if let Some(net) = &self.net {
-            let offset = net
-                .lock()
-                .nic
-                .mmio_bar()
-                .and_then(|base| addr.checked_sub(base))
-                .filter(|off| off + len <= NIC_REGISTER_WINDOW);
-            if let Some(offset) = offset {
+            let state = net.lock();
+            if let Some(offset) = Self::window_offset(state.nic.mmio_bar(), addr, len) {
                 self.stats.count(ExitReason::MmioNic);
-                self.nic_access(net, offset, read, write);
+                self.nic_access(net, state, offset, read, write);
                 return;
             }
         }
@@ -189,16 +186,18 @@ impl Bus {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// A register access to the NIC, on this vCPU thread. TX demand is served inline or handed to
-    /// the I/O thread (`NetShared::tx_inline`); RX kicks always go to the I/O thread.
+    /// A register access to the NIC, on this vCPU thread, with the NIC lock already held (the same
+    /// hold that decoded the BAR, so a concurrent BAR move cannot slip in between). TX demand is
+    /// served inline or handed to the I/O thread (`NetShared::tx_inline`); RX kicks always go to the
+    /// I/O thread.
     fn nic_access(
         &self,
         net: &NetShared,
+        mut state: MutexGuard<'_, NetState>,
         offset: u64,
         read: Option<&mut [u8]>,
         write: Option<&[u8]>,
     ) {
-        let mut state = net.lock();
         if let Some(data) = read {
             state.nic.read_reg(&self.mem, offset, data);
             return;
