@@ -8,6 +8,8 @@
 //! - [`vmm`]: the machine around the chip: KVM, guest memory, buses, boot, serial, the I/O thread.
 //! - [`testbed`]: network namespaces (`lt-*`) for `make run`, benchmarks and tests.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod lance;
 pub mod net;
 pub mod testbed;

@@ -1,4 +1,5 @@
 //! `lancet` command line: parses arguments and calls the library.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -321,6 +322,18 @@ fn run(args: RunArgs) -> CliResult<i32> {
     let report = run_vm(config).map_err(|e| e.to_string())?;
     let _ = std::io::stdout().flush();
     eprintln!("lancet: {}", report.outcome);
+    let json = report.to_json();
+    eprintln!(
+        "lancet: NIC tx {} / rx {} frames, {} vCPU exits ({} to the NIC, {} per frame)",
+        json["nic"]["tx_frames"],
+        json["nic"]["rx_frames"],
+        json["exits"]["total"],
+        report.exits.nic_exits(),
+        match json["nic_exits_per_frame"].as_f64() {
+            Some(v) => format!("{v:.2}"),
+            None => "-".into(),
+        }
+    );
     if let Some(path) = &args.stats_json {
         let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
         std::fs::write(path, text + "\n")
