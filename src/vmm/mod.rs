@@ -24,20 +24,28 @@
 //! TX placement: on TDMD the vCPU thread walks the TX ring itself (`tx_inline`, the default): the
 //! frame leaves before the guest resumes and no thread wake-up is paid. The alternative hands the
 //! walk to the I/O thread via the kick eventfd (`--tx-mode io-thread`), which frees the vCPU sooner
-//! but adds a wake-up per burst. Measured here (release build, test guest echo, 200 UDP round trips
-//! from the peer namespace, p50; a 2-core machine shared with other builds, so +-50%): inline
-//! 189/97 us (TAP/AF_XDP, irq mode 189/191, poll mode 58/97) versus I/O thread 221/218 (irq) and
-//! 172/100 (poll): inline is never worse, so it is the default.
+//! but adds a wake-up per burst. Both are selectable so they can be measured on a given machine.
+//!
+//! Measured here (release build, test guest echo, 200 UDP round trips from a kernel socket in the
+//! peer namespace, p50; a 2-core machine shared with other builds, so treat as +-50%):
+//! | guest mode | TAP | AF_XDP | note |
+//! |---|---|---|---|
+//! | poll, vCPU and I/O thread pinned apart (`--pin-vcpu 1 --pin-io 0`) | 58 us | 96 us | |
+//! | poll, unpinned | 58-160 us | 97-160 us | bimodal: the threads often share a core |
+//! | poll, both on one core | 160 us | 156 us | |
+//! | irq | 175-195 us | 175-195 us | interrupt injection + emulated ring-0 stub |
+//! | poll / irq, `--tx-mode io-thread` | 172 / 221 us | 100 / 218 us | never better than inline |
+//!
+//! Exits per echoed packet (NIC register exits, test guest, 205 echoes with set-up included):
+//! interrupt mode 2.2-2.4 (TDMD, then the interrupt acknowledge and IENA re-enable through MMIO),
+//! poll mode 1.2 (only TDMD; 1.0 in the steady state).
 //!
 //! Adaptive TX polling (the chip polls its ring when TXON and not DPOLL): the I/O thread busy-polls
 //! for `--busy-poll-us` (default 50) after a frame moved, then sleeps until TDMD with a 2 ms safety
 //! poll. Both drivers seen here (Linux pcnet32, the test guest) write TDMD after queuing, so the busy
-//! window did not change the echo RTT measurably (busy 0: 120/170 us irq, 82/77 us poll, same noise
-//! band); it matters for guests that queue without TDMD and costs up to one core-window of spinning
-//! after each burst, which is why it is short.
-//!
-//! Exits per echoed packet (test guest, NIC register exits only): interrupt mode 2.3 (TDMD, and the
-//! interrupt acknowledge / re-enable through MMIO), poll mode 1.0 (only TDMD).
+//! window did not change the echo RTT measurably (`--busy-poll-us 0`: same noise band); it serves
+//! guests that queue without TDMD, and it is short because on two cores every microsecond of spinning
+//! is taken from the vCPU.
 
 pub mod boot;
 pub mod bus;
