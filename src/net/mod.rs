@@ -13,5 +13,226 @@
 //!     fn stats(&self) -> BackendStats;                // frames, bytes, drops by reason
 //! }
 //! ```
+//!
+//! Copies per frame (both backends): RX = kernel -> backend buffer (AF_XDP copy mode: into a UMEM
+//! frame; TAP: read() into a buffer), then the model copies it into guest memory. TX = the model
+//! assembles the frame from guest memory into the buffer [`FrameTx::tx_buffer`] lends (a UMEM frame
+//! or a TAP batch slot), then the kernel copies it into an skb (copy-mode sendto / write()).
 
-pub use crate::lance::FrameTx;
+use std::os::fd::RawFd;
+
+use serde::Serialize;
+
+pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
+
+pub mod nic;
+pub mod steer;
+pub mod tap;
+pub mod xdp;
+
+pub use steer::{SteerCounters, XdpMode};
+pub use tap::{TapBackend, TapConfig};
+pub use xdp::{MacFilter, XdpBackend, XdpConfig};
+
+/// A host-side network backend: the receive half plus [`FrameTx`], the transmit half.
+pub trait Backend: FrameTx + Send {
+    /// "xdp" or "tap".
+    fn kind(&self) -> &'static str;
+    /// A descriptor that is readable (EPOLLIN) while received frames are pending.
+    fn poll_fd(&self) -> RawFd;
+    /// Hand up to `max` received frames to `deliver`, oldest first; frames beyond `max` stay queued
+    /// in the backend (back-pressure) and are counted as drops only when that queue overflows.
+    fn recv_batch(&mut self, max: usize, deliver: &mut dyn FnMut(&[u8]))
+        -> Result<usize, NetError>;
+    /// TX completions and fill-ring refill; cheap when idle.
+    fn reap(&mut self);
+    /// Frames, bytes and drops by reason.
+    fn stats(&self) -> BackendStats;
+}
+
+/// Counters of one backend. Every frame the backend or the kernel below it drops is in `drops`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BackendStats {
+    /// Frames handed to the device model.
+    pub rx_frames: u64,
+    /// Bytes handed to the device model.
+    pub rx_bytes: u64,
+    /// Frames queued to the kernel for transmission.
+    pub tx_frames: u64,
+    /// Bytes queued to the kernel for transmission.
+    pub tx_bytes: u64,
+    /// Times `tx_buffer` had no buffer to lend (back-pressure on the model, not a drop).
+    pub tx_busy: u64,
+    /// Frames dropped, by reason.
+    pub drops: DropStats,
+    /// The steering program's verdicts (AF_XDP backend only; zero for TAP).
+    pub steer: SteerCounters,
+}
+
+/// Dropped frames by reason. The `rx_ring_full`, `rx_fill_ring_empty`, `rx_invalid`,
+/// `rx_kernel_other` and `tx_invalid` counters are the socket's XDP_STATISTICS (AF_XDP) or the TAP
+/// device's kernel counters; the others are counted by the backend itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DropStats {
+    /// RX queue full because the guest stopped draining (XSK RX ring full; TAP queue overflow).
+    pub rx_ring_full: u64,
+    /// AF_XDP: no free UMEM frame in the fill ring when a frame arrived.
+    pub rx_fill_ring_empty: u64,
+    /// AF_XDP: invalid RX descriptors (e.g. a frame larger than a UMEM frame).
+    pub rx_invalid: u64,
+    /// Other kernel-side RX drops (AF_XDP `rx_dropped`; TAP `rx_dropped` of the device).
+    pub rx_kernel_other: u64,
+    /// Received frames longer than [`MAX_FRAME_LEN`], dropped by the backend.
+    pub rx_oversize: u64,
+    /// AF_XDP: TX descriptors the kernel rejected.
+    pub tx_invalid: u64,
+    /// Frames the model committed with a length larger than the lent buffer, dropped.
+    pub tx_oversize: u64,
+    /// Frames a write/sendto failed for.
+    pub tx_error: u64,
+}
+
+impl DropStats {
+    /// Every frame lost on the receive side.
+    pub fn rx_total(&self) -> u64 {
+        self.rx_ring_full
+            + self.rx_fill_ring_empty
+            + self.rx_invalid
+            + self.rx_kernel_other
+            + self.rx_oversize
+    }
+
+    /// Every frame lost on the transmit side.
+    pub fn tx_total(&self) -> u64 {
+        self.tx_invalid + self.tx_oversize + self.tx_error
+    }
+}
+
+/// Errors of the backends and the steering program, each saying what is wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("network interface {ifname:?} not found in this network namespace: check the name with `ip link`")]
+    InterfaceNotFound { ifname: String },
+    #[error("interface {ifname:?} has MTU {mtu}, larger than {max} that {reason}: lower it with `ip link set {ifname} mtu {max}`")]
+    MtuTooLarge {
+        ifname: String,
+        mtu: u32,
+        max: u32,
+        reason: &'static str,
+    },
+    #[error("another XDP program (id {prog_id}) is attached to {ifname:?}: detach it first (`ip link set {ifname} xdp off`, or stop the process holding its link)")]
+    XdpProgramPresent { ifname: String, prog_id: u32 },
+    #[error("{what} needs CAP_NET_ADMIN and CAP_BPF (and CAP_IPC_LOCK for a large UMEM): run as root or grant the capabilities")]
+    PermissionDenied { what: String },
+    #[error(
+        "MAC address {mac} is already in use on {ifname:?} ({by}): give the VM a different MAC"
+    )]
+    MacInUse {
+        mac: String,
+        ifname: String,
+        by: &'static str,
+    },
+    #[error("native XDP is not supported by the driver of {ifname:?}: use generic mode (`XdpMode::Generic`) or `Auto`")]
+    NativeUnsupported { ifname: String },
+    #[error("invalid backend configuration: {0}")]
+    InvalidConfig(String),
+    #[error("{context}: {source}")]
+    Bpf {
+        context: String,
+        source: libbpf_rs::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+impl NetError {
+    /// An I/O error with context; EPERM becomes [`NetError::PermissionDenied`].
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        let context = context.into();
+        if source.raw_os_error() == Some(libc::EPERM) {
+            return NetError::PermissionDenied { what: context };
+        }
+        NetError::Io { context, source }
+    }
+}
+
+/// Which backend to open with [`open_backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// AF_XDP on the NIC with the steering program.
+    Xdp,
+    /// A TAP device on the NIC's bridge.
+    Tap,
+}
+
+/// Everything `lancet run` knows about the VM's network, for [`open_backend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// AF_XDP or TAP.
+    pub kind: BackendKind,
+    /// The bridged NIC (AF_XDP), or the NIC or its bridge (TAP), in the calling thread's namespace.
+    pub nic: String,
+    /// The VM's MAC.
+    pub vm_mac: [u8; 6],
+    /// The VM's IPv4 address (ARP steering for AF_XDP).
+    pub vm_ip: Option<std::net::Ipv4Addr>,
+    /// Name of the TAP device to create (TAP only; default `lt-tap0`).
+    pub tap_name: Option<String>,
+    /// XDP attach mode (AF_XDP only).
+    pub xdp_mode: XdpMode,
+}
+
+/// Default name of the TAP device [`open_backend`] creates.
+pub const DEFAULT_TAP_NAME: &str = "lt-tap0";
+
+/// Open the backend `spec` describes. TAP: `spec.nic` may be the bridge itself or a NIC enslaved
+/// to one; the TAP device joins that bridge. AF_XDP: `spec.nic` must be the NIC, not a bridge.
+pub fn open_backend(spec: &BackendSpec) -> Result<Box<dyn Backend>, NetError> {
+    let info = nic::link_info(&spec.nic)?;
+    let is_bridge = info.kind.as_deref() == Some("bridge");
+    match spec.kind {
+        BackendKind::Xdp => {
+            if is_bridge {
+                return Err(NetError::InvalidConfig(format!(
+                    "{:?} is a bridge: AF_XDP attaches to the NIC itself (give the bridge's port, or use the TAP backend)",
+                    spec.nic
+                )));
+            }
+            let mut cfg = XdpConfig::new(spec.nic.clone(), spec.vm_mac);
+            cfg.vm_ip = spec.vm_ip;
+            cfg.mode = spec.xdp_mode;
+            Ok(Box::new(XdpBackend::open(&cfg)?))
+        }
+        BackendKind::Tap => {
+            let bridge = if is_bridge {
+                spec.nic.clone()
+            } else {
+                info.master.ok_or_else(|| {
+                    NetError::InvalidConfig(format!(
+                        "{:?} is in no bridge: create one (`ip link add br0 type bridge; ip link set {} master br0`) or use the AF_XDP backend",
+                        spec.nic, spec.nic
+                    ))
+                })?
+            };
+            let name = spec
+                .tap_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TAP_NAME.to_string());
+            Ok(Box::new(TapBackend::open(&TapConfig::new(
+                name,
+                Some(&bridge),
+            ))?))
+        }
+    }
+}
+
+/// Format a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,423 @@
+//! Loads the XDP steering program (bpf/steer.bpf.c), attaches it to a NIC through a bpf_link (so it
+//! disappears with the process, also after kill -9), registers VMs in its maps and reads its
+//! per-CPU verdict counters.
+//!
+//! Broadcast and multicast: a VM gets the ARP requests for its IPv4 addresses and the neighbour
+//! solicitations for its IPv6 addresses (the MAC's link-local one included); every other broadcast
+//! or multicast frame goes to the host only. XDP cannot hand one frame to both the host and a
+//! socket, so a VM that needs the host's broadcasts (DHCP) would get copies from a packet socket
+//! on the NIC (a second, slow path for broadcast only); that is not built here. The maps are keyed
+//! by MAC / IP with an XSKMAP slot as value, so several VMs per NIC only need more registrations.
+
+use std::{
+    io,
+    net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+use serde::Serialize;
+
+use super::{format_mac, nic, NetError};
+
+/// The compiled steering program (built by build.rs from bpf/steer.bpf.c).
+const STEER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
+/// Name of the XDP program inside the object.
+const PROGRAM_NAME: &str = "lancet_steer";
+/// XSKMAP slots (VMs) one attachment serves; `MAX_VMS` in bpf/steer.bpf.c.
+pub const MAX_VMS: u32 = 64;
+
+/// Map names in bpf/steer.bpf.c.
+const MAP_XSKS: &str = "xsks";
+const MAP_VM_MACS: &str = "vm_macs";
+const MAP_VM_IPV4: &str = "vm_ipv4";
+const MAP_VM_IPV6: &str = "vm_ipv6";
+const MAP_VERDICTS: &str = "verdicts";
+
+/// Indexes of the `verdicts` per-CPU array (`enum verdict` in bpf/steer.bpf.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Verdict {
+    /// Unicast to a registered VM MAC, redirected to its socket.
+    ToVm = 0,
+    /// ARP request for a registered VM IPv4 address, redirected.
+    ToVmArp = 1,
+    /// IPv6 neighbour solicitation for a registered VM address, redirected.
+    ToVmNs = 2,
+    /// Passed to the host stack.
+    ToHost = 3,
+    /// For a VM whose XSKMAP slot holds no socket: dropped.
+    DropNoSocket = 4,
+    /// For a VM, but received on a queue its socket is not bound to: dropped.
+    DropWrongQueue = 5,
+}
+
+/// Number of verdict counters.
+const VERDICT_COUNT: u32 = 6;
+
+/// How the program is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// Driver (native) mode; fails when the driver has no XDP support.
+    Native,
+    /// Generic (skb) mode: works on every device, slower.
+    Generic,
+    /// Native when the driver supports it, generic otherwise.
+    #[default]
+    Auto,
+}
+
+/// The per-verdict counters of the steering program, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SteerCounters {
+    /// Unicast frames redirected to a VM socket.
+    pub to_vm: u64,
+    /// ARP requests redirected to a VM socket.
+    pub to_vm_arp: u64,
+    /// Neighbour solicitations redirected to a VM socket.
+    pub to_vm_ns: u64,
+    /// Frames passed to the host stack.
+    pub to_host: u64,
+    /// Frames for a VM with no socket in its slot, dropped.
+    pub drop_no_socket: u64,
+    /// Frames for a VM that arrived on another queue than its socket's, dropped.
+    pub drop_wrong_queue: u64,
+}
+
+/// Value of `vm_macs`, `vm_ipv4`, `vm_ipv6` (`struct vm_slot` in bpf/steer.bpf.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VmSlot {
+    slot: u32,
+    queue: u32,
+}
+
+impl VmSlot {
+    fn to_bytes(self) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        out[..4].copy_from_slice(&self.slot.to_ne_bytes());
+        out[4..].copy_from_slice(&self.queue.to_ne_bytes());
+        out
+    }
+}
+
+/// Key of `vm_macs`: the MAC in the low 6 bytes of a zeroed 8-byte key.
+fn mac_key(mac: [u8; 6]) -> [u8; 8] {
+    let mut key = [0u8; 8];
+    key[..6].copy_from_slice(&mac);
+    key
+}
+
+/// One VM as the steering program knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRegistration {
+    /// XSKMAP slot of the VM's socket (below [`MAX_VMS`]).
+    pub slot: u32,
+    /// The NIC queue the VM's socket is bound to.
+    pub queue: u32,
+    /// The VM's unicast MAC.
+    pub mac: [u8; 6],
+    /// IPv4 addresses whose ARP requests go to the VM.
+    pub ipv4: Vec<Ipv4Addr>,
+    /// IPv6 addresses whose neighbour solicitations go to the VM.
+    pub ipv6: Vec<Ipv6Addr>,
+}
+
+/// The IPv6 link-local address a guest derives from its MAC (modified EUI-64), so neighbour
+/// solicitations for it reach the VM without configuration.
+pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
+    let mut addr = [0u8; 16];
+    addr[0] = 0xfe;
+    addr[1] = 0x80;
+    addr[8] = mac[0] ^ 0x02;
+    addr[9] = mac[1];
+    addr[10] = mac[2];
+    addr[11] = 0xff;
+    addr[12] = 0xfe;
+    addr[13] = mac[3];
+    addr[14] = mac[4];
+    addr[15] = mac[5];
+    Ipv6Addr::from(addr)
+}
+
+/// The steering program loaded and attached to one NIC. Dropping it detaches the program (closing
+/// the bpf_link); the kernel does the same when the process dies.
+#[derive(Debug)]
+pub struct Steering {
+    ifname: String,
+    mode: XdpMode,
+    link: OwnedFd,
+    xsks: MapHandle,
+    vm_macs: MapHandle,
+    vm_ipv4: MapHandle,
+    vm_ipv6: MapHandle,
+    verdicts: MapHandle,
+    /// Keeps the program loaded (the link holds it too).
+    _object: Object,
+}
+
+fn bpf_err(context: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> NetError {
+    let context = context.into();
+    move |source| {
+        if source.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+            NetError::PermissionDenied { what: context }
+        } else {
+            NetError::Bpf { context, source }
+        }
+    }
+}
+
+/// The id of the XDP program attached to `ifindex` in any mode, 0 when none.
+pub fn attached_program_id(ifindex: u32) -> Result<u32, NetError> {
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    // SAFETY: `opts` is a valid, sized bpf_xdp_query_opts living across the call.
+    let ret = unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
+    if ret < 0 {
+        return Err(NetError::io(
+            "querying the XDP program of the NIC",
+            io::Error::from_raw_os_error(-ret),
+        ));
+    }
+    Ok([
+        opts.prog_id,
+        opts.drv_prog_id,
+        opts.skb_prog_id,
+        opts.hw_prog_id,
+    ]
+    .into_iter()
+    .find(|&id| id != 0)
+    .unwrap_or(0))
+}
+
+impl Steering {
+    /// Load the program and attach it to `ifname` (in the calling thread's network namespace).
+    /// Refuses when another XDP program is attached.
+    pub fn attach(ifname: &str, mode: XdpMode) -> Result<Self, NetError> {
+        let ifindex = nic::ifindex(ifname)?;
+        let present = attached_program_id(ifindex)?;
+        if present != 0 {
+            return Err(NetError::XdpProgramPresent {
+                ifname: ifname.to_string(),
+                prog_id: present,
+            });
+        }
+        let open = ObjectBuilder::default()
+            .open_memory(STEER_OBJECT)
+            .map_err(bpf_err("opening the embedded XDP steering object"))?;
+        let object = open
+            .load()
+            .map_err(bpf_err("loading the XDP steering program into the kernel"))?;
+        let handle = |name: &str| -> Result<MapHandle, NetError> {
+            let map = object.maps().find(|m| m.name() == name).ok_or_else(|| {
+                NetError::InvalidConfig(format!("steering object has no map {name:?}"))
+            })?;
+            MapHandle::try_from(&map).map_err(bpf_err(format!("opening map {name:?}")))
+        };
+        let (xsks, vm_macs, vm_ipv4, vm_ipv6, verdicts) = (
+            handle(MAP_XSKS)?,
+            handle(MAP_VM_MACS)?,
+            handle(MAP_VM_IPV4)?,
+            handle(MAP_VM_IPV6)?,
+            handle(MAP_VERDICTS)?,
+        );
+        let prog_fd = object
+            .progs()
+            .find(|p| p.name() == PROGRAM_NAME)
+            .ok_or_else(|| {
+                NetError::InvalidConfig(format!("steering object has no program {PROGRAM_NAME:?}"))
+            })?
+            .as_fd()
+            .as_raw_fd();
+        let (link, mode) = match mode {
+            XdpMode::Auto => match create_link(prog_fd, ifindex, XdpMode::Native) {
+                Ok(link) => (link, XdpMode::Native),
+                Err(e) if is_unsupported(&e) => (
+                    create_link(prog_fd, ifindex, XdpMode::Generic)
+                        .map_err(|e| attach_error(ifname, ifindex, e))?,
+                    XdpMode::Generic,
+                ),
+                Err(e) => return Err(attach_error(ifname, ifindex, e)),
+            },
+            other => (
+                create_link(prog_fd, ifindex, other)
+                    .map_err(|e| attach_error(ifname, ifindex, e))?,
+                other,
+            ),
+        };
+        Ok(Self {
+            ifname: ifname.to_string(),
+            mode,
+            link,
+            xsks,
+            vm_macs,
+            vm_ipv4,
+            vm_ipv6,
+            verdicts,
+            _object: object,
+        })
+    }
+
+    /// The mode the program was attached in (never `Auto`).
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    /// The bpf_link descriptor (closing it detaches the program).
+    pub fn link_fd(&self) -> RawFd {
+        self.link.as_raw_fd()
+    }
+
+    /// Register a VM: its MAC, ARP and neighbour-solicitation targets steer to `vm.slot`.
+    /// Fails with [`NetError::MacInUse`] when the MAC is the NIC's own or already registered.
+    pub fn register_vm(&self, vm: &VmRegistration) -> Result<(), NetError> {
+        if vm.slot >= MAX_VMS {
+            return Err(NetError::InvalidConfig(format!(
+                "XSKMAP slot {} out of range (max {})",
+                vm.slot,
+                MAX_VMS - 1
+            )));
+        }
+        if nic::mac(&self.ifname)? == vm.mac {
+            return Err(NetError::MacInUse {
+                mac: format_mac(vm.mac),
+                ifname: self.ifname.clone(),
+                by: "the NIC itself",
+            });
+        }
+        let value = VmSlot {
+            slot: vm.slot,
+            queue: vm.queue,
+        }
+        .to_bytes();
+        self.vm_macs
+            .update(&mac_key(vm.mac), &value, MapFlags::NO_EXIST)
+            .map_err(|e| {
+                if e.kind() == libbpf_rs::ErrorKind::AlreadyExists {
+                    NetError::MacInUse {
+                        mac: format_mac(vm.mac),
+                        ifname: self.ifname.clone(),
+                        by: "another VM",
+                    }
+                } else {
+                    bpf_err("registering the VM MAC")(e)
+                }
+            })?;
+        for ip in &vm.ipv4 {
+            self.vm_ipv4
+                .update(&ip.octets(), &value, MapFlags::ANY)
+                .map_err(bpf_err("registering a VM IPv4 address"))?;
+        }
+        for ip in &vm.ipv6 {
+            self.vm_ipv6
+                .update(&ip.octets(), &value, MapFlags::ANY)
+                .map_err(bpf_err("registering a VM IPv6 address"))?;
+        }
+        Ok(())
+    }
+
+    /// Remove a VM's entries (its socket slot included).
+    pub fn unregister_vm(&self, vm: &VmRegistration) {
+        // Missing entries are fine here: removal is idempotent.
+        let _ = self.vm_macs.delete(&mac_key(vm.mac));
+        for ip in &vm.ipv4 {
+            let _ = self.vm_ipv4.delete(&ip.octets());
+        }
+        for ip in &vm.ipv6 {
+            let _ = self.vm_ipv6.delete(&ip.octets());
+        }
+        let _ = self.xsks.delete(&vm.slot.to_ne_bytes());
+    }
+
+    /// Put the AF_XDP socket `xsk_fd` into XSKMAP slot `slot`.
+    pub fn set_socket(&self, slot: u32, xsk_fd: RawFd) -> Result<(), NetError> {
+        let fd = u32::try_from(xsk_fd)
+            .map_err(|_| NetError::InvalidConfig(format!("bad socket fd {xsk_fd}")))?;
+        self.xsks
+            .update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_err("inserting the AF_XDP socket into the XSKMAP"))
+    }
+
+    /// The verdict counters summed over CPUs.
+    pub fn counters(&self) -> SteerCounters {
+        let read = |verdict: Verdict| -> u64 {
+            self.verdicts
+                .lookup_percpu(&(verdict as u32).to_ne_bytes(), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .map(|cpus| {
+                    cpus.iter()
+                        .filter_map(|v| v.get(..8))
+                        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        debug_assert_eq!(VERDICT_COUNT, Verdict::DropWrongQueue as u32 + 1);
+        SteerCounters {
+            to_vm: read(Verdict::ToVm),
+            to_vm_arp: read(Verdict::ToVmArp),
+            to_vm_ns: read(Verdict::ToVmNs),
+            to_host: read(Verdict::ToHost),
+            drop_no_socket: read(Verdict::DropNoSocket),
+            drop_wrong_queue: read(Verdict::DropWrongQueue),
+        }
+    }
+}
+
+/// Create the XDP bpf_link of `prog_fd` on `ifindex`; returns the errno on failure.
+fn create_link(prog_fd: RawFd, ifindex: u32, mode: XdpMode) -> Result<OwnedFd, io::Error> {
+    let flags = match mode {
+        XdpMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
+        XdpMode::Generic => libbpf_sys::XDP_FLAGS_SKB_MODE,
+        XdpMode::Auto => 0,
+    };
+    let opts = libbpf_sys::bpf_link_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as libbpf_sys::size_t,
+        flags,
+        ..Default::default()
+    };
+    // SAFETY: `opts` is a valid, sized bpf_link_create_opts; the fds are plain integers here.
+    let ret =
+        unsafe { libbpf_sys::bpf_link_create(prog_fd, ifindex as i32, libbpf_sys::BPF_XDP, &opts) };
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(-ret));
+    }
+    // SAFETY: `ret` is a fresh link descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+fn is_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+    )
+}
+
+/// Turn an attach errno into an actionable error.
+fn attach_error(ifname: &str, ifindex: u32, err: io::Error) -> NetError {
+    match err.raw_os_error() {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => NetError::XdpProgramPresent {
+            ifname: ifname.to_string(),
+            prog_id: attached_program_id(ifindex).unwrap_or(0),
+        },
+        Some(libc::ERANGE) => NetError::MtuTooLarge {
+            ifname: ifname.to_string(),
+            mtu: nic::mtu(ifname).unwrap_or(0),
+            max: VETH_NATIVE_XDP_MAX_MTU,
+            reason:
+                "the driver allows with native XDP (on veth the limit applies to the peer's MTU)",
+        },
+        Some(libc::EOPNOTSUPP) => NetError::NativeUnsupported {
+            ifname: ifname.to_string(),
+        },
+        _ => NetError::io(
+            format!("attaching the XDP steering program to {ifname:?}"),
+            err,
+        ),
+    }
+}
+
+/// Largest MTU native XDP accepts on veth (measured on this kernel; drivers differ).
+pub const VETH_NATIVE_XDP_MAX_MTU: u32 = 3506;

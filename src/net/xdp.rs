@@ -1,0 +1,525 @@
+//! The AF_XDP backend: one XSK bound to a queue of the bridged NIC (zero-copy when the driver
+//! allows it, copy mode otherwise, need_wakeup), fed by the steering program, with a UMEM of the
+//! VMM's own 4 KiB frames: the RX half circulates through fill ring -> RX ring -> model -> fill ring,
+//! the TX half through free list -> model (lent buffer) -> TX ring -> completion ring -> free list.
+//!
+//! UMEM layout: `2 * rx_ring_size` RX frames then `tx_frames` TX frames, 4 KiB each (256 bytes of
+//! XDP headroom, up to 3840 frame bytes). Half the RX frames sit in the fill ring while the other
+//! half can wait in the RX ring, so a full RX ring never starves the fill ring.
+//!
+//! Back-pressure: `recv_batch(max)` takes at most `max` frames (the guest ring's room) off the RX
+//! ring; the rest wait there. When the RX ring is full the kernel drops and counts (`rx_ring_full`
+//! in XDP_STATISTICS). TX: `tx_buffer` returns `None` when every TX frame is in flight.
+//!
+//! Copies: RX = kernel copy into the UMEM frame (copy mode; none in zero-copy mode) + the model's
+//! copy into guest memory. TX = the model's copy from guest memory into the UMEM frame + the
+//! kernel's copy into an skb (copy mode). The UMEM is the VMM's own memory, never guest RAM: after
+//! a guest stops or resets its NIC the kernel can only ever write into VMM-owned frames, and guest
+//! buffers (any alignment, chained) need no registration.
+
+use std::{
+    convert::TryInto,
+    net::{Ipv4Addr, Ipv6Addr},
+    num::NonZeroU32,
+    os::fd::{AsRawFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use xsk_rs::{
+    config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig},
+    socket::Socket,
+    umem::{frame::FrameDesc, Umem},
+    CompQueue, FillQueue, RxQueue, TxQueue,
+};
+
+use super::{
+    nic::{self, LinkProbe, Membership, MembershipKind},
+    steer::{link_local_from_mac, Steering, VmRegistration, XdpMode},
+    Backend, BackendStats, FrameTx, NetError, MAX_FRAME_LEN,
+};
+
+/// Size of one UMEM frame (a page): holds the 256-byte XDP headroom plus up to 3840 frame bytes.
+pub const UMEM_FRAME_SIZE: u32 = 4096;
+/// Headroom the kernel reserves in front of each received frame (XDP_PACKET_HEADROOM).
+const XDP_HEADROOM: u32 = 256;
+/// Largest frame a UMEM frame holds without multi-buffer (XDP_USE_SG).
+pub const UMEM_MAX_FRAME: u32 = UMEM_FRAME_SIZE - XDP_HEADROOM;
+/// Ethernet header plus one VLAN tag: what a frame adds on top of the MTU.
+const ETH_OVERHEAD: u32 = 18;
+/// Frames moved per ring operation on RX (the scratch descriptor array).
+const RX_BATCH: usize = 64;
+/// Committed TX frames are pushed to the TX ring once this many are pending, even before tx_flush.
+const TX_BATCH: usize = 64;
+/// Upper bound on sendto() kicks per flush: copy-mode sendto sends at most 32 frames per call.
+const MAX_KICKS_PER_FLUSH: usize = 64;
+/// XSKMAP slot of this backend's socket (one VM per NIC until several are supported).
+const XSK_SLOT: u32 = 0;
+/// How often `reap` re-reads the NIC's link state (an ioctl) for `link_up`.
+const LINK_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How the NIC is made to accept the VM's MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MacFilter {
+    /// Add the VM's MAC to the NIC's unicast filter (promiscuous fallback by the kernel).
+    #[default]
+    Unicast,
+    /// Put the NIC in promiscuous mode.
+    Promiscuous,
+    /// Leave the NIC alone (veth, or a NIC already promiscuous).
+    Untouched,
+}
+
+/// How to open an [`XdpBackend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// The bridged NIC (in the calling thread's network namespace).
+    pub ifname: String,
+    /// The NIC queue to bind (0 on a veth or single-queue NIC).
+    pub queue: u32,
+    /// The VM's MAC: unicast frames to it go to the VM.
+    pub vm_mac: [u8; 6],
+    /// The VM's IPv4 address: ARP requests for it go to the VM.
+    pub vm_ip: Option<Ipv4Addr>,
+    /// IPv6 addresses whose neighbour solicitations go to the VM (the MAC's link-local address is
+    /// always added).
+    pub vm_ipv6: Vec<Ipv6Addr>,
+    /// Native, generic or automatic XDP attach.
+    pub mode: XdpMode,
+    /// How the NIC accepts the VM's MAC.
+    pub mac_filter: MacFilter,
+    /// XSK RX ring size (power of two): how many frames wait when the guest stops draining.
+    pub rx_ring_size: u32,
+    /// TX frames in the UMEM (power of two): how many frames can be in flight.
+    pub tx_frames: u32,
+}
+
+impl XdpConfig {
+    /// Defaults: queue 0, automatic mode, unicast filter, 1024-entry RX ring, 256 TX frames.
+    pub fn new(ifname: impl Into<String>, vm_mac: [u8; 6]) -> Self {
+        Self {
+            ifname: ifname.into(),
+            queue: 0,
+            vm_mac,
+            vm_ip: None,
+            vm_ipv6: Vec::new(),
+            mode: XdpMode::Auto,
+            mac_filter: MacFilter::Unicast,
+            rx_ring_size: 1024,
+            tx_frames: 256,
+        }
+    }
+}
+
+/// The AF_XDP backend. Drop order: socket, UMEM, steering (detach), MAC membership.
+pub struct XdpBackend {
+    tx_q: TxQueue,
+    rx_q: RxQueue,
+    fill_q: FillQueue,
+    comp_q: CompQueue,
+    umem: Umem,
+    steering: Steering,
+    _membership: Option<Membership>,
+    registration: VmRegistration,
+    zero_copy: bool,
+    tx_ring_size: u32,
+    /// RX frames not currently owned by the kernel (fill ring refill failed for them).
+    rx_spare: Vec<FrameDesc>,
+    /// TX frames free for the model.
+    tx_free: Vec<FrameDesc>,
+    /// The frame lent by the last `tx_buffer`, not yet committed.
+    tx_lent: Option<FrameDesc>,
+    /// Committed frames not yet in the TX ring.
+    tx_pending: Vec<FrameDesc>,
+    /// Frames in the TX ring or waiting in the completion ring.
+    tx_in_flight: usize,
+    scratch: Vec<FrameDesc>,
+    counters: BackendStats,
+    link: LinkProbe,
+    link_up: bool,
+    link_checked: Instant,
+}
+
+impl std::fmt::Debug for XdpBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpBackend")
+            .field("registration", &self.registration)
+            .field("zero_copy", &self.zero_copy)
+            .field("mode", &self.steering.mode())
+            .finish_non_exhaustive()
+    }
+}
+
+type Bound = (Umem, Vec<FrameDesc>, TxQueue, RxQueue, FillQueue, CompQueue);
+
+fn queue_size(n: u32, what: &str) -> Result<QueueSize, NetError> {
+    QueueSize::new(n)
+        .map_err(|_| NetError::InvalidConfig(format!("{what} must be a power of two, got {n}")))
+}
+
+/// Create a UMEM and bind a socket to it with `bind_flags`.
+fn bind(cfg: &XdpConfig, bind_flags: BindFlags) -> Result<Bound, NetError> {
+    let rx_frames = cfg.rx_ring_size * 2;
+    let frame_count = NonZeroU32::new(rx_frames + cfg.tx_frames)
+        .ok_or_else(|| NetError::InvalidConfig("the UMEM needs at least one frame".into()))?;
+    let frame_size: FrameSize = UMEM_FRAME_SIZE
+        .try_into()
+        .map_err(|e| NetError::InvalidConfig(format!("UMEM frame size: {e}")))?;
+    let umem_cfg = UmemConfig::builder()
+        .frame_size(frame_size)
+        .frame_headroom(0)
+        .fill_queue_size(queue_size(rx_frames, "the fill ring size")?)
+        .comp_queue_size(queue_size(cfg.tx_frames, "tx_frames")?)
+        .build()
+        .map_err(|e| NetError::InvalidConfig(format!("UMEM configuration: {e}")))?;
+    let (umem, frames) = Umem::new(umem_cfg, frame_count, false).map_err(|e| {
+        let source = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .and_then(|io| io.raw_os_error())
+            .map(std::io::Error::from_raw_os_error)
+            .unwrap_or_else(|| std::io::Error::other(e.to_string()));
+        NetError::io(
+            format!(
+                "creating a {} KiB UMEM (needs CAP_IPC_LOCK or a larger memlock limit above 8 MiB)",
+                frame_count.get() * 4
+            ),
+            source,
+        )
+    })?;
+    let sock_cfg = SocketConfig::builder()
+        .rx_queue_size(queue_size(cfg.rx_ring_size, "rx_ring_size")?)
+        .tx_queue_size(queue_size(cfg.tx_frames, "tx_frames")?)
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        .bind_flags(bind_flags)
+        .build();
+    let ifname = cfg
+        .ifname
+        .parse()
+        .map_err(|_| NetError::InterfaceNotFound {
+            ifname: cfg.ifname.clone(),
+        })?;
+    // SAFETY: the UMEM is fresh and bound to no other socket; no other socket of ours is bound to
+    // this interface and queue (the caller checked no XDP program was attached, and owns the only one).
+    let (tx_q, rx_q, rings) =
+        unsafe { Socket::new(sock_cfg, &umem, &ifname, cfg.queue) }.map_err(|e| {
+            let source = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .and_then(|io| io.raw_os_error())
+                .map(std::io::Error::from_raw_os_error)
+                .unwrap_or_else(|| std::io::Error::other(e.to_string()));
+            let what = if source.raw_os_error() == Some(libc::EBUSY) {
+                format!(
+                    "binding an AF_XDP socket to {:?} queue {} (another socket is bound to it)",
+                    cfg.ifname, cfg.queue
+                )
+            } else {
+                format!(
+                    "binding an AF_XDP socket to {:?} queue {}",
+                    cfg.ifname, cfg.queue
+                )
+            };
+            NetError::io(what, source)
+        })?;
+    let (fill_q, comp_q) = rings.ok_or_else(|| {
+        NetError::InvalidConfig("the fresh UMEM returned no fill/completion rings".into())
+    })?;
+    Ok((umem, frames, tx_q, rx_q, fill_q, comp_q))
+}
+
+impl XdpBackend {
+    /// Attach the steering program to `cfg.ifname`, bind an AF_XDP socket to `cfg.queue` and make
+    /// the NIC accept `cfg.vm_mac`. Must run in the NIC's network namespace; the backend keeps
+    /// working from any thread afterwards.
+    pub fn open(cfg: &XdpConfig) -> Result<Self, NetError> {
+        if cfg.vm_mac[0] & 1 != 0 || cfg.vm_mac == [0; 6] {
+            return Err(NetError::InvalidConfig(format!(
+                "VM MAC {} is not a unicast address",
+                super::format_mac(cfg.vm_mac)
+            )));
+        }
+        nic::ifindex(&cfg.ifname)?;
+        let mtu = nic::mtu(&cfg.ifname)?;
+        if mtu + ETH_OVERHEAD > UMEM_MAX_FRAME {
+            return Err(NetError::MtuTooLarge {
+                ifname: cfg.ifname.clone(),
+                mtu,
+                max: UMEM_MAX_FRAME - ETH_OVERHEAD,
+                reason: "a 4 KiB UMEM frame holds",
+            });
+        }
+        let link = LinkProbe::new(&cfg.ifname)?;
+        let steering = Steering::attach(&cfg.ifname, cfg.mode)?;
+        let link_local = link_local_from_mac(cfg.vm_mac);
+        let mut ipv6 = vec![link_local];
+        ipv6.extend(cfg.vm_ipv6.iter().copied().filter(|a| *a != link_local));
+        let registration = VmRegistration {
+            slot: XSK_SLOT,
+            queue: cfg.queue,
+            mac: cfg.vm_mac,
+            ipv4: cfg.vm_ip.into_iter().collect(),
+            ipv6,
+        };
+        steering.register_vm(&registration)?;
+
+        let need_wakeup = BindFlags::XDP_USE_NEED_WAKEUP;
+        let (zero_copy, bound) = if steering.mode() == XdpMode::Generic {
+            (false, bind(cfg, BindFlags::XDP_COPY | need_wakeup)?)
+        } else {
+            match bind(cfg, BindFlags::XDP_ZEROCOPY | need_wakeup) {
+                Ok(b) => (true, b),
+                Err(_) => (false, bind(cfg, BindFlags::XDP_COPY | need_wakeup)?),
+            }
+        };
+        let (umem, mut frames, tx_q, rx_q, mut fill_q, comp_q) = bound;
+        let tx_free = frames.split_off((cfg.rx_ring_size * 2) as usize);
+        // SAFETY: the RX frames are owned by nobody yet; they belong to this UMEM.
+        let filled = unsafe { fill_q.produce(&frames) };
+        let rx_spare = frames.split_off(filled);
+        steering.set_socket(XSK_SLOT, rx_q.fd().as_raw_fd())?;
+        let membership = match cfg.mac_filter {
+            MacFilter::Unicast => Some(Membership::add(
+                &cfg.ifname,
+                MembershipKind::Unicast(cfg.vm_mac),
+            )?),
+            MacFilter::Promiscuous => {
+                Some(Membership::add(&cfg.ifname, MembershipKind::Promiscuous)?)
+            }
+            MacFilter::Untouched => None,
+        };
+        tracing::info!(ifname = %cfg.ifname, queue = cfg.queue, zero_copy, mode = ?steering.mode(), "AF_XDP backend open");
+        Ok(Self {
+            tx_q,
+            rx_q,
+            fill_q,
+            comp_q,
+            umem,
+            steering,
+            _membership: membership,
+            registration,
+            zero_copy,
+            tx_ring_size: cfg.tx_frames,
+            rx_spare,
+            tx_free,
+            tx_lent: None,
+            tx_pending: Vec::with_capacity(TX_BATCH),
+            tx_in_flight: 0,
+            scratch: vec![FrameDesc::default(); RX_BATCH],
+            counters: BackendStats::default(),
+            link_up: link.is_up(),
+            link,
+            link_checked: Instant::now(),
+        })
+    }
+
+    /// Whether the socket is bound in zero-copy mode (false: copy mode).
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// The mode the steering program is attached in.
+    pub fn xdp_mode(&self) -> XdpMode {
+        self.steering.mode()
+    }
+
+    /// The steering program of this backend.
+    pub fn steering(&self) -> &Steering {
+        &self.steering
+    }
+
+    /// Move completed TX frames back to the free list.
+    fn reap_completions(&mut self) {
+        while self.tx_in_flight > 0 {
+            let want = self.tx_in_flight.min(self.scratch.len());
+            // SAFETY: completed frames are returned by the kernel and belong to this UMEM.
+            let n = unsafe { self.comp_q.consume(&mut self.scratch[..want]) };
+            if n == 0 {
+                break;
+            }
+            self.tx_free.extend_from_slice(&self.scratch[..n]);
+            self.tx_in_flight -= n;
+        }
+    }
+
+    /// Frames in the TX ring the kernel has not consumed yet.
+    fn tx_ring_backlog(&mut self) -> u32 {
+        self.tx_ring_size.saturating_sub(self.tx_q.nb_free_exact())
+    }
+
+    /// Kick the kernel until the TX ring is consumed (copy mode sends only inside sendto, at most
+    /// 32 frames per call) or it stops making progress.
+    fn kick(&mut self) {
+        for _ in 0..MAX_KICKS_PER_FLUSH {
+            let before = self.tx_ring_backlog();
+            if before == 0 || (self.zero_copy && !self.tx_q.needs_wakeup()) {
+                return;
+            }
+            if let Err(e) = self.tx_q.wakeup() {
+                tracing::warn!(error = %e, "AF_XDP TX kick failed");
+                return;
+            }
+            if self.tx_ring_backlog() >= before {
+                // No progress (e.g. the completion ring is full): reap and try again later.
+                self.reap_completions();
+                return;
+            }
+        }
+    }
+
+    /// Push pending frames to the TX ring and kick.
+    fn push_pending(&mut self) {
+        if !self.tx_pending.is_empty() {
+            // SAFETY: pending frames are owned by us (not in any ring) and belong to this UMEM.
+            let n = unsafe { self.tx_q.produce(&self.tx_pending) };
+            self.tx_in_flight += n;
+            self.tx_pending.drain(..n);
+        }
+        self.kick();
+    }
+
+    /// Give RX frames back to the kernel through the fill ring.
+    fn refill(&mut self) {
+        if !self.rx_spare.is_empty() {
+            // SAFETY: spare frames are owned by us and belong to this UMEM.
+            let n = unsafe { self.fill_q.produce(&self.rx_spare) };
+            self.rx_spare.drain(..n);
+        }
+        if self.fill_q.needs_wakeup() {
+            let _ = self.fill_q.wakeup(self.rx_q.fd_mut(), 0);
+        }
+    }
+}
+
+impl FrameTx for XdpBackend {
+    /// The NIC's carrier (refreshed by `reap`): the model reports LCAR while it is down.
+    fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
+        if self.tx_lent.is_none() {
+            if self.tx_free.is_empty() {
+                self.reap_completions();
+            }
+            if self.tx_free.is_empty() {
+                self.push_pending();
+                self.reap_completions();
+            }
+            match self.tx_free.pop() {
+                Some(desc) => self.tx_lent = Some(desc),
+                None => {
+                    self.counters.tx_busy += 1;
+                    return None;
+                }
+            }
+        }
+        let desc = self.tx_lent.as_mut()?;
+        // SAFETY: the lent frame is owned by us (in no ring) and belongs to this UMEM.
+        let mut data = unsafe { self.umem.data_mut(desc) };
+        let mut cursor = data.cursor();
+        let capacity = cursor.buf_len();
+        cursor.set_pos(capacity);
+        let buf = data.contents_mut();
+        let (ptr, len) = (buf.as_mut_ptr(), buf.len());
+        // SAFETY: the slice covers the data area of a UMEM frame that only this backend can reach
+        // until tx_commit; the UMEM mapping lives as long as `self`, and the returned borrow of
+        // `self` prevents any other access meanwhile.
+        Some(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+    }
+
+    fn tx_commit(&mut self, len: usize) {
+        let Some(mut desc) = self.tx_lent.take() else {
+            return;
+        };
+        // SAFETY: the lent frame is owned by us and belongs to this UMEM.
+        let mut data = unsafe { self.umem.data_mut(&mut desc) };
+        let mut cursor = data.cursor();
+        if len == 0 || len > cursor.buf_len() || len > MAX_FRAME_LEN {
+            self.counters.drops.tx_oversize += 1;
+            self.tx_free.push(desc);
+            return;
+        }
+        cursor.set_pos(len);
+        self.counters.tx_frames += 1;
+        self.counters.tx_bytes += len as u64;
+        self.tx_pending.push(desc);
+        if self.tx_pending.len() >= TX_BATCH {
+            self.push_pending();
+        }
+    }
+
+    fn tx_flush(&mut self) {
+        self.push_pending();
+    }
+}
+
+impl Backend for XdpBackend {
+    fn kind(&self) -> &'static str {
+        "xdp"
+    }
+
+    fn poll_fd(&self) -> RawFd {
+        self.rx_q.fd().as_raw_fd()
+    }
+
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, NetError> {
+        let mut delivered = 0;
+        while delivered < max {
+            let want = (max - delivered).min(self.scratch.len());
+            // SAFETY: received frames belong to this UMEM; they are returned to the fill ring below.
+            let n = unsafe { self.rx_q.consume(&mut self.scratch[..want]) };
+            if n == 0 {
+                break;
+            }
+            for desc in &self.scratch[..n] {
+                let len = desc.lengths().data();
+                if len > MAX_FRAME_LEN {
+                    self.counters.drops.rx_oversize += 1;
+                    continue;
+                }
+                // SAFETY: the frame was just received into this UMEM and is owned by us until refilled.
+                let data = unsafe { self.umem.data(desc) };
+                deliver(&data);
+                self.counters.rx_frames += 1;
+                self.counters.rx_bytes += len as u64;
+                delivered += 1;
+            }
+            self.rx_spare.extend_from_slice(&self.scratch[..n]);
+            self.refill();
+        }
+        Ok(delivered)
+    }
+
+    fn reap(&mut self) {
+        if self.link_checked.elapsed() >= LINK_POLL_INTERVAL {
+            self.link_up = self.link.is_up();
+            self.link_checked = Instant::now();
+        }
+        self.reap_completions();
+        if !self.tx_pending.is_empty() || self.tx_in_flight > 0 {
+            self.push_pending();
+        }
+        self.refill();
+    }
+
+    fn stats(&self) -> BackendStats {
+        let mut stats = self.counters;
+        if let Ok(x) = self.rx_q.fd().xdp_statistics() {
+            stats.drops.rx_ring_full = x.rx_ring_full();
+            stats.drops.rx_fill_ring_empty = x.rx_fill_ring_empty_descs();
+            stats.drops.rx_invalid = x.rx_invalid_descs();
+            stats.drops.rx_kernel_other = x.rx_dropped();
+            stats.drops.tx_invalid = x.tx_invalid_descs();
+        }
+        stats.steer = self.steering.counters();
+        stats
+    }
+}
+
+impl Drop for XdpBackend {
+    fn drop(&mut self) {
+        self.steering.unregister_vm(&self.registration);
+    }
+}
