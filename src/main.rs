@@ -50,6 +50,16 @@ enum BackendKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum XdpModeArg {
+    /// Native (driver) XDP when the NIC's driver supports it, generic otherwise.
+    Auto,
+    /// Driver mode only.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum GuestProgram {
     /// Answer ARP, ICMP echo and UDP echo (port 7).
     Echo,
@@ -79,6 +89,9 @@ struct RunArgs {
     /// Host side of the wire.
     #[arg(long, value_enum, default_value = "xdp")]
     backend: BackendKind,
+    /// How the XDP steering program attaches (--backend xdp).
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: XdpModeArg,
     /// The VM's MAC address (the Lance's PROM address).
     #[arg(long, value_name = "MAC", default_value = "52:54:00:12:34:56", value_parser = parse_mac)]
     mac: [u8; 6],
@@ -349,9 +362,12 @@ fn run(args: RunArgs) -> CliResult<i32> {
 mod net_setup {
     use std::time::Duration;
 
-    use super::{CliResult, RunArgs, TxMode};
+    use std::net::Ipv4Addr;
+
+    use super::{BackendKind, CliResult, RunArgs, TxMode, XdpModeArg};
     use lancet::lance::Lance;
-    use lancet::vmm::nic::{NetPort, NicModel};
+    use lancet::net::{self, BackendSpec, XdpMode};
+    use lancet::vmm::nic::{BackendPort, NetPort, NicModel};
     use lancet::vmm::{IoTuning, NetConfig};
 
     pub fn net_config(args: &RunArgs) -> CliResult<Option<NetConfig>> {
@@ -376,8 +392,35 @@ mod net_setup {
     }
 
     fn open_backend(args: &RunArgs, nic: &str) -> CliResult<Box<dyn NetPort>> {
-        let _ = (args.backend, &args.tap);
-        Err(format!("backend for {nic}: not available in this build"))
+        let spec = BackendSpec {
+            kind: match args.backend {
+                BackendKind::Xdp => net::BackendKind::Xdp,
+                BackendKind::Tap => net::BackendKind::Tap,
+            },
+            nic: nic.to_string(),
+            vm_mac: args.mac,
+            vm_ip: vm_ipv4(args),
+            tap_name: Some(args.tap.clone()),
+            xdp_mode: match args.xdp_mode {
+                XdpModeArg::Auto => XdpMode::Auto,
+                XdpModeArg::Native => XdpMode::Native,
+                XdpModeArg::Generic => XdpMode::Generic,
+            },
+        };
+        let backend = net::open_backend(&spec).map_err(|e| e.to_string())?;
+        Ok(Box::new(BackendPort(backend)))
+    }
+
+    /// The VM's IPv4 address, for ARP steering: --guest-ip, or the `ip=` kernel parameter.
+    fn vm_ipv4(args: &RunArgs) -> Option<Ipv4Addr> {
+        if args.guest.is_some() {
+            return super::parse_cidr(&args.guest_ip).ok().map(|(ip, _)| ip);
+        }
+        args.cmdline
+            .split_whitespace()
+            .find_map(|p| p.strip_prefix("ip="))
+            .and_then(|v| v.split(':').next())
+            .and_then(|ip| ip.parse().ok())
     }
 }
 

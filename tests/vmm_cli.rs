@@ -159,3 +159,28 @@ fn not_root_is_reported_with_what_to_do() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_missing_nic_is_reported() {
+    let elf = std::env::temp_dir().join(format!("lancet-cli-nicguest-{}", std::process::id()));
+    std::fs::write(&elf, b"placeholder").unwrap();
+    for backend in ["xdp", "tap"] {
+        let (code, _, stderr) = lancet(&[
+            "run",
+            "--nic",
+            "lt-no-such-nic",
+            "--backend",
+            backend,
+            "--guest",
+            "echo",
+            "--guest-elf",
+            elf.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(
+            stderr.contains("lt-no-such-nic") && stderr.contains("not found"),
+            "{backend}: {stderr}"
+        );
+    }
+    std::fs::remove_file(&elf).unwrap();
+}

@@ -206,3 +206,46 @@ impl<I: crate::lance::IrqLine + Send> NicModel for crate::lance::Lance<I> {
         s.tx_frames + s.rx_frames
     }
 }
+
+/// A backend of `crate::net` (as `net::open_backend` returns it) as the machine's port.
+pub struct BackendPort(pub Box<dyn crate::net::Backend>);
+
+impl FrameTx for BackendPort {
+    fn link_up(&self) -> bool {
+        self.0.link_up()
+    }
+    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
+        self.0.tx_buffer()
+    }
+    fn tx_commit(&mut self, len: usize) {
+        self.0.tx_commit(len)
+    }
+    fn tx_flush(&mut self) {
+        self.0.tx_flush()
+    }
+}
+
+impl NetPort for BackendPort {
+    fn kind(&self) -> &'static str {
+        self.0.kind()
+    }
+    fn poll_fd(&self) -> std::os::fd::RawFd {
+        self.0.poll_fd()
+    }
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) -> std::result::Result<usize, String> {
+        self.0.recv_batch(max, deliver).map_err(|e| e.to_string())
+    }
+    fn reap(&mut self) {
+        self.0.reap()
+    }
+    fn frame_tx(&mut self) -> &mut dyn FrameTx {
+        self
+    }
+    fn stats_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.0.stats()).unwrap_or_default()
+    }
+}
