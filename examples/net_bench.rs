@@ -34,13 +34,15 @@ const ECHO_PORT: u16 = 7;
 const ECHO_ROUNDS: u32 = 20_000;
 /// A reply later than this counts as lost.
 const ECHO_TIMEOUT: Duration = Duration::from_millis(20);
-/// The peer side runs on this core, the backend side on the other (as the measurements in
-/// machine.md were taken). Pinning is best effort.
+/// With NET_BENCH_PIN set, the peer side runs on this core and the backend side on the other (as
+/// the measurements in machine.md were taken). Off by default: pinned, the echo RTT on this
+/// machine often becomes one scheduler tick (4 ms), the softirq work of a reply apparently waiting
+/// behind a spinning thread on its core.
 const PEER_CORE: usize = 0;
 const BACKEND_CORE: usize = 1;
 
 fn pin(core: usize) {
-    if affinity::get_core_num() > core {
+    if std::env::var_os("NET_BENCH_PIN").is_some() && affinity::get_core_num() > core {
         let _ = affinity::set_thread_affinity([core]);
     }
 }
@@ -292,6 +294,9 @@ fn echo(s: Setup) -> Setup {
             while !stop.load(Ordering::Acquire) {
                 path.poll(&mut |f| pending.push(f.to_vec()));
                 if pending.is_empty() {
+                    // Spin, but let ksoftirqd on this core run: the kernel may defer the
+                    // network softirq of our own transmit to it.
+                    thread::yield_now();
                     continue;
                 }
                 for mut frame in pending.drain(..) {
