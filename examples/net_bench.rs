@@ -380,6 +380,70 @@ fn copy_cost() {
     }
 }
 
+/// A backend that drops everything: isolates the model + null guest cost from the host network.
+struct NullBackend {
+    buf: Vec<u8>,
+}
+
+impl lancet::net::FrameTx for NullBackend {
+    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
+        Some(&mut self.buf)
+    }
+    fn tx_commit(&mut self, len: usize) {
+        std::hint::black_box(&self.buf[..len]);
+    }
+}
+
+impl Backend for NullBackend {
+    fn kind(&self) -> &'static str {
+        "null"
+    }
+    fn poll_fd(&self) -> std::os::fd::RawFd {
+        -1
+    }
+    fn recv_batch(
+        &mut self,
+        _max: usize,
+        _deliver: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, lancet::net::NetError> {
+        Ok(0)
+    }
+    fn reap(&mut self) {}
+    fn stats(&self) -> lancet::net::BackendStats {
+        lancet::net::BackendStats::default()
+    }
+}
+
+/// The model + null guest alone (no network): frames per second each way.
+fn model_only(n: u64) {
+    let mut g = net_support::NullGuest::new(Testbed::VM_MAC, 7, 6);
+    let mut null = NullBackend { buf: vec![0; 2048] };
+    let frame = frames::test_frame(Testbed::VM_MAC, [2, 0, 0, 0, 0, 1], 1, FRAME_LEN);
+    let start = Instant::now();
+    let mut got = 0u64;
+    while got < n {
+        while g.lance.receive(&g.mem, &frame) == lancet::lance::RxOutcome::Delivered {}
+        got += g.poll_rx(|f| {
+            std::hint::black_box(f);
+        }) as u64;
+    }
+    let rx = n as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < n {
+        while g.queue_tx(&frame) {
+            sent += 1;
+        }
+        g.kick_tx(&mut null);
+    }
+    let tx = n as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "model only (null guest, null backend): RX {:.0} kpps, TX {:.0} kpps",
+        rx / 1e3,
+        tx / 1e3
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("both");
@@ -398,6 +462,7 @@ fn main() {
     println!("load average: {}", load.trim());
     pin(BACKEND_CORE);
     copy_cost();
+    model_only(n.max(100_000));
     for kind in kinds {
         for &model in models {
             pin(BACKEND_CORE);
