@@ -28,6 +28,12 @@ enum Command {
     /// Boot a VM (a Linux kernel or the built-in test guest) with the Lance NIC bridged to a host NIC.
     #[command(long_about = RUN_ABOUT)]
     Run(Box<RunArgs>),
+    /// Measure the AF_XDP path against the TAP path, QEMU's pcnet + TAP and a raw AF_XDP socket,
+    /// side by side in one run (echo RTT percentiles, guest RX/TX rates, exits per packet).
+    Bench(Box<lancet::bench::BenchArgs>),
+    /// Build a demo topology in `lt-*` network namespaces, boot the test guest bridged over AF_XDP
+    /// (or TAP), ping it and UDP-echo it from the peer namespace, show the counters, clean up.
+    Demo(lancet::demo::DemoArgs),
 }
 
 const RUN_ABOUT: &str = "Boot a VM under KVM with one network device, the emulated Am79C970A (PCnet-PCI II) at PCI 00:03.0 \
@@ -438,6 +444,20 @@ fn main() -> ExitCode {
             Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("lancet: error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Bench(args) => match lancet::bench::run_bench(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lancet bench: error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Demo(args) => match lancet::demo::run_demo(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lancet demo: error: {e}");
                 ExitCode::from(1)
             }
         },
