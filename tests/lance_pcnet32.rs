@@ -477,3 +477,40 @@ fn close_stops_and_selects_16_bit_style() {
     assert_eq!(m.lance.rx_room(&m.mem), 0);
     assert!(!m.irq());
 }
+
+#[test]
+fn drx_dtx_and_dpoll_are_respected() {
+    let (mut m, mut d) = up(Config::default());
+    let a = d.a;
+    a.write_csr(&mut m, 0, CSR0_STOP);
+    a.write_csr(&mut m, 15, 0x0003); // DRX | DTX
+    a.write_csr(&mut m, 0, CSR0_START | CSR0_INTEN);
+    assert_eq!(a.read_csr(&mut m, 0) & 0x0030, 0, "neither TXON nor RXON");
+    assert_eq!(
+        m.wire_rx(&make_frame(MAC, PEER, 1, 64)),
+        RxOutcome::NotRunning
+    );
+    d.start_xmit(&mut m, &make_frame(PEER, MAC, 1, 64));
+    assert!(m.tx.frames.is_empty());
+    assert!(!m.lance.tx_polling());
+    a.write_csr(&mut m, 0, CSR0_STOP);
+    a.write_csr(&mut m, 15, 0);
+    a.write_csr(&mut m, 4, 0x0915 | 0x1000); // DPOLL
+    a.write_csr(&mut m, 0, CSR0_START | CSR0_INTEN);
+    assert!(!m.lance.tx_polling(), "DPOLL: the VMM must not poll");
+    a.write_csr(&mut m, 4, 0x0915);
+    assert!(m.lance.tx_polling());
+    assert_eq!(m.lance.stats().rx_not_running, 1);
+}
+
+#[test]
+fn intx_disable_masks_the_line() {
+    let (mut m, _d) = up(Config::default());
+    m.wire_rx(&make_frame(MAC, PEER, 1, 64));
+    assert!(m.irq());
+    m.lance
+        .pci_config_write(4, &(0x0005u16 | 0x0400).to_le_bytes());
+    assert!(!m.irq(), "INTx disabled");
+    m.lance.pci_config_write(4, &0x0005u16.to_le_bytes());
+    assert!(m.irq(), "pending RINT asserts again");
+}

@@ -2,7 +2,7 @@
 //! 3: 32-bit with words 0 and 2 swapped): decoding from guest bytes and encoding of the words the
 //! chip writes back. Pure byte layout, no guest memory access.
 
-use super::regs::{BCNT_MASK, MAX_RING_LEN, MAX_RING_LOG2};
+use super::regs::{BCNT_MASK, MAX_RING_LEN, MAX_RING_LOG2, STATUS_HIGH_BYTE};
 
 /// Descriptor and init block layout selected by BCR20 SWSTYLE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl Desc {
                 Desc {
                     buf: u64::from((w0 & 0x00ff_ffff) | high_addr),
                     bcnt: u16::from_le_bytes([bytes[4], bytes[5]]),
-                    status: ((w0 >> 16) & 0xff00) as u16,
+                    status: (w0 >> 16) as u16 & STATUS_HIGH_BYTE,
                     misc: u32::from(u16::from_le_bytes([bytes[6], bytes[7]])) << 16,
                 }
             }

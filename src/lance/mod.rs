@@ -30,6 +30,8 @@
 //!     pub fn stats(&self) -> &LanceStats;
 //!     pub fn set_link(&mut self, up: bool);  // link LED (BCR4-7) the guest driver reads
 //!     pub fn hard_reset(&mut self);          // H_RESET (PCI reset): registers, BCRs, WIO mode
+//!     pub fn irq_line(&self) -> &I;          // the IrqLine sink (tests inspect recorders)
+//!     pub fn irq_line_mut(&mut self) -> &mut I;
 //! }
 //! ```
 //!
@@ -335,7 +337,7 @@ impl<I: IrqLine> Lance<I> {
     /// Address bits 24-31 for 16-bit structures (CSR2 high byte), 0 for 32-bit ones.
     fn high_addr(&self, style: Style) -> u32 {
         match style {
-            Style::Bits16 => u32::from(self.csr[CSR_IADR_HI] & 0xff00) << 16,
+            Style::Bits16 => u32::from(self.csr[CSR_IADR_HI] & CSR2_UPPER_ADDR) << 16,
             Style::Bits32 | Style::Bits32Swapped => 0,
         }
     }

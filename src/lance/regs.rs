@@ -171,6 +171,11 @@ pub const SWS_SSIZE32: u16 = 0x0100;
 /// BCR20: PCnet-PCI CSR programming (derived from the style).
 pub const SWS_CSRPCNET: u16 = 0x0200;
 
+/// CSR2 bits 8-15: address bits 24-31 for 16-bit software structures.
+pub const CSR2_UPPER_ADDR: u16 = 0xff00;
+/// 16-bit structures hold only the high byte of a descriptor's status word.
+pub const STATUS_HIGH_BYTE: u16 = 0xff00;
+
 // ---- Descriptor status bits (the 16-bit status word) ----
 pub const DESC_OWN: u16 = 0x8000;
 pub const DESC_ERR: u16 = 0x4000;

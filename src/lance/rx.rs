@@ -102,7 +102,7 @@ impl<I: IrqLine> Lance<I> {
                 break;
             }
             let own = match style {
-                Style::Bits16 => status[0] & 0x80 != 0,
+                Style::Bits16 => (u16::from(status[0]) << 8) & DESC_OWN != 0,
                 Style::Bits32 | Style::Bits32Swapped => u16::from_le_bytes(status) & DESC_OWN != 0,
             };
             if !own {

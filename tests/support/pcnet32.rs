@@ -86,18 +86,27 @@ pub enum Access {
     Dwio,
 }
 
-pub struct Machine {
+/// The model, its guest memory and a backend (`T`: the recording backend by default; a test of a
+/// real backend passes its own with `Machine::with_backend`).
+pub struct Machine<T: FrameTx = RecordingTx> {
     pub lance: Lance<RecordingIrq>,
     pub mem: GuestMemoryMmap<()>,
-    pub tx: RecordingTx,
+    pub tx: T,
     /// Register accesses performed (like VM exits).
     pub accesses: u64,
 }
 
-impl Machine {
+impl Machine<RecordingTx> {
     /// A machine whose firmware assigned BAR0 and enabled I/O + bus mastering (what
-    /// pci_enable_device + pci_set_master leave behind).
+    /// pci_enable_device + pci_set_master leave behind), with the recording backend.
     pub fn new(mac: [u8; 6]) -> Self {
+        Machine::with_backend(mac, RecordingTx::default())
+    }
+}
+
+impl<T: FrameTx> Machine<T> {
+    /// Like `new`, with the given backend behind the chip.
+    pub fn with_backend(mac: [u8; 6], tx: T) -> Self {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let mut lance = Lance::new(mac, RecordingIrq::default());
         lance.pci_config_write(0x10, &u32::from(IO_BASE).to_le_bytes());
@@ -106,7 +115,7 @@ impl Machine {
         Machine {
             lance,
             mem,
-            tx: RecordingTx::default(),
+            tx,
             accesses: 0,
         }
     }
@@ -208,7 +217,7 @@ impl Access {
         }
     }
 
-    pub fn read_csr(self, m: &mut Machine, index: u16) -> u16 {
+    pub fn read_csr<T: FrameTx>(self, m: &mut Machine<T>, index: u16) -> u16 {
         match self {
             Access::Wio => {
                 m.outw(self.rap(), index);
@@ -220,7 +229,7 @@ impl Access {
             }
         }
     }
-    pub fn write_csr(self, m: &mut Machine, index: u16, v: u16) {
+    pub fn write_csr<T: FrameTx>(self, m: &mut Machine<T>, index: u16, v: u16) {
         match self {
             Access::Wio => {
                 m.outw(self.rap(), index);
@@ -232,7 +241,7 @@ impl Access {
             }
         }
     }
-    pub fn read_bcr(self, m: &mut Machine, index: u16) -> u16 {
+    pub fn read_bcr<T: FrameTx>(self, m: &mut Machine<T>, index: u16) -> u16 {
         match self {
             Access::Wio => {
                 m.outw(self.rap(), index);
@@ -244,7 +253,7 @@ impl Access {
             }
         }
     }
-    pub fn write_bcr(self, m: &mut Machine, index: u16, v: u16) {
+    pub fn write_bcr<T: FrameTx>(self, m: &mut Machine<T>, index: u16, v: u16) {
         match self {
             Access::Wio => {
                 m.outw(self.rap(), index);
@@ -256,13 +265,13 @@ impl Access {
             }
         }
     }
-    pub fn read_rap(self, m: &mut Machine) -> u16 {
+    pub fn read_rap<T: FrameTx>(self, m: &mut Machine<T>) -> u16 {
         match self {
             Access::Wio => m.inw(self.rap()),
             Access::Dwio => (m.inl(self.rap()) & 0xffff) as u16,
         }
     }
-    pub fn reset(self, m: &mut Machine) {
+    pub fn reset<T: FrameTx>(self, m: &mut Machine<T>) {
         match self {
             Access::Wio => {
                 m.inw(self.reset_port());
@@ -273,7 +282,7 @@ impl Access {
         }
     }
     /// pcnet32_{wio,dwio}_check: RAP reads back 88 after writing 88.
-    pub fn check(self, m: &mut Machine) -> bool {
+    pub fn check<T: FrameTx>(self, m: &mut Machine<T>) -> bool {
         match self {
             Access::Wio => m.outw(self.rap(), 88),
             Access::Dwio => m.outl(self.rap(), 88),
@@ -325,7 +334,7 @@ impl SwStyle {
     }
 
     /// Write a descriptor; the status goes last (after a "wmb()").
-    pub fn write_head(self, m: &Machine, addr: u64, h: Head) {
+    pub fn write_head<T: FrameTx>(self, m: &Machine<T>, addr: u64, h: Head) {
         match self {
             SwStyle::Lance16 => {
                 m.w16(addr, h.base as u16);
@@ -349,14 +358,14 @@ impl SwStyle {
     }
 
     /// Write only the status word (what `rxp->status = 0x8000` does).
-    pub fn write_status(self, m: &Machine, addr: u64, status: u16) {
+    pub fn write_status<T: FrameTx>(self, m: &Machine<T>, addr: u64, status: u16) {
         match self {
             SwStyle::Lance16 => m.w8(addr + 3, (status >> 8) as u8),
             _ => m.w16(addr + 6, status),
         }
     }
 
-    pub fn read_head(self, m: &Machine, addr: u64) -> Head {
+    pub fn read_head<T: FrameTx>(self, m: &Machine<T>, addr: u64) -> Head {
         match self {
             SwStyle::Lance16 => {
                 let w0 = m.r32(addr);
@@ -473,7 +482,7 @@ pub struct Pcnet32 {
 
 impl Pcnet32 {
     /// pcnet32_probe1: reset, find the access method, check the chip id, read the MAC.
-    pub fn probe(m: &mut Machine, cfg: Config) -> Result<Self, String> {
+    pub fn probe<T: FrameTx>(m: &mut Machine<T>, cfg: Config) -> Result<Self, String> {
         Access::Wio.reset(m);
         let a = if Access::Wio.read_csr(m, 0) == 4 && Access::Wio.check(m) {
             Access::Wio
@@ -520,7 +529,7 @@ impl Pcnet32 {
             mc_list: Vec::new(),
             received: Vec::new(),
             stats: DevStats::default(),
-            napi_budget: (1 << cfg.log_rx) / 2,
+            napi_budget: ((1usize << cfg.log_rx) / 2).max(1),
             must_restart: false,
             irq_handled: 0,
         };
@@ -544,7 +553,7 @@ impl Pcnet32 {
         t
     }
 
-    fn write_init_block(&self, m: &Machine, mode: u16) {
+    fn write_init_block<T: FrameTx>(&self, m: &Machine<T>, mode: u16) {
         let ib = INIT_BLOCK;
         let ladrf = self.ladrf();
         match self.cfg.style {
@@ -594,7 +603,7 @@ impl Pcnet32 {
     }
 
     /// pcnet32_init_ring
-    fn init_ring(&mut self, m: &Machine) {
+    fn init_ring<T: FrameTx>(&mut self, m: &Machine<T>) {
         self.cur_rx = 0;
         self.cur_tx = 0;
         self.dirty_tx = 0;
@@ -618,8 +627,16 @@ impl Pcnet32 {
         }
     }
 
+    /// Rewrite the init block and both rings as `open` leaves them (for tests that reset the
+    /// chip behind the driver's back).
+    pub fn write_rings_for_test<T: FrameTx>(&mut self, m: &mut Machine<T>) {
+        let mode = if self.promisc { 0x8000 } else { 0 };
+        self.write_init_block(m, mode);
+        self.init_ring(m);
+    }
+
     /// pcnet32_open
-    pub fn open(&mut self, m: &mut Machine) {
+    pub fn open<T: FrameTx>(&mut self, m: &mut Machine<T>) {
         let a = self.a;
         a.reset(m);
         a.write_bcr(m, 20, self.cfg.style as u16);
@@ -647,12 +664,12 @@ impl Pcnet32 {
     }
 
     /// pcnet32_get_link (no MII on a 79C970A: BCR4 != 0xc0 means link).
-    pub fn link_ok(&self, m: &mut Machine) -> bool {
+    pub fn link_ok<T: FrameTx>(&self, m: &mut Machine<T>) -> bool {
         self.a.read_bcr(m, 4) != 0xc0
     }
 
     /// pcnet32_start_xmit. Returns false (NETDEV_TX_BUSY) if the ring is full.
-    pub fn start_xmit(&mut self, m: &mut Machine, frame: &[u8]) -> bool {
+    pub fn start_xmit<T: FrameTx>(&mut self, m: &mut Machine<T>, frame: &[u8]) -> bool {
         if self.tx_full {
             return false;
         }
@@ -681,7 +698,7 @@ impl Pcnet32 {
 
     /// pcnet32_interrupt + the NAPI poll it schedules. Returns false if the line was not
     /// asserted (the handler would not run).
-    pub fn interrupt(&mut self, m: &mut Machine) -> bool {
+    pub fn interrupt<T: FrameTx>(&mut self, m: &mut Machine<T>) -> bool {
         if !m.irq() {
             return false;
         }
@@ -702,13 +719,17 @@ impl Pcnet32 {
             let v = a.read_csr(m, 3) | 0x5f00;
             a.write_csr(m, 3, v);
             // The NAPI softirq polls again while a poll uses its whole budget.
-            while self.napi_poll(m) >= self.napi_budget {}
+            let mut polls = 0;
+            while self.napi_poll(m) >= self.napi_budget {
+                polls += 1;
+                assert!(polls < 10_000, "NAPI never completes");
+            }
         }
         true
     }
 
     /// pcnet32_poll
-    pub fn napi_poll(&mut self, m: &mut Machine) -> usize {
+    pub fn napi_poll<T: FrameTx>(&mut self, m: &mut Machine<T>) -> usize {
         let work = self.rx(m, self.napi_budget);
         if self.tx(m) {
             self.must_restart = true;
@@ -722,7 +743,7 @@ impl Pcnet32 {
     }
 
     /// pcnet32_rx + pcnet32_rx_entry
-    fn rx(&mut self, m: &mut Machine, budget: usize) -> usize {
+    fn rx<T: FrameTx>(&mut self, m: &mut Machine<T>, budget: usize) -> usize {
         let style = self.cfg.style;
         let mut n = 0;
         while n < budget {
@@ -769,7 +790,7 @@ impl Pcnet32 {
     }
 
     /// pcnet32_tx: reap completed descriptors. Returns must_restart (UFLO).
-    fn tx(&mut self, m: &mut Machine) -> bool {
+    fn tx<T: FrameTx>(&mut self, m: &mut Machine<T>) -> bool {
         let style = self.cfg.style;
         let mut must_restart = false;
         while self.dirty_tx != self.cur_tx {
@@ -811,7 +832,7 @@ impl Pcnet32 {
     }
 
     /// pcnet32_suspend (79C970A path): set SPND and poll until it reads back.
-    fn suspend(&mut self, m: &mut Machine) -> bool {
+    fn suspend<T: FrameTx>(&mut self, m: &mut Machine<T>) -> bool {
         let a = self.a;
         let csr5 = a.read_csr(m, 5);
         a.write_csr(m, 5, csr5 | CSR5_SUSPEND);
@@ -824,7 +845,12 @@ impl Pcnet32 {
     }
 
     /// pcnet32_set_multicast_list
-    pub fn set_multicast_list(&mut self, m: &mut Machine, promisc: bool, list: &[[u8; 6]]) {
+    pub fn set_multicast_list<T: FrameTx>(
+        &mut self,
+        m: &mut Machine<T>,
+        promisc: bool,
+        list: &[[u8; 6]],
+    ) {
         self.promisc = promisc;
         self.mc_list = list.to_vec();
         let a = self.a;
@@ -844,7 +870,7 @@ impl Pcnet32 {
     }
 
     /// pcnet32_close. Returns rx_missed_errors (CSR112).
-    pub fn close(&mut self, m: &mut Machine) -> u16 {
+    pub fn close<T: FrameTx>(&mut self, m: &mut Machine<T>) -> u16 {
         let a = self.a;
         let missed = a.read_csr(m, 112);
         self.stats.rx_missed_errors = u64::from(missed);
@@ -861,7 +887,7 @@ impl Pcnet32 {
     }
 
     /// Drive interrupts until the line stays low (what the CPU does with a level interrupt).
-    pub fn service_interrupts(&mut self, m: &mut Machine) -> u32 {
+    pub fn service_interrupts<T: FrameTx>(&mut self, m: &mut Machine<T>) -> u32 {
         let mut n = 0;
         while self.interrupt(m) {
             n += 1;
