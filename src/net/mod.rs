@@ -26,6 +26,9 @@ use serde::Serialize;
 pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 
 pub mod nic;
+pub mod pin;
+pub mod rulemaps;
+pub mod rules;
 pub mod steer;
 pub mod tap;
 pub mod xdp;
