@@ -8,6 +8,7 @@
 //! - [`vmm`]: the machine around the chip: KVM, guest memory, buses, boot, serial, the I/O thread.
 //! - [`testbed`]: network namespaces (`lt-*`) for `make run`, benchmarks and tests.
 
+pub mod cli_filter;
 pub mod lance;
 pub mod net;
 pub mod testbed;

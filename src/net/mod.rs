@@ -26,9 +26,12 @@ use serde::Serialize;
 pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 
 pub mod nic;
+pub mod pcap;
 pub mod pin;
 pub mod rulemaps;
 pub mod rules;
+pub mod spoof;
+pub mod stats;
 pub mod steer;
 pub mod tap;
 pub mod xdp;
@@ -93,6 +96,8 @@ pub struct DropStats {
     pub tx_oversize: u64,
     /// Frames a write/sendto failed for.
     pub tx_error: u64,
+    /// Frames the VM sent with a source MAC not its own, dropped ([`spoof::SpoofGuard`]).
+    pub tx_spoofed: u64,
 }
 
 impl DropStats {
@@ -107,7 +112,7 @@ impl DropStats {
 
     /// Every frame lost on the transmit side.
     pub fn tx_total(&self) -> u64 {
-        self.tx_invalid + self.tx_oversize + self.tx_error
+        self.tx_invalid + self.tx_oversize + self.tx_error + self.tx_spoofed
     }
 }
 

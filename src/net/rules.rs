@@ -513,11 +513,13 @@ impl Rule {
                     set(&mut action, Action::Drop, "the action")?;
                     i += 1;
                 }
-                other => return err(format!(
+                other => {
+                    return err(format!(
                     "unknown word {other:?}: expected a match (src, dst, dst mac, src mac, vlan, \
                          ethertype, arp, ip, ip6, proto, tcp, udp, icmp, sport, dport), an action \
                          (to vm NAME, to host, pass, drop, mirror vm NAME) or prio N"
-                )),
+                ))
+                }
             }
         }
         let action = action.ok_or_else(|| {

@@ -488,8 +488,23 @@ impl Steering {
 
     /// The verdict counters summed over CPUs.
     pub fn counters(&self) -> SteerCounters {
+        read_verdicts(&self.verdicts)
+    }
+}
+
+/// The `verdicts` map of the program pinned for `ifname`, summed over CPUs.
+pub fn pinned_counters(ifname: &str) -> Result<SteerCounters, NetError> {
+    let path = pin::pin_dir(ifname).join(MAP_VERDICTS);
+    let map = MapHandle::from_pinned_path(&path)
+        .map_err(bpf_err(format!("opening pinned map {}", path.display())))?;
+    Ok(read_verdicts(&map))
+}
+
+/// Sum a `verdicts` per-CPU array.
+fn read_verdicts(verdicts: &MapHandle) -> SteerCounters {
+    {
         let read = |verdict: Verdict| -> u64 {
-            self.verdicts
+            verdicts
                 .lookup_percpu(&(verdict as u32).to_ne_bytes(), MapFlags::ANY)
                 .ok()
                 .flatten()
