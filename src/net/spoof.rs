@@ -45,6 +45,11 @@ impl<B: Backend> SpoofGuard<B> {
     pub fn inner_mut(&mut self) -> &mut B {
         &mut self.inner
     }
+
+    /// Unwrap the backend.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
 }
 
 impl<B: Backend> FrameTx for SpoofGuard<B> {
