@@ -10,7 +10,7 @@ use lancet::net::{
     pcap::{Direction, PcapWriter},
     rules::Rule,
     spoof::SpoofGuard,
-    Backend, FrameTx,
+    Backend,
 };
 use lancet::testbed::{Side, Testbed};
 
