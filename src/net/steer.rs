@@ -532,6 +532,63 @@ fn read_verdicts(verdicts: &MapHandle) -> SteerCounters {
     }
 }
 
+/// The steering program loaded but attached nowhere: for BPF_PROG_TEST_RUN measurements
+/// (benches/filter.rs) and tests of the program logic without a NIC.
+#[derive(Debug)]
+pub struct DetachedProgram {
+    rules: RuleMaps,
+    object: Object,
+}
+
+impl DetachedProgram {
+    /// Load the program and its (fresh, unpinned) maps.
+    pub fn load() -> Result<Self, NetError> {
+        let object = ObjectBuilder::default()
+            .open_memory(STEER_OBJECT)
+            .map_err(bpf_err("opening the embedded XDP steering object"))?
+            .load()
+            .map_err(bpf_err("loading the XDP steering program into the kernel"))?;
+        let handle = |name: &str| -> Result<MapHandle, NetError> {
+            let map = object.maps().find(|m| m.name() == name).ok_or_else(|| {
+                NetError::InvalidConfig(format!("steering object has no map {name:?}"))
+            })?;
+            MapHandle::try_from(&map).map_err(bpf_err(format!("opening map {name:?}")))
+        };
+        let rules = RuleMaps::from_fn("(detached)", &handle, None)?;
+        Ok(Self { rules, object })
+    }
+
+    /// The rule maps.
+    pub fn rules(&self) -> &RuleMaps {
+        &self.rules
+    }
+
+    /// Run the program `repeat` times on `frame` in the kernel (BPF_PROG_TEST_RUN); returns the
+    /// XDP action and the mean time per run.
+    pub fn test_run(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), NetError> {
+        let prog = self
+            .object
+            .progs_mut()
+            .find(|p| p.name() == PROGRAM_NAME)
+            .ok_or_else(|| {
+                NetError::InvalidConfig(format!("steering object has no program {PROGRAM_NAME:?}"))
+            })?;
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        let out = prog
+            .test_run(input)
+            .map_err(bpf_err("BPF_PROG_TEST_RUN of the steering program"))?;
+        Ok((out.return_value, out.duration))
+    }
+}
+
 impl Drop for Steering {
     fn drop(&mut self) {
         if self.pinning == Pinning::MapsOwned {
