@@ -34,6 +34,7 @@ pub mod spoof;
 pub mod stats;
 pub mod steer;
 pub mod tap;
+pub mod vmnet;
 pub mod xdp;
 
 pub use steer::{SteerCounters, XdpMode};

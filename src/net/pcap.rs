@@ -4,7 +4,8 @@
 //! Called from the VMM's I/O path, so it never blocks for long: records go into a 256 KiB buffer
 //! that is written out when full and on [`PcapWriter::flush`] / drop. A failed write disables the
 //! capture (counted in [`PcapWriter::errors`]) instead of stalling the VM. Classic pcap has no
-//! direction field; the direction is counted per writer (`rx_frames` / `tx_frames`).
+//! direction field; the direction is counted per writer (`rx_frames` / `tx_frames`). The TX side
+//! records what the guest sent, also frames anti-spoofing then keeps off the wire.
 
 use std::{
     fs::File,
