@@ -53,7 +53,7 @@ pub struct PublishedStats {
 }
 
 enum Inner {
-    Xdp(SpoofGuard<XdpBackend>),
+    Xdp(Box<SpoofGuard<XdpBackend>>),
     Other(SpoofGuard<Box<dyn Backend>>),
 }
 
@@ -86,11 +86,11 @@ impl VmNet {
                 cfg.pin = true;
                 cfg.vm_name = Some(name.clone());
                 cfg.mirror_tap = opts.mirror_tap.clone();
-                Inner::Xdp(SpoofGuard::new(
+                Inner::Xdp(Box::new(SpoofGuard::new(
                     XdpBackend::open(&cfg)?,
                     spec.vm_mac,
                     opts.allow_spoof,
-                ))
+                )))
             }
             BackendKind::Tap => Inner::Other(SpoofGuard::new(
                 super::open_backend(spec)?,
@@ -115,14 +115,14 @@ impl VmNet {
 
     fn backend(&self) -> &dyn Backend {
         match &self.inner {
-            Inner::Xdp(b) => b,
+            Inner::Xdp(b) => b.as_ref(),
             Inner::Other(b) => b,
         }
     }
 
     fn backend_mut(&mut self) -> &mut dyn Backend {
         match &mut self.inner {
-            Inner::Xdp(b) => b,
+            Inner::Xdp(b) => b.as_mut(),
             Inner::Other(b) => b,
         }
     }
@@ -189,7 +189,7 @@ impl Backend for VmNet {
     ) -> Result<usize, NetError> {
         let Self { inner, pcap, .. } = self;
         let backend: &mut dyn Backend = match inner {
-            Inner::Xdp(b) => b,
+            Inner::Xdp(b) => b.as_mut(),
             Inner::Other(b) => b,
         };
         match pcap.as_mut() {
