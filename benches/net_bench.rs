@@ -1,6 +1,7 @@
 //! Backend throughput and echo latency on a testbed (prints numbers; asserts nothing).
 //!
-//! `cargo run --release --example net_bench [xdp|tap|both] [frames] [direct|model|all]`
+//! `cargo bench --bench net_bench -- [xdp|tap|both] [frames] [direct|model|all]` (root: it builds a
+//! testbed of network namespaces)
 //!
 //! - inbound: a peer AF_PACKET sender floods 64-byte frames at the VM MAC; the backend is drained
 //!   by a spinning loop (frames/s delivered, drops by reason);
@@ -376,7 +377,8 @@ fn copy_cost() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench` (and libtest-style flags) to harness-less benches: skip flags.
+    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let which = args.get(1).map(String::as_str).unwrap_or("both");
     let n: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(500_000);
     let kinds: &[&str] = match which {
