@@ -163,6 +163,11 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
         &mut Vec::new(),
     )
     .unwrap();
+    // The kernel releases the last link reference asynchronously (deferred work).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while attached_program_id(ifindex).unwrap() != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(attached_program_id(ifindex).unwrap(), 0, "detached");
     assert!(!pin::pin_dir(&iface).exists());
 }
