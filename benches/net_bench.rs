@@ -35,13 +35,15 @@ const ECHO_PORT: u16 = 7;
 const ECHO_ROUNDS: u32 = 20_000;
 /// A reply later than this counts as lost.
 const ECHO_TIMEOUT: Duration = Duration::from_millis(20);
-/// The peer side runs on this core, the backend side on the other (as the measurements in
-/// machine.md were taken). Pinning is best effort.
+/// With NET_BENCH_PIN set, the peer side runs on this core and the backend side on the other (as
+/// the measurements in machine.md were taken). Off by default: pinned, the echo RTT on this
+/// machine often becomes one scheduler tick (4 ms), the softirq work of a reply apparently waiting
+/// behind a spinning thread on its core.
 const PEER_CORE: usize = 0;
 const BACKEND_CORE: usize = 1;
 
 fn pin(core: usize) {
-    if affinity::get_core_num() > core {
+    if std::env::var_os("NET_BENCH_PIN").is_some() && affinity::get_core_num() > core {
         let _ = affinity::set_thread_affinity([core]);
     }
 }
@@ -293,6 +295,9 @@ fn echo(s: Setup) -> Setup {
             while !stop.load(Ordering::Acquire) {
                 path.poll(&mut |f| pending.push(f.to_vec()));
                 if pending.is_empty() {
+                    // Spin, but let ksoftirqd on this core run: the kernel may defer the
+                    // network softirq of our own transmit to it.
+                    thread::yield_now();
                     continue;
                 }
                 for mut frame in pending.drain(..) {
@@ -376,6 +381,70 @@ fn copy_cost() {
     }
 }
 
+/// A backend that drops everything: isolates the model + null guest cost from the host network.
+struct NullBackend {
+    buf: Vec<u8>,
+}
+
+impl lancet::net::FrameTx for NullBackend {
+    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
+        Some(&mut self.buf)
+    }
+    fn tx_commit(&mut self, len: usize) {
+        std::hint::black_box(&self.buf[..len]);
+    }
+}
+
+impl Backend for NullBackend {
+    fn kind(&self) -> &'static str {
+        "null"
+    }
+    fn poll_fd(&self) -> std::os::fd::RawFd {
+        -1
+    }
+    fn recv_batch(
+        &mut self,
+        _max: usize,
+        _deliver: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, lancet::net::NetError> {
+        Ok(0)
+    }
+    fn reap(&mut self) {}
+    fn stats(&self) -> lancet::net::BackendStats {
+        lancet::net::BackendStats::default()
+    }
+}
+
+/// The model + null guest alone (no network): frames per second each way.
+fn model_only(n: u64) {
+    let mut g = net_support::NullGuest::new(Testbed::VM_MAC, 7, 6);
+    let mut null = NullBackend { buf: vec![0; 2048] };
+    let frame = frames::test_frame(Testbed::VM_MAC, [2, 0, 0, 0, 0, 1], 1, FRAME_LEN);
+    let start = Instant::now();
+    let mut got = 0u64;
+    while got < n {
+        while g.lance.receive(&g.mem, &frame) == lancet::lance::RxOutcome::Delivered {}
+        got += g.poll_rx(|f| {
+            std::hint::black_box(f);
+        }) as u64;
+    }
+    let rx = n as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < n {
+        while g.queue_tx(&frame) {
+            sent += 1;
+        }
+        g.kick_tx(&mut null);
+    }
+    let tx = n as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "model only (null guest, null backend): RX {:.0} kpps, TX {:.0} kpps",
+        rx / 1e3,
+        tx / 1e3
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench` (and libtest-style flags) to harness-less benches: skip flags.
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
@@ -395,6 +464,7 @@ fn main() {
     println!("load average: {}", load.trim());
     pin(BACKEND_CORE);
     copy_cost();
+    model_only(n.max(100_000));
     for kind in kinds {
         for &model in models {
             pin(BACKEND_CORE);

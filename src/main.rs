@@ -1,2 +1,474 @@
 //! `lancet` command line: parses arguments and calls the library.
-fn main() {}
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use lancet::vmm::boot::BootSpec;
+use lancet::vmm::memory::parse_size;
+use lancet::vmm::{run_vm, HiddenFeatures, VmConfig, DEFAULT_HIDDEN};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lancet",
+    version,
+    about = "A hosted VMM whose emulated AMD PCnet-PCI II (Am79C970A) NIC is bridged over AF_XDP or TAP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a VM (a Linux kernel or the built-in test guest) with the Lance NIC bridged to a host NIC.
+    #[command(long_about = RUN_ABOUT)]
+    Run(Box<RunArgs>),
+}
+
+const RUN_ABOUT: &str = "Boot a VM under KVM with one network device, the emulated Am79C970A (PCnet-PCI II) at PCI 00:03.0 \
+(BAR0 I/O 0xc000, BAR1 MMIO 0xfebf0000, IRQ 11), bridged to a host NIC over AF_XDP (--backend xdp: an XDP program steers \
+frames for the VM's MAC to the VM's socket) or TAP (--backend tap: a TAP device on the NIC's bridge).\n\n\
+Guest: either a Linux kernel (--kernel bzImage or vmlinux with a PVH note, --initrd, --cmdline) or the project's test \
+guest (--guest echo|sink|blast, built by `make guest`). The serial console (COM1) goes to stdout or --serial FILE. \
+The exit status is the guest's own (debug-exit port 0x501), 0 after Ctrl-C, 1 when the VM failed.\n\n\
+Needs root (or CAP_NET_ADMIN + CAP_BPF for the backend and access to /dev/kvm).\n\n\
+Examples:\n  lancet run --nic lt-nic --backend xdp --guest echo --guest-ip 10.77.0.10/24\n  \
+lancet run --nic lt-br0 --backend tap --kernel .cache/linux-guest/bzImage --initrd .cache/linux-guest/initramfs.cpio \
+--cmdline 'console=ttyS0 ip=10.77.0.10::10.77.0.1:255.255.255.0::eth0:off'";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendKind {
+    /// AF_XDP socket on the NIC, with the XDP steering program.
+    Xdp,
+    /// TAP device enslaved to the NIC's bridge (or to --nic when it is a bridge).
+    Tap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum XdpModeArg {
+    /// Native (driver) XDP when the NIC's driver supports it, generic otherwise.
+    Auto,
+    /// Driver mode only.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GuestProgram {
+    /// Answer ARP, ICMP echo and UDP echo (port 7).
+    Echo,
+    /// Count received frames.
+    Sink,
+    /// Send --count UDP frames of --size bytes to --peer.
+    Blast,
+    /// Program the NIC like a broken or malicious driver (bad rings, zero lengths, descriptors
+    /// outside RAM, endless chains), resetting it after each step; exits 0 when the chip stayed sane.
+    Hostile,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TxMode {
+    /// Walk the TX ring on the vCPU thread at TDMD.
+    Inline,
+    /// Hand TX to the I/O thread.
+    IoThread,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Host network interface to bridge the VM to (AF_XDP: the NIC; TAP: a bridge, or a NIC enslaved to one).
+    /// Without it the VM's NIC has no link.
+    #[arg(long, value_name = "IFACE")]
+    nic: Option<String>,
+    /// Host side of the wire.
+    #[arg(long, value_enum, default_value = "xdp")]
+    backend: BackendKind,
+    /// How the XDP steering program attaches (--backend xdp).
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: XdpModeArg,
+    /// The VM's MAC address (the Lance's PROM address).
+    #[arg(long, value_name = "MAC", default_value = "52:54:00:12:34:56", value_parser = parse_mac)]
+    mac: [u8; 6],
+    /// Guest RAM, e.g. 256M or 1G (16M..3G).
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = parse_size)]
+    mem: u64,
+    /// Number of vCPUs (1..8).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    cpus: usize,
+
+    /// Linux kernel to boot: a bzImage, or a vmlinux ELF with a PVH entry note.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "guest",
+        required_unless_present = "guest"
+    )]
+    kernel: Option<PathBuf>,
+    /// Initial ramdisk for --kernel.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line for --kernel.
+    #[arg(long, value_name = "S", requires = "kernel", default_value = DEFAULT_LINUX_CMDLINE)]
+    cmdline: String,
+
+    /// Run the test guest (`make guest`) with this program instead of a kernel.
+    #[arg(long, value_enum)]
+    guest: Option<GuestProgram>,
+    /// The test guest's address and prefix length.
+    #[arg(
+        long,
+        value_name = "A/N",
+        default_value = "10.77.0.10/24",
+        requires = "guest"
+    )]
+    guest_ip: String,
+    /// Test guest: poll the rings (only TDMD exits) instead of taking interrupts.
+    #[arg(long, requires = "guest")]
+    poll: bool,
+    /// Test guest: the peer's IPv4 address (blast sends to it).
+    #[arg(long, value_name = "IP", requires = "guest")]
+    peer: Option<Ipv4Addr>,
+    /// Test guest: frames to receive (sink; 0 = forever) or send (blast).
+    #[arg(long, value_name = "N", requires = "guest")]
+    count: Option<u64>,
+    /// Test guest: Ethernet frame length for blast (default 64).
+    #[arg(long, value_name = "N", requires = "guest")]
+    size: Option<u32>,
+    /// Test guest: the UDP echo port (default 7).
+    #[arg(long, value_name = "N", requires = "guest")]
+    port: Option<u16>,
+    /// The test guest image (default: $LANCET_GUEST_ELF, else the one `make guest` built).
+    #[arg(long, value_name = "FILE", requires = "guest")]
+    guest_elf: Option<PathBuf>,
+
+    /// Where the serial console goes: `stdio` or a file path.
+    #[arg(long, value_name = "FILE|stdio", default_value = "stdio")]
+    serial: String,
+    /// Pin the vCPU thread(s) to this host CPU.
+    #[arg(long, value_name = "N")]
+    pin_vcpu: Option<usize>,
+    /// Pin the I/O thread to this host CPU.
+    #[arg(long, value_name = "N")]
+    pin_io: Option<usize>,
+    /// Write counters at exit (frames, bytes, drops by reason, exits by reason, exits per frame).
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+    /// Enter this network namespace (ip netns) before opening the backend.
+    #[arg(long, value_name = "NAME")]
+    netns: Option<String>,
+    /// CPU features hidden from the guest (comma-separated; "" hides none). For --kernel the matching
+    /// `noxsave clearcpuid=...` parameters are appended to the command line unless it has its own.
+    #[arg(long, value_name = "LIST", default_value = DEFAULT_HIDDEN)]
+    cpuid_hide: String,
+    /// Where TX happens after the guest sets TDMD.
+    #[arg(long, value_enum, default_value = "inline")]
+    tx_mode: TxMode,
+    /// Microseconds the I/O thread busy-polls the TX ring after activity (when the chip polls).
+    #[arg(long, value_name = "US", default_value_t = 50)]
+    busy_poll_us: u64,
+    /// Stop the VM after this many seconds (exit status 1).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// Name of the TAP device (--backend tap).
+    #[arg(long, value_name = "NAME", default_value = "lt-tap0")]
+    tap: String,
+}
+
+/// Where `make guest` leaves the test guest in this checkout (used when neither --guest-elf nor
+/// LANCET_GUEST_ELF says otherwise).
+const DEFAULT_GUEST_ELF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/target/guest/release/lancet-guest"
+);
+
+/// The kernel command line when none is given.
+const DEFAULT_LINUX_CMDLINE: &str = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 reboot=t";
+
+fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let bad = || format!("'{text}' is not a MAC address (e.g. 52:54:00:12:34:56)");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 != 0 {
+        return Err(format!(
+            "'{text}' is a multicast address: a NIC needs a unicast MAC"
+        ));
+    }
+    Ok(mac)
+}
+
+/// The `--guest-ip A/N` pair.
+fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("--guest-ip '{text}' is not ADDRESS/PREFIX (e.g. 10.77.0.10/24)");
+    let (ip, len) = text.split_once('/').ok_or_else(bad)?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok((ip, len))
+}
+
+/// The user's kernel command line plus the parameters that hide the `--cpuid-hide` features from
+/// Linux itself, unless the user already chose (`noxsave` / `clearcpuid=` present).
+fn linux_cmdline(user: &str, hidden: &HiddenFeatures) -> String {
+    if user.contains("clearcpuid=") || user.contains("noxsave") {
+        return user.to_string();
+    }
+    let extra = hidden.linux_cmdline_args();
+    if extra.is_empty() {
+        user.to_string()
+    } else {
+        format!("{user} {extra}")
+    }
+}
+
+/// Everything that can go wrong in the CLI, for one error line.
+type CliResult<T> = Result<T, String>;
+
+fn guest_elf_path(explicit: Option<PathBuf>) -> CliResult<PathBuf> {
+    let path = explicit
+        .or_else(|| std::env::var_os("LANCET_GUEST_ELF").map(PathBuf::from))
+        .or_else(|| option_env!("LANCET_GUEST_ELF").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_GUEST_ELF));
+    if !path.is_file() {
+        return Err(format!(
+            "test guest image {} not found: run `make guest` (or pass --guest-elf FILE)",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
+fn guest_cmdline(args: &RunArgs, program: GuestProgram) -> CliResult<String> {
+    let (ip, len) = parse_cidr(&args.guest_ip)?;
+    let prog = match program {
+        GuestProgram::Echo => "echo",
+        GuestProgram::Sink => "sink",
+        GuestProgram::Blast => "blast",
+        GuestProgram::Hostile => "hostile",
+    };
+    let mode = if args.poll { "poll" } else { "irq" };
+    let mut line = format!("prog={prog} mode={mode} ip={ip}/{len}");
+    if let Some(peer) = args.peer {
+        line += &format!(" peer={peer}");
+    }
+    if let Some(count) = args.count {
+        line += &format!(" count={count}");
+    }
+    if let Some(size) = args.size {
+        line += &format!(" size={size}");
+    }
+    if let Some(port) = args.port {
+        line += &format!(" port={port}");
+    }
+    if program == GuestProgram::Blast && args.peer.is_none() {
+        return Err("--guest blast needs --peer IP (the address to send to)".into());
+    }
+    Ok(line)
+}
+
+fn serial_sink(spec: &str) -> CliResult<Box<dyn Write + Send>> {
+    if spec == "stdio" {
+        return Ok(Box::new(std::io::stdout()));
+    }
+    let file =
+        std::fs::File::create(spec).map_err(|e| format!("cannot create serial log {spec}: {e}"))?;
+    Ok(Box::new(std::io::LineWriter::new(file)))
+}
+
+fn enter_netns(name: &str) -> CliResult<()> {
+    let path = format!("/var/run/netns/{name}");
+    let file = std::fs::File::open(&path).map_err(|e| {
+        format!("network namespace {name} not found ({path}: {e}): create it with `ip netns add {name}`")
+    })?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+        format!("cannot enter network namespace {name}: {e} (needs root / CAP_SYS_ADMIN)")
+    })
+}
+
+fn run(args: RunArgs) -> CliResult<i32> {
+    if let Some(ns) = &args.netns {
+        enter_netns(ns)?;
+    }
+    let hidden = HiddenFeatures::parse(&args.cpuid_hide).map_err(|e| e.to_string())?;
+    let boot = match (args.guest, &args.kernel) {
+        (Some(program), _) => BootSpec {
+            kernel: guest_elf_path(args.guest_elf.clone())?,
+            initrd: None,
+            cmdline: guest_cmdline(&args, program)?,
+            cpus: 1,
+        },
+        (None, Some(kernel)) => BootSpec {
+            kernel: kernel.clone(),
+            initrd: args.initrd.clone(),
+            cmdline: linux_cmdline(&args.cmdline, &hidden),
+            cpus: 1,
+        },
+        (None, None) => return Err("give --kernel FILE or --guest echo|sink|blast".into()),
+    };
+    let net = net_setup::net_config(&args)?;
+    let config = VmConfig {
+        mem_bytes: args.mem,
+        cpus: args.cpus,
+        boot,
+        hidden,
+        serial_out: serial_sink(&args.serial)?,
+        net,
+        pin_vcpu: args.pin_vcpu,
+        pin_io: args.pin_io,
+        handle_signals: true,
+        timeout: args.timeout.map(std::time::Duration::from_secs),
+        stop_check: None,
+    };
+    let report = run_vm(config).map_err(|e| e.to_string())?;
+    let _ = std::io::stdout().flush();
+    eprintln!("lancet: {}", report.outcome);
+    let json = report.to_json();
+    eprintln!(
+        "lancet: NIC tx {} / rx {} frames, {} vCPU exits ({} to the NIC, {} per frame)",
+        json["nic"]["tx_frames"],
+        json["nic"]["rx_frames"],
+        json["exits"]["total"],
+        report.exits.nic_exits(),
+        match json["nic_exits_per_frame"].as_f64() {
+            Some(v) => format!("{v:.2}"),
+            None => "-".into(),
+        }
+    );
+    if let Some(path) = &args.stats_json {
+        let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(e) = &report.io_thread_error {
+        eprintln!("lancet: I/O thread: {e}");
+    }
+    Ok(report.outcome.exit_status())
+}
+
+/// Building the NIC model and the backend from the command line.
+mod net_setup {
+    use std::time::Duration;
+
+    use std::net::Ipv4Addr;
+
+    use super::{BackendKind, CliResult, RunArgs, TxMode, XdpModeArg};
+    use lancet::lance::Lance;
+    use lancet::net::{self, BackendSpec, XdpMode};
+    use lancet::vmm::nic::{BackendPort, NetPort, NicModel};
+    use lancet::vmm::{IoTuning, NetConfig};
+
+    pub fn net_config(args: &RunArgs) -> CliResult<Option<NetConfig>> {
+        let backend: Option<Box<dyn NetPort>> = match &args.nic {
+            Some(nic) => Some(open_backend(args, nic)?),
+            None => None,
+        };
+        let link_up = backend.is_some();
+        let mac = args.mac;
+        Ok(Some(NetConfig {
+            make_nic: Box::new(move |irq| {
+                let mut lance = Lance::new(mac, irq);
+                lance.set_link(link_up);
+                Box::new(lance) as Box<dyn NicModel>
+            }),
+            backend,
+            tx_inline: args.tx_mode == TxMode::Inline,
+            io: IoTuning {
+                busy_poll: Duration::from_micros(args.busy_poll_us),
+            },
+        }))
+    }
+
+    fn open_backend(args: &RunArgs, nic: &str) -> CliResult<Box<dyn NetPort>> {
+        let spec = BackendSpec {
+            kind: match args.backend {
+                BackendKind::Xdp => net::BackendKind::Xdp,
+                BackendKind::Tap => net::BackendKind::Tap,
+            },
+            nic: nic.to_string(),
+            vm_mac: args.mac,
+            vm_ip: vm_ipv4(args),
+            tap_name: Some(args.tap.clone()),
+            xdp_mode: match args.xdp_mode {
+                XdpModeArg::Auto => XdpMode::Auto,
+                XdpModeArg::Native => XdpMode::Native,
+                XdpModeArg::Generic => XdpMode::Generic,
+            },
+        };
+        let backend = net::open_backend(&spec).map_err(|e| e.to_string())?;
+        Ok(Box::new(BackendPort(backend)))
+    }
+
+    /// The VM's IPv4 address, for ARP steering: --guest-ip, or the `ip=` kernel parameter.
+    fn vm_ipv4(args: &RunArgs) -> Option<Ipv4Addr> {
+        if args.guest.is_some() {
+            return super::parse_cidr(&args.guest_ip).ok().map(|(ip, _)| ip);
+        }
+        args.cmdline
+            .split_whitespace()
+            .find_map(|p| p.strip_prefix("ip="))
+            .and_then(|v| v.split(':').next())
+            .and_then(|ip| ip.parse().ok())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LANCET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Run(args) => match run(*args) {
+            Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("lancet: error: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_and_cidr_parse() {
+        assert_eq!(
+            parse_mac("52:54:00:12:34:56"),
+            Ok([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        assert!(parse_mac("01:00:5e:00:00:01")
+            .unwrap_err()
+            .contains("multicast"));
+        assert!(parse_mac("52:54:00").is_err());
+        assert_eq!(
+            parse_cidr("10.0.0.2/24"),
+            Ok((Ipv4Addr::new(10, 0, 0, 2), 24))
+        );
+        assert!(parse_cidr("10.0.0.2").is_err());
+        assert!(parse_cidr("10.0.0.2/40").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

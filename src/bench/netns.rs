@@ -1,0 +1,185 @@
+//! The bench's view of the shared testbed ([`crate::testbed::Testbed`]: two `lt-*` namespaces
+//! joined by a veth pair, removed on drop) as two addressed ends; running code inside a namespace;
+//! reading interface counters.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::thread;
+
+use nix::sched::{setns, CloneFlags};
+
+use super::packet::Mac;
+use super::BenchError;
+use crate::testbed::{Side, Testbed, TestbedConfig};
+
+/// Where `ip netns` keeps its namespace handles.
+const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// One end of the veth pair: its namespace, interface and addresses.
+#[derive(Debug, Clone)]
+pub struct VethEnd {
+    pub netns: String,
+    pub ifname: String,
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+}
+
+/// A [`Testbed`] seen as two ends: `a` is the host side (`lt-nic`, where the path under test
+/// sits; a port of the bridge `lt-br0` when bridged), `b` the peer side (`lt-peer`, where the
+/// bench's client, generator and counter run). IPv6 is off in both (no neighbour-discovery noise
+/// in the counts). Everything is deleted on drop.
+#[derive(Debug)]
+pub struct VethPairNetns {
+    pub a: VethEnd,
+    pub b: VethEnd,
+    bed: Testbed,
+}
+
+fn ip_cmd(args: &[&str]) -> Result<(), BenchError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| BenchError::Setup(format!("cannot run `ip` (install iproute2): {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Setup(format!(
+            "`ip {}` failed: {} (are you root?)",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn setup_err(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Setup(e.to_string())
+}
+
+impl VethPairNetns {
+    /// A plain pair (the host end `lt-nic` has 10.77.0.1/24, the peer 10.77.0.2/24). `tag` (its
+    /// first two characters) goes into the namespace names, which are unique per process.
+    pub fn create(tag: &str) -> Result<Self, BenchError> {
+        Self::build(tag, false)
+    }
+
+    /// A pair whose host end is a port of the bridge `lt-br0` (which holds 10.77.0.1/24): the
+    /// TAP paths' topology.
+    pub fn create_bridged(tag: &str) -> Result<Self, BenchError> {
+        Self::build(tag, true)
+    }
+
+    fn build(tag: &str, with_bridge: bool) -> Result<Self, BenchError> {
+        let bed = Testbed::new(TestbedConfig {
+            name_prefix: tag.to_string(),
+            with_bridge,
+            mtu: None,
+        })
+        .map_err(setup_err)?;
+        let end = |side: Side, ifname: &str, ip: Ipv4Addr| -> Result<VethEnd, BenchError> {
+            Ok(VethEnd {
+                netns: bed.ns_name(side).to_string(),
+                ifname: ifname.to_string(),
+                mac: bed.mac_of(side, ifname).map_err(setup_err)?,
+                ip,
+            })
+        };
+        let a = end(Side::Host, Testbed::NIC, Testbed::HOST_IP)?;
+        let b = end(Side::Peer, Testbed::PEER_NIC, Testbed::PEER_IP)?;
+        Ok(VethPairNetns { a, b, bed })
+    }
+
+    /// The bridge of a [`VethPairNetns::create_bridged`] pair.
+    pub fn bridge(&self) -> Option<&'static str> {
+        self.bed.has_bridge().then_some(Testbed::BRIDGE)
+    }
+
+    /// Add a TAP device (`lt-tap0`) to the bridge, for a VMM that opens an existing TAP (QEMU).
+    /// Returns its name.
+    pub fn add_bridged_tap(&self) -> Result<String, BenchError> {
+        let bridge = self.bridge().ok_or_else(|| {
+            BenchError::Setup(
+                "a TAP needs a bridged testbed (VethPairNetns::create_bridged)".into(),
+            )
+        })?;
+        let ns = self.a.netns.as_str();
+        let tap = Testbed::TAP;
+        ip_cmd(&["-n", ns, "tuntap", "add", "dev", tap, "mode", "tap"])?;
+        ip_cmd(&["-n", ns, "link", "set", tap, "master", bridge])?;
+        ip_cmd(&["-n", ns, "link", "set", tap, "up"])?;
+        Ok(tap.to_string())
+    }
+}
+
+/// Counters of one interface as the kernel keeps them (`ip -s link`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounters {
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
+/// Read `ifname`'s counters inside `netns` (through `ip -j -s link show`).
+pub fn link_counters(netns: &str, ifname: &str) -> Result<LinkCounters, BenchError> {
+    let out = Command::new("ip")
+        .args(["-n", netns, "-j", "-s", "link", "show", "dev", ifname])
+        .output()
+        .map_err(|e| BenchError::Setup(format!("cannot run `ip` (install iproute2): {e}")))?;
+    if !out.status.success() {
+        return Err(BenchError::Io(format!(
+            "reading counters of {ifname} in {netns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| BenchError::Io(format!("parsing `ip -j -s link` output: {e}")))?;
+    let stats = &parsed[0]["stats64"];
+    let get = |dir: &str, key: &str| stats[dir][key].as_u64().unwrap_or(0);
+    Ok(LinkCounters {
+        rx_packets: get("rx", "packets"),
+        rx_dropped: get("rx", "dropped"),
+        tx_packets: get("tx", "packets"),
+        tx_dropped: get("tx", "dropped"),
+    })
+}
+
+/// Move the calling thread into the named network namespace (a handle under /run/netns).
+/// Sockets created afterwards by this thread live there; other threads are unaffected.
+pub fn enter_netns(netns: &str) -> Result<(), BenchError> {
+    let path = format!("{NETNS_RUN_DIR}/{netns}");
+    let handle = File::open(&path).map_err(|e| {
+        BenchError::Setup(format!(
+            "cannot open network namespace {path}: {e} (create it with `ip netns add`)"
+        ))
+    })?;
+    setns(&handle, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| BenchError::Setup(format!("setns into {netns} failed: {e} (need root)")))
+}
+
+/// Run `work` on a new thread that first enters `netns`; returns the thread's handle.
+pub fn spawn_in_netns<T, F>(
+    netns: &str,
+    name: &str,
+    work: F,
+) -> Result<thread::JoinHandle<Result<T, BenchError>>, BenchError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, BenchError> + Send + 'static,
+{
+    let netns = netns.to_string();
+    thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            enter_netns(&netns)?;
+            work()
+        })
+        .map_err(|e| BenchError::Setup(format!("cannot spawn thread {name}: {e}")))
+}
+
+/// Join a thread started with [`spawn_in_netns`], turning a panic into an error.
+pub fn join<T>(handle: thread::JoinHandle<Result<T, BenchError>>) -> Result<T, BenchError> {
+    handle
+        .join()
+        .map_err(|_| BenchError::Setup("a bench worker thread panicked".into()))?
+}

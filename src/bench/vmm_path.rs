@@ -1,0 +1,329 @@
+//! The `xdp` and `tap` path runners: lancet's own VMM (`lancet run`, as a child process, flags as
+//! in issue 4) booting the test guest with the AF_XDP or the TAP backend on one end of a veth pair;
+//! the guest's console says when it is ready, `--stats-json` (written when the VMM stops on
+//! SIGTERM) gives KVM exits by reason, the model's frame counts and the backend's drops.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use super::guest_proc::GuestProcess;
+use super::netns::VethPairNetns;
+use super::packet::{format_mac, Mac, ECHO_PORT, FCS_LEN};
+use super::qemu_path::BLAST_LINE;
+use super::report::{DropCount, Pinning};
+use crate::testbed::Testbed;
+
+use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Role, RunningPath};
+
+/// The guest's MAC and address on the testbed segment.
+const GUEST_MAC: Mac = Testbed::VM_MAC;
+const GUEST_IP: Ipv4Addr = Testbed::VM_IP;
+const GUEST_PREFIX_LEN: u8 = Testbed::PREFIX_LEN;
+/// Guest RAM given to the test guest.
+const GUEST_MEM: &str = "64M";
+/// How long the VMM gets to stop (and write its statistics) after SIGTERM.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+/// Exit reasons that belong to boot and shutdown, not to moving packets (console output, PCI
+/// probing, the exit port): left out of exits per packet.
+const SETUP_EXIT_REASONS: [&str; 6] = [
+    "pio_serial",
+    "pio_pci_config",
+    "pio_debug_exit",
+    "shutdown",
+    "system_event",
+    "total",
+];
+
+/// Which backend `lancet run` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmmBackend {
+    Xdp,
+    Tap,
+}
+
+impl VmmBackend {
+    fn name(self) -> &'static str {
+        match self {
+            VmmBackend::Xdp => "xdp",
+            VmmBackend::Tap => "tap",
+        }
+    }
+}
+
+/// `lancet run` settings shared by both backends.
+#[derive(Debug, Clone)]
+pub struct VmmSettings {
+    /// The lancet executable (normally the running one).
+    pub lancet: PathBuf,
+    pub guest_image: PathBuf,
+    pub boot_timeout: Duration,
+    pub pin_vcpu: Option<usize>,
+    pub pin_io: Option<usize>,
+}
+
+struct VmmTestbed {
+    pair: VethPairNetns,
+    /// `--nic`: the veth end (xdp) or the bridge it is a port of (tap).
+    nic: String,
+    /// `--tap` (tap backend).
+    tap: String,
+}
+
+/// Runs `lancet run` in its own namespace pair (created on first use).
+pub struct VmmRunner {
+    backend: VmmBackend,
+    settings: VmmSettings,
+    testbed: Option<VmmTestbed>,
+    stats_dir: PathBuf,
+    started: u64,
+}
+
+impl VmmRunner {
+    pub fn new(backend: VmmBackend, settings: VmmSettings) -> Self {
+        let stats_dir = std::env::temp_dir().join(format!(
+            "lancet-bench-{}-{}",
+            backend.name(),
+            std::process::id()
+        ));
+        VmmRunner {
+            backend,
+            settings,
+            testbed: None,
+            stats_dir,
+            started: 0,
+        }
+    }
+
+    fn testbed(&mut self) -> Result<&VmmTestbed, BenchError> {
+        if self.testbed.is_none() {
+            let (pair, nic, tap) = match self.backend {
+                VmmBackend::Xdp => {
+                    let pair = VethPairNetns::create("vx")?;
+                    let nic = pair.a.ifname.clone();
+                    (pair, nic, String::new())
+                }
+                VmmBackend::Tap => {
+                    let pair = VethPairNetns::create_bridged("vt")?;
+                    let bridge = pair.bridge().unwrap_or(Testbed::BRIDGE).to_string();
+                    (pair, bridge, Testbed::TAP.to_string())
+                }
+            };
+            self.testbed = Some(VmmTestbed { pair, nic, tap });
+        }
+        self.testbed
+            .as_ref()
+            .ok_or_else(|| BenchError::Setup("VMM testbed missing".into()))
+    }
+}
+
+impl Drop for VmmRunner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.stats_dir);
+    }
+}
+
+impl PathRunner for VmmRunner {
+    fn name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    fn unavailable(&mut self, _mode: GuestMode) -> Option<String> {
+        if !self.settings.lancet.is_file() {
+            return Some(format!(
+                "lancet executable {} not found",
+                self.settings.lancet.display()
+            ));
+        }
+        if !std::path::Path::new("/dev/kvm").exists() {
+            return Some("no /dev/kvm".into());
+        }
+        if !self.settings.guest_image.is_file() {
+            return Some(format!(
+                "no test guest image at {}: build it with `make guest` or pass --guest FILE",
+                self.settings.guest_image.display()
+            ));
+        }
+        None
+    }
+
+    fn pinning(&self) -> Vec<Pinning> {
+        let name = self.backend.name();
+        vec![
+            Pinning {
+                thread: format!("lancet ({name}) vCPU"),
+                cpu: self.settings.pin_vcpu,
+            },
+            Pinning {
+                thread: format!("lancet ({name}) I/O thread"),
+                cpu: self.settings.pin_io,
+            },
+        ]
+    }
+
+    fn prepare(&mut self, _mode: GuestMode) -> Result<Endpoint, BenchError> {
+        let tb = self.testbed()?;
+        Ok(Endpoint {
+            peer_netns: tb.pair.b.netns.clone(),
+            peer_ifname: tb.pair.b.ifname.clone(),
+            peer_mac: tb.pair.b.mac,
+            peer_ip: tb.pair.b.ip,
+            dut_mac: GUEST_MAC,
+            dut_ip: GUEST_IP,
+            echo_port: ECHO_PORT,
+        })
+    }
+
+    fn start(&mut self, mode: GuestMode, role: &Role) -> Result<Box<dyn RunningPath>, BenchError> {
+        let endpoint = self.prepare(mode)?;
+        std::fs::create_dir_all(&self.stats_dir)
+            .map_err(|e| BenchError::Io(format!("creating {}: {e}", self.stats_dir.display())))?;
+        self.started += 1;
+        let stats_file = self.stats_dir.join(format!("run-{}.json", self.started));
+        let _ = std::fs::remove_file(&stats_file);
+        let settings = self.settings.clone();
+        let backend = self.backend;
+        let tb = self.testbed()?;
+        let mut command = Command::new(&settings.lancet);
+        command
+            .arg("run")
+            .args(["--netns", &tb.pair.a.netns])
+            .args(["--nic", &tb.nic])
+            .args(["--backend", backend.name()])
+            .args(["--mac", &format_mac(&GUEST_MAC)])
+            .args(["--mem", GUEST_MEM])
+            .args(["--serial", "stdio"])
+            .arg("--stats-json")
+            .arg(&stats_file)
+            .arg("--guest-elf")
+            .arg(&settings.guest_image)
+            .args(["--guest-ip", &format!("{GUEST_IP}/{GUEST_PREFIX_LEN}")]);
+        if backend == VmmBackend::Tap {
+            command.args(["--tap", &tb.tap]);
+        }
+        if mode == GuestMode::Poll {
+            command.arg("--poll");
+        }
+        if let Some(cpu) = settings.pin_vcpu {
+            command.args(["--pin-vcpu", &cpu.to_string()]);
+        }
+        if let Some(cpu) = settings.pin_io {
+            command.args(["--pin-io", &cpu.to_string()]);
+        }
+        match role {
+            Role::Echo => {
+                command.args(["--guest", "echo"]);
+            }
+            Role::Sink { .. } => {
+                command.args(["--guest", "sink", "--count", "0"]);
+            }
+            Role::Blast { count, frame_len } => {
+                command
+                    .args(["--guest", "blast", "--peer", &endpoint.peer_ip.to_string()])
+                    .args(["--count", &count.to_string()])
+                    .args(["--size", &(frame_len + FCS_LEN).to_string()]);
+            }
+        }
+        let process = GuestProcess::start(backend.name(), command, settings.boot_timeout)?;
+        Ok(Box::new(RunningVmm {
+            process,
+            endpoint,
+            role: role.clone(),
+            stats_file,
+            backend,
+        }))
+    }
+}
+
+struct RunningVmm {
+    process: GuestProcess,
+    endpoint: Endpoint,
+    role: Role,
+    stats_file: PathBuf,
+    backend: VmmBackend,
+}
+
+/// Every numeric field of `value` (an object), as (name, count).
+fn numeric_fields(value: &serde_json::Value) -> Vec<(String, u64)> {
+    value
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Turn the VMM's `--stats-json` document into the bench's counters.
+pub fn stats_from_vmm_json(doc: &serde_json::Value, role: &Role, path: &str) -> PathStats {
+    let mut stats = PathStats::default();
+    for (reason, n) in numeric_fields(&doc["exits"]) {
+        if n > 0 && !SETUP_EXIT_REASONS.contains(&reason.as_str()) {
+            stats.kvm_exits.insert(reason, n);
+        }
+    }
+    let nic = &doc["nic"];
+    match role {
+        Role::Sink { .. } => stats.frames_received = nic["rx_frames"].as_u64(),
+        Role::Blast { .. } => stats.frames_sent = nic["tx_frames"].as_u64(),
+        Role::Echo => {}
+    }
+    for field in [
+        "rx_missed",
+        "rx_overflow",
+        "rx_not_running",
+        "tx_dropped_oversize",
+        "dma_errors",
+    ] {
+        if let Some(n) = nic[field].as_u64().filter(|n| *n > 0) {
+            stats.drops.push(DropCount {
+                counted_at: format!("{path}: Lance model {field}"),
+                frames: n,
+            });
+        }
+    }
+    for (reason, n) in numeric_fields(&doc["backend"]["drops"]) {
+        if n > 0 {
+            stats.drops.push(DropCount {
+                counted_at: format!("{path}: backend {reason}"),
+                frames: n,
+            });
+        }
+    }
+    stats
+}
+
+impl RunningPath for RunningVmm {
+    fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<PathStats, BenchError> {
+        let exited_by_itself = self.process.stop(TERM_GRACE);
+        let path = self.backend.name();
+        let text = std::fs::read_to_string(&self.stats_file).map_err(|e| BenchError::Path {
+            path: path.into(),
+            reason: format!(
+                "no --stats-json from lancet run at {} ({e}){}; console: {}",
+                self.stats_file.display(),
+                if exited_by_itself {
+                    ""
+                } else {
+                    " after SIGTERM"
+                },
+                self.process.console_tail()
+            ),
+        })?;
+        let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| BenchError::Path {
+            path: path.into(),
+            reason: format!("unreadable --stats-json {}: {e}", self.stats_file.display()),
+        })?;
+        let mut stats = stats_from_vmm_json(&doc, &self.role, path);
+        if let (Role::Blast { .. }, None) = (&self.role, stats.frames_sent) {
+            stats.frames_sent = self.process.last_number_after(BLAST_LINE);
+        }
+        Ok(stats)
+    }
+}
