@@ -6,14 +6,15 @@
 //! lancet filter del IFACE ID
 //! lancet filter list IFACE [--json]
 //! lancet filter flush IFACE
-//! lancet nic attach IFACE [--mode auto|native|generic]
+//! lancet nic attach IFACE [--mode auto|native|generic] [--netns NAME]
 //! lancet nic detach IFACE
-//! lancet nic status IFACE [--json]
+//! lancet nic status IFACE [--json] [--netns NAME]
 //! lancet stats IFACE [--json] [--watch [SECONDS]]
 //! ```
 //!
 //! Every command works on the state pinned under `/sys/fs/bpf/lancet/IFACE/` by a running
-//! `lancet run` or by `lancet nic attach`; `nic attach` must run in the NIC's network namespace.
+//! `lancet run` or by `lancet nic attach`; `nic attach` works in the NIC's network namespace
+//! (`--netns NAME`; not under `ip netns exec`, whose private /sys would take the pins with it).
 
 use std::{io::Write, time::Duration};
 
@@ -105,6 +106,10 @@ pub enum NicCmd {
         /// XDP mode.
         #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
         mode: ModeArg,
+        /// Enter this network namespace (ip netns) first. Use it instead of `ip netns exec`,
+        /// which gives the process a private /sys where pins vanish with it.
+        #[arg(long, value_name = "NAME")]
+        netns: Option<String>,
     },
     /// Remove the pinned program, link and maps (the program detaches when no VMM holds it).
     Detach {
@@ -115,6 +120,9 @@ pub enum NicCmd {
     Status {
         /// The NIC.
         iface: String,
+        /// Enter this network namespace (ip netns) first (for the attach mode).
+        #[arg(long, value_name = "NAME")]
+        netns: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -143,6 +151,45 @@ pub enum CliError {
     Net(#[from] NetError),
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Enter network namespace `name` (as `ip netns` names it) in this thread.
+fn enter_netns(name: &str) -> Result<(), CliError> {
+    let path = format!("/var/run/netns/{name}");
+    let file = std::fs::File::open(&path).map_err(|e| {
+        CliError::Usage(format!(
+            "network namespace {name} not found ({path}: {e}): list them with `ip netns`"
+        ))
+    })?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot enter network namespace {name}: {e} (needs root)"
+        ))
+    })
+}
+
+/// Refuse to pin from a private mount namespace (`ip netns exec` remounts /sys): bpffs mounted
+/// there disappears with the process, and the "persistent" program with it.
+fn check_shared_bpffs() -> Result<(), CliError> {
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    let mine = ns("/proc/self/ns/mnt");
+    // `ip netns exec` unshares the mount namespace and then execs us: our parent (the shell)
+    // stays in the original one.
+    let parent = ns(&format!(
+        "/proc/{}/ns/mnt",
+        std::os::unix::process::parent_id()
+    ));
+    let init = ns("/proc/1/ns/mnt");
+    let differs =
+        |other: &Option<std::path::PathBuf>| mine.is_some() && other.is_some() && &mine != other;
+    if differs(&parent) || differs(&init) {
+        return Err(CliError::Usage(
+            "this process runs in a private mount namespace (e.g. under `ip netns exec`), where pins under /sys/fs/bpf vanish when it exits: run `lancet nic attach --netns NAME IFACE` instead".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Run `lancet filter ...`, printing to `out`.
@@ -251,7 +298,11 @@ pub fn nic_status(iface: &str) -> Result<NicStatus, CliError> {
 /// Run `lancet nic ...`, printing to `out`.
 pub fn run_nic(cmd: &NicCmd, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {
-        NicCmd::Attach { iface, mode } => {
+        NicCmd::Attach { iface, mode, netns } => {
+            check_shared_bpffs()?;
+            if let Some(ns) = netns {
+                enter_netns(ns)?;
+            }
             let mut steering = Steering::attach_pinned(iface, (*mode).into())?;
             steering.pin_link()?;
             writeln!(
@@ -270,7 +321,10 @@ pub fn run_nic(cmd: &NicCmd, out: &mut dyn Write) -> Result<(), CliError> {
                 pin::pin_dir(iface).display()
             )?;
         }
-        NicCmd::Status { iface, json } => {
+        NicCmd::Status { iface, json, netns } => {
+            if let Some(ns) = netns {
+                enter_netns(ns)?;
+            }
             let s = nic_status(iface)?;
             if *json {
                 serde_json::to_writer_pretty(&mut *out, &s).map_err(std::io::Error::other)?;

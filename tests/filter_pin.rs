@@ -65,7 +65,8 @@ fn cli_changes_the_rules_of_a_running_backend() {
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(v[0]["hits"], 5);
-    assert_eq!(v[0]["action"], "to vm web1 prio 10");
+    assert_eq!(v[0]["action"], "to vm web1");
+    assert_eq!(v[0]["prio"], 10);
     let mut out = Vec::new();
     run_stats(
         &StatsArgs {
@@ -114,6 +115,7 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
         &NicCmd::Attach {
             iface: iface.clone(),
             mode: ModeArg::Native,
+            netns: None,
         },
         &mut out,
     )
@@ -141,6 +143,7 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
         &NicCmd::Status {
             iface: iface.clone(),
             json: true,
+            netns: None,
         },
         &mut out,
     )

@@ -284,7 +284,11 @@ impl RuleMaps {
             .map(|(id, rule)| {
                 let text = rule.to_string();
                 let matches = super::rules::Match::describe(&rule);
-                let action = text[matches.len()..].trim().to_string();
+                let action = text[matches.len()..]
+                    .trim()
+                    .trim_end_matches(&format!("prio {}", rule.prio))
+                    .trim()
+                    .to_string();
                 ListedRule {
                     id,
                     prio: rule.prio,
