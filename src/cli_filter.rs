@@ -263,7 +263,7 @@ pub struct NicStatus {
 
 /// Gather `lancet nic status IFACE`.
 pub fn nic_status(iface: &str) -> Result<NicStatus, CliError> {
-    let dir = pin::pin_dir(iface);
+    let dir = pin::pin_dir(iface)?;
     let link = pin::open_pinned(&dir.join(pin::LINK_PIN))?;
     let prog_id = match &link {
         Some(l) => Some(pin::link_info(l)?.prog_id),
@@ -310,15 +310,23 @@ pub fn run_nic(cmd: &NicCmd, out: &mut dyn Write) -> Result<(), CliError> {
                 "attached lancet's XDP program (id {}, {:?} mode) to {iface}; pinned in {}",
                 steering.prog_id()?,
                 steering.mode(),
-                pin::pin_dir(iface).display()
+                steering
+                    .pin_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
             )?;
         }
         NicCmd::Detach { iface } => {
-            pin::remove_pins(iface)?;
+            let dir = pin::pin_dir(iface)?;
+            if !dir.exists() {
+                writeln!(out, "nothing pinned for {iface}")?;
+                return Ok(());
+            }
+            pin::remove_dir(&dir)?;
             writeln!(
                 out,
                 "removed {}: the program detaches from {iface} when no running VMM holds it",
-                pin::pin_dir(iface).display()
+                dir.display()
             )?;
         }
         NicCmd::Status { iface, json, netns } => {

@@ -35,7 +35,12 @@ fn cli_changes_the_rules_of_a_running_backend() {
     let _pins = pin_lock();
     let mut b = bed("pc", |c| c.pin = true);
     let iface = Testbed::NIC.to_string();
-    assert!(pin::pin_dir(&iface).join("rules").exists(), "maps pinned");
+    let dir = pin::pin_dir(&iface).unwrap();
+    assert!(
+        dir.join("rules").exists(),
+        "maps pinned in {}",
+        dir.display()
+    );
     let out = cli_filter(FilterCmd::Add {
         iface: iface.clone(),
         rule: words(&format!("udp dport 4789 to vm {VM} prio 10")),
@@ -89,7 +94,7 @@ fn cli_changes_the_rules_of_a_running_backend() {
     b.peer.send(&frame.build(99)).unwrap();
     assert!(vm_receive(&mut b.backend, 1, QUIET).is_empty(), "rule gone");
     drop(b);
-    assert!(!pin::pin_dir(&iface).exists(), "pins removed on clean exit");
+    assert!(!dir.exists(), "pins removed on clean exit");
 }
 
 #[test]
@@ -172,7 +177,7 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(attached_program_id(ifindex).unwrap(), 0, "detached");
-    assert!(!pin::pin_dir(&iface).exists());
+    assert!(!pin::pin_dir(&iface).unwrap().exists());
 }
 
 #[test]

@@ -12,8 +12,10 @@
 //!   failing on "another XDP program attached". `lancet nic detach` removes the pins; the program
 //!   detaches when the last holder (pin or running VMM) lets go.
 //!
-//! bpffs is global, not per network namespace: the directory is named after the interface only,
-//! so two namespaces must not both run lancet on NICs of the same name.
+//! bpffs is global, not per network namespace, and two namespaces may each have a NIC of the same
+//! name (every test bed has an `lt-nic`): outside the initial network namespace the directory is
+//! `<ifname>@<netns inode>`. Commands given a bare `<ifname>` find the directory of their own
+//! namespace, else `<ifname>`, else the only `<ifname>@*` (several: they ask for the full name).
 
 use std::{
     ffi::CString,
@@ -39,12 +41,63 @@ pub const LINK_PIN: &str = "link";
 /// statfs magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The pin directory of `ifname`.
-pub fn pin_dir(ifname: &str) -> PathBuf {
-    Path::new(PIN_ROOT).join(ifname)
+/// The inode of the calling thread's network namespace when it is not the initial one.
+fn netns_tag() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| std::fs::metadata(p).ok().map(|m| m.ino());
+    let mine = ino("/proc/thread-self/ns/net")?;
+    match ino("/proc/1/ns/net") {
+        Some(init) if init == mine => None,
+        _ => Some(mine),
+    }
 }
 
-/// Mount bpffs at [`BPFFS`] unless it is already, and create `/sys/fs/bpf/lancet/<ifname>`.
+/// The pin directory a NIC named `ifname` in the calling thread's namespace gets.
+pub fn pin_dir_here(ifname: &str) -> PathBuf {
+    match netns_tag() {
+        Some(tag) => Path::new(PIN_ROOT).join(format!("{ifname}@{tag}")),
+        None => Path::new(PIN_ROOT).join(ifname),
+    }
+}
+
+/// The pin directory `name` (an interface name, or `<ifname>@<netns inode>`) refers to; may not
+/// exist. Errors when several namespaces pinned a NIC of that name.
+pub fn pin_dir(name: &str) -> Result<PathBuf, NetError> {
+    let here = pin_dir_here(name);
+    if here.exists() {
+        return Ok(here);
+    }
+    let exact = Path::new(PIN_ROOT).join(name);
+    if exact.exists() || name.contains('@') {
+        return Ok(exact);
+    }
+    let prefix = format!("{name}@");
+    let found: Vec<PathBuf> = std::fs::read_dir(PIN_ROOT)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    match found.len() {
+        0 => Ok(exact),
+        1 => Ok(found[0].clone()),
+        _ => Err(NetError::InvalidConfig(format!(
+            "NICs named {name:?} are pinned from several network namespaces ({}): give the full name",
+            found
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Mount bpffs at [`BPFFS`] unless it is already, and create the pin directory of `ifname` in
+/// the calling thread's namespace.
 pub fn ensure_pin_dir(ifname: &str) -> Result<PathBuf, NetError> {
     if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
         return Err(NetError::InvalidConfig(format!(
@@ -66,7 +119,7 @@ pub fn ensure_pin_dir(ifname: &str) -> Result<PathBuf, NetError> {
             )
         })?;
     }
-    let dir = pin_dir(ifname);
+    let dir = pin_dir_here(ifname);
     std::fs::create_dir_all(&dir)
         .map_err(|e| NetError::io(format!("creating {}", dir.display()), e))?;
     Ok(dir)
@@ -78,9 +131,14 @@ fn is_bpffs(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Remove `ifname`'s pin directory and everything pinned in it.
-pub fn remove_pins(ifname: &str) -> Result<(), NetError> {
-    let dir = pin_dir(ifname);
+/// Remove the pin directory `name` refers to and everything pinned in it.
+pub fn remove_pins(name: &str) -> Result<(), NetError> {
+    remove_dir(&pin_dir(name)?)
+}
+
+/// Remove pin directory `dir` and everything pinned in it.
+pub fn remove_dir(dir: &Path) -> Result<(), NetError> {
+    let dir = dir.to_path_buf();
     match std::fs::read_dir(&dir) {
         Ok(entries) => {
             for e in entries.flatten() {

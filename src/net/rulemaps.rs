@@ -256,7 +256,7 @@ impl RuleMaps {
 
     /// The rule maps pinned for `ifname` by `lancet run` or `lancet nic attach`.
     pub fn open_pinned(ifname: &str) -> Result<Self, FilterError> {
-        let dir = super::pin::pin_dir(ifname);
+        let dir = super::pin::pin_dir(ifname)?;
         if !dir.join(MAP_RULE_TEXTS).exists() {
             return Err(FilterError::NotAttached {
                 ifname: ifname.to_string(),

@@ -26,11 +26,18 @@ pub const STATS_ROOT: &str = "/run/lancet";
 /// How often [`StatsPublisher::maybe_publish`] writes.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The file a VM's counters go to.
-pub fn stats_path(ifname: &str, vm: &str) -> PathBuf {
-    Path::new(STATS_ROOT)
-        .join(ifname)
-        .join(format!("{vm}.json"))
+/// The file a VM's counters go to; `key` is the NIC's pin directory name (`<ifname>` or
+/// `<ifname>@<netns inode>`, see [`super::pin`]).
+pub fn stats_path(key: &str, vm: &str) -> PathBuf {
+    Path::new(STATS_ROOT).join(key).join(format!("{vm}.json"))
+}
+
+/// The stats key of NIC `ifname` in the calling thread's namespace.
+pub fn key_here(ifname: &str) -> String {
+    super::pin::pin_dir_here(ifname)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| ifname.to_string())
 }
 
 /// Publishes one VM's counters for `lancet stats`.
@@ -41,9 +48,9 @@ pub struct StatsPublisher {
 }
 
 impl StatsPublisher {
-    /// A publisher for VM `vm` on `ifname`.
-    pub fn new(ifname: &str, vm: &str) -> Result<Self, NetError> {
-        let path = stats_path(ifname, vm);
+    /// A publisher for VM `vm` on the NIC whose stats key (see [`key_here`]) is `key`.
+    pub fn new(key: &str, vm: &str) -> Result<Self, NetError> {
+        let path = stats_path(key, vm);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| NetError::io(format!("creating {}", dir.display()), e))?;
@@ -108,12 +115,16 @@ pub struct VmReport {
 pub fn collect(ifname: &str) -> Result<Report, FilterError> {
     let maps = RuleMaps::open_pinned(ifname)?;
     let verdicts = pinned_counters(ifname)?;
+    let key = super::pin::pin_dir(ifname)?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| ifname.to_string());
     let rules = maps.list()?;
     let vms = maps
         .vms()
         .into_iter()
         .map(|vm| {
-            let counters = std::fs::read(stats_path(ifname, &vm.name))
+            let counters = std::fs::read(stats_path(&key, &vm.name))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
             VmReport {

@@ -171,6 +171,8 @@ pub struct Steering {
     rules: RuleMaps,
     /// The pin state (see [`super::pin`]).
     pinning: Pinning,
+    /// The pin directory (when pinned).
+    pin_dir: Option<std::path::PathBuf>,
     /// Keeps the program loaded (the link holds it too); `None` when reusing a pinned link.
     _object: Option<Object>,
 }
@@ -272,6 +274,7 @@ impl Steering {
             verdicts: open(MAP_VERDICTS)?,
             rules: RuleMaps::from_fn(ifname, &open, Some(dir.to_path_buf()))?,
             pinning: Pinning::Persistent,
+            pin_dir: Some(dir.to_path_buf()),
             _object: None,
         })
     }
@@ -365,6 +368,7 @@ impl Steering {
             } else {
                 Pinning::None
             },
+            pin_dir: pin_dir.map(|d| d.to_path_buf()),
             _object: Some(object),
         })
     }
@@ -377,12 +381,19 @@ impl Steering {
                 "pin_link needs a Steering made by attach_pinned".into(),
             ));
         }
-        let path = pin::pin_dir(&self.ifname).join(pin::LINK_PIN);
+        let Some(path) = self.pin_dir.as_ref().map(|d| d.join(pin::LINK_PIN)) else {
+            return Err(NetError::InvalidConfig("no pin directory".into()));
+        };
         if self.pinning == Pinning::MapsOwned {
             pin::pin_fd(&self.link, &path)?;
         }
         self.pinning = Pinning::Persistent;
         Ok(())
+    }
+
+    /// The pin directory, when pinned.
+    pub fn pin_dir(&self) -> Option<&std::path::Path> {
+        self.pin_dir.as_deref()
     }
 
     /// How this steering is pinned.
@@ -494,7 +505,7 @@ impl Steering {
 
 /// The `verdicts` map of the program pinned for `ifname`, summed over CPUs.
 pub fn pinned_counters(ifname: &str) -> Result<SteerCounters, NetError> {
-    let path = pin::pin_dir(ifname).join(MAP_VERDICTS);
+    let path = pin::pin_dir(ifname)?.join(MAP_VERDICTS);
     let map = MapHandle::from_pinned_path(&path)
         .map_err(bpf_err(format!("opening pinned map {}", path.display())))?;
     Ok(read_verdicts(&map))
@@ -592,7 +603,11 @@ impl DetachedProgram {
 impl Drop for Steering {
     fn drop(&mut self) {
         if self.pinning == Pinning::MapsOwned {
-            if let Err(e) = pin::remove_pins(&self.ifname) {
+            let removed = match &self.pin_dir {
+                Some(dir) => pin::remove_dir(dir),
+                None => Ok(()),
+            };
+            if let Err(e) = removed {
                 tracing::warn!(error = %e, "removing the pinned maps");
             }
         }

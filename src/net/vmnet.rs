@@ -104,7 +104,7 @@ impl VmNet {
             })?),
             None => None,
         };
-        let publisher = StatsPublisher::new(&spec.nic, &name).ok();
+        let publisher = StatsPublisher::new(&super::stats::key_here(&spec.nic), &name).ok();
         Ok(Self {
             inner,
             pcap,
