@@ -83,6 +83,10 @@ impl StatsPublisher {
 impl Drop for StatsPublisher {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        // Removed only when no other VM of this NIC still publishes there.
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
