@@ -13,11 +13,12 @@ LINUX_APT_PKGS := linux-source-6.1 build-essential bc flex bison libssl-dev libe
 # `make linux-guest-smoke`: boots that guest under QEMU/KVM as a reference (not needed by `make test`).
 LINUX_SMOKE_APT_PKGS := qemu-system-x86 iproute2 iputils-ping
 
-.PHONY: help deps build test lint run clean linux-guest linux-guest-smoke guest guest-check guest-smoke
+.PHONY: help deps build test lint run bench clean linux-guest linux-guest-smoke guest guest-check guest-smoke
 
 help:
 	@echo "make run   - build everything, bring up a demo topology, run a VM bridged over AF_XDP"
 	@echo "make test  - install what is missing, then fmt, clippy and every test"
+	@echo "make bench - lancet bench: AF_XDP vs TAP vs QEMU pcnet + TAP vs raw AF_XDP, side by side"
 	@echo "make linux-guest       - build (cached) the small Linux 6.1 guest into .cache/linux-guest/"
 	@echo "make linux-guest-smoke - boot that guest under QEMU/KVM and ping it (reference check)"
 	@echo "make guest             - build the freestanding test guest (target/guest/release/lancet-guest)"
@@ -31,15 +32,27 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-build: deps
+# The test guest image every VM test, the bench and the demo boot (absolute: tests run elsewhere).
+export LANCET_GUEST_ELF := $(abspath target/guest/release/lancet-guest)
+
+build: deps guest
 	$(CARGO) build --release --all-targets
 
 lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-test: lint
+# Everything: lint (project and test guest), the guests the end-to-end tests boot, every test.
+test: lint guest-check linux-guest
 	$(CARGO) test --release
+
+# The demo: a topology in lt-* namespaces, the test guest bridged over AF_XDP, ping + UDP echo.
+run: build
+	target/release/lancet demo
+
+# Side-by-side comparison (AF_XDP vs TAP vs QEMU pcnet + TAP vs raw AF_XDP): table, JSON, plots.
+bench: build
+	target/release/lancet bench --json target/bench/report.json --out target/bench
 
 clean:
 	$(CARGO) clean

@@ -36,6 +36,12 @@ enum Command {
     Nic(lancet::cli_filter::NicCmd),
     /// Verdicts, per-rule hits and per-VM counters of a NIC.
     Stats(lancet::cli_filter::StatsArgs),
+    /// Measure the AF_XDP path against the TAP path, QEMU's pcnet + TAP and a raw AF_XDP socket,
+    /// side by side in one run (echo RTT percentiles, guest RX/TX rates, exits per packet).
+    Bench(Box<lancet::bench::BenchArgs>),
+    /// Build a demo topology in `lt-*` network namespaces, boot the test guest bridged over AF_XDP
+    /// (or TAP), ping it and UDP-echo it from the peer namespace, show the counters, clean up.
+    Demo(lancet::demo::DemoArgs),
 }
 
 const RUN_ABOUT: &str = "Boot a VM under KVM with one network device, the emulated Am79C970A (PCnet-PCI II) at PCI 00:03.0 \
@@ -472,6 +478,20 @@ fn main() -> ExitCode {
         Command::Stats(args) => {
             lancet::cli_filter::run_stats(&args, &mut out).map_err(|e| e.to_string())
         }
+        Command::Bench(args) => match lancet::bench::run_bench(&args) {
+            Ok(_) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lancet bench: error: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Command::Demo(args) => match lancet::demo::run_demo(&args) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lancet demo: error: {e}");
+                return ExitCode::from(1);
+            }
+        },
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
