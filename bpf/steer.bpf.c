@@ -4,6 +4,8 @@
  * passes everything else to the host stack untouched.
  *
  * Verdicts, in order:
+ *   0. the filter rules (tuple-space search, below): the best-ranked matching rule decides
+ *      (to a VM, pass to the host, drop, mirror); no match falls through to the MAC steering
  *   1. unicast destination MAC registered in `vm_macs`           -> XSKMAP slot of that VM
  *   2. broadcast ARP whose target IPv4 is registered in `vm_ipv4`  -> that VM
  *   3. IPv6 neighbour solicitation (to 33:33:ff:xx:xx:xx) whose
@@ -43,7 +45,11 @@ enum verdict {
 	VERDICT_TO_HOST = 3,        /* passed to the host stack */
 	VERDICT_DROP_NO_SOCKET = 4, /* for a VM whose XSKMAP slot is empty */
 	VERDICT_DROP_WRONG_QUEUE = 5, /* for a VM, but arrived on a queue its socket is not bound to */
-	VERDICT_COUNT = 6,
+	VERDICT_RULE_TO_VM = 6,     /* a rule sent it to a VM, redirected */
+	VERDICT_RULE_PASS = 7,      /* a rule passed it to the host */
+	VERDICT_RULE_DROP = 8,      /* a rule dropped it */
+	VERDICT_RULE_MIRROR = 9,    /* a rule mirrored it: redirected to the VM with a mirror tag */
+	VERDICT_COUNT = 10,
 };
 
 /* What a registered VM maps to. Keep in sync with VmSlot in src/net/steer.rs. */
@@ -95,6 +101,154 @@ struct {
 	__type(value, __u64);
 } verdicts SEC(".maps");
 
+
+/*
+ * Filter rules: tuple-space search.
+ *
+ * Every rule is compiled by user space (src/net/rules.rs) into one or more entries of `rules`,
+ * keyed by the frame's header fields ANDed with one of at most RULE_MAX_MASKS masks (a mask =
+ * which fields a rule looks at, its prefix lengths, and a port-range block's prefix). Per frame
+ * the program builds one flow key, then walks the active masks of the live table (bounded by
+ * RULE_MAX_MASKS whatever the number of rules): AND, one hash lookup, keep the best rank.
+ * Masks are sorted by the best rank they hold, so the walk stops at the first mask that cannot
+ * beat the match found so far.
+ *
+ * Rank = prio << RULE_ID_BITS | rule id: lower wins (lower prio number first, then lower id).
+ *
+ * Two tables (double buffering): user space writes the standby table completely (masks, mask
+ * count, entries), then flips `rule_cfg.table` with one 4-byte write. A frame sees either the old
+ * or the new rule set, never a half-installed rule. The hash key carries the table number.
+ */
+#define RULE_MAX_MASKS 32   /* masks per table; keep in sync with src/net/rules.rs */
+#define RULE_TABLES 2
+#define RULE_MAX_IDS 16384  /* rule ids (hit counters); ids are below this */
+#define RULE_ID_BITS 14
+#define RULE_MAX_ENTRIES 65536 /* hash entries of both tables together */
+#define RULE_TEXT_LEN 256
+
+#define ETH_P_8021Q_ 0x8100
+#define ETH_P_8021AD_ 0x88A8
+#define VLAN_PRESENT 0x1000 /* flow_key.vlan = VLAN_PRESENT | VID for a tagged frame */
+#define VLAN_VID_MASK 0x0fff
+#define IPFLAG_IP 1 /* flow_key.ipflags: an IPv4 or IPv6 frame */
+#define IPFLAG_V6 2 /* ... and it is IPv6 */
+#define IPV4_MIN_HDR_LEN 20
+#define IPV4_FRAG_OFFSET_MASK 0x1fff /* ports only in the fragment at offset 0 */
+
+enum rule_action_kind {
+	RULE_ACT_VM = 1,
+	RULE_ACT_PASS = 2,
+	RULE_ACT_DROP = 3,
+	RULE_ACT_MIRROR = 4,
+};
+
+/* The header fields a rule can match, in frame byte order except `tag` and `vlan` (host order).
+ * 60 bytes = 15 words. Keep in sync with FlowKey in src/net/rules.rs. */
+struct flow_key {
+	__u32 tag;         /* in a rules key: table << 8 | mask id; 0 in the frame's key */
+	__u16 vlan;        /* VLAN_PRESENT | VID, or 0 */
+	__u16 ethertype;   /* after the VLAN tag, network order */
+	__u8 dst_mac[6];
+	__u8 src_mac[6];
+	__u8 src_ip[16];   /* IPv4 in the first 4 bytes */
+	__u8 dst_ip[16];
+	__u16 sport;       /* TCP/UDP, network order; 0 for other protocols and later fragments */
+	__u16 dport;
+	__u8 proto;        /* IPv4 protocol / IPv6 next header */
+	__u8 ipflags;      /* IPFLAG_* */
+	__u8 pad[2];
+};
+
+#define FLOW_KEY_WORDS (sizeof(struct flow_key) / 4)
+
+/* One mask of a table. Keep in sync with RuleMask in src/net/rules.rs. */
+struct rule_mask {
+	struct flow_key mask; /* mask.tag: the tag (table << 8 | mask id) ORed into the key */
+	__u32 best_rank;      /* the best rank among this mask's entries */
+	__u32 pad;
+};
+
+/* Value of `rules`. Keep in sync with RuleEntry in src/net/rules.rs. */
+struct rule_entry {
+	__u32 rank;
+	__u32 action; /* enum rule_action_kind */
+	__u32 slot;   /* XSKMAP slot (to VM, mirror) */
+	__u32 queue;  /* the queue that VM's socket is bound to */
+};
+
+/* The live table and each table's mask count. Keep in sync with RuleCfg in src/net/rules.rs. */
+struct rule_cfg {
+	__u32 table;
+	__u32 mask_count[RULE_TABLES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rule_cfg);
+} rule_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, RULE_TABLES * RULE_MAX_MASKS);
+	__type(key, __u32);
+	__type(value, struct rule_mask);
+} rule_masks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RULE_MAX_ENTRIES);
+	__type(key, struct flow_key);
+	__type(value, struct rule_entry);
+} rules SEC(".maps");
+
+/* Per-rule hit counters, indexed by rule id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RULE_MAX_IDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} rule_hits SEC(".maps");
+
+/* The rules as text (control plane only, never read here): rule id -> canonical rule text, so
+ * `lancet filter list` in another process rebuilds the rule set. */
+struct rule_text {
+	char text[RULE_TEXT_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RULE_MAX_IDS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct rule_text);
+} rule_texts SEC(".maps");
+
+/* VM names (control plane only): NUL-padded name -> where its socket sits. */
+#define VM_NAME_LEN 16
+struct vm_name {
+	char name[VM_NAME_LEN];
+};
+
+/* Keep in sync with VmNameEntry in src/net/rules.rs. */
+struct vm_name_entry {
+	__u32 slot;
+	__u32 queue;
+	__u32 pid;   /* the VMM process that registered it (stale when that process is gone) */
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VMS);
+	__type(key, struct vm_name);
+	__type(value, struct vm_name_entry);
+} vm_names SEC(".maps");
+
+#define MIRROR_META_MAGIC 0x4c4d5252 /* "LMRR": 4-byte XDP metadata tag of a mirrored frame */
+
 static __always_inline void count(__u32 verdict)
 {
 	__u64 *counter = bpf_map_lookup_elem(&verdicts, &verdict);
@@ -103,7 +257,22 @@ static __always_inline void count(__u32 verdict)
 		*counter += 1;
 }
 
-static __always_inline int to_vm(struct xdp_md *ctx, const struct vm_slot *vm, __u32 verdict)
+/* Every frame handed to a VM carries a 4-byte XDP metadata word in front of it (copy mode copies
+ * it into the UMEM headroom): MIRROR_META_MAGIC for a mirrored frame, 0 otherwise, so the VMM
+ * never reads a stale tag from a reused UMEM frame. */
+static __always_inline void set_vm_meta(struct xdp_md *ctx, __u32 tag)
+{
+	__u32 *meta;
+
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)) != 0)
+		return;
+	meta = (void *)(long)ctx->data_meta;
+	if ((void *)(meta + 1) <= (void *)(long)ctx->data)
+		*meta = tag;
+}
+
+static __always_inline int to_vm_tagged(struct xdp_md *ctx, const struct vm_slot *vm,
+					__u32 verdict, __u32 tag)
 {
 	int action;
 
@@ -111,9 +280,15 @@ static __always_inline int to_vm(struct xdp_md *ctx, const struct vm_slot *vm, _
 		count(VERDICT_DROP_WRONG_QUEUE);
 		return XDP_DROP;
 	}
+	set_vm_meta(ctx, tag);
 	action = bpf_redirect_map(&xsks, vm->slot, XDP_DROP);
 	count(action == XDP_REDIRECT ? verdict : VERDICT_DROP_NO_SOCKET);
 	return action;
+}
+
+static __always_inline int to_vm(struct xdp_md *ctx, const struct vm_slot *vm, __u32 verdict)
+{
+	return to_vm_tagged(ctx, vm, verdict, 0);
 }
 
 static __always_inline int to_host(void)
@@ -159,6 +334,136 @@ static __always_inline int steer_ipv6_multicast(struct xdp_md *ctx, void *l3, vo
 	return to_vm(ctx, vm, VERDICT_TO_VM_NS);
 }
 
+
+/* Fill `key` from the frame. Returns 0, or -1 when the Ethernet header is incomplete. */
+static __always_inline int flow_key_from_frame(struct flow_key *key, void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+	__u8 *l3;
+	__u8 *l4 = 0;
+	__u16 proto;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	__builtin_memcpy(key->dst_mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(key->src_mac, eth->h_source, ETH_ALEN);
+	proto = bpf_ntohs(eth->h_proto);
+	l3 = (__u8 *)(eth + 1);
+	if (proto == ETH_P_8021Q_ || proto == ETH_P_8021AD_) {
+		if ((void *)(l3 + 4) > data_end)
+			return 0;
+		key->vlan = VLAN_PRESENT | (((l3[0] << 8) | l3[1]) & VLAN_VID_MASK);
+		proto = (l3[2] << 8) | l3[3];
+		l3 += 4;
+	}
+	key->ethertype = bpf_htons(proto);
+	if (proto == ETH_P_IP) {
+		__u32 ihl;
+
+		if ((void *)(l3 + IPV4_MIN_HDR_LEN) > data_end)
+			return 0;
+		ihl = (l3[0] & 0x0f) * 4;
+		key->ipflags = IPFLAG_IP;
+		key->proto = l3[9];
+		__builtin_memcpy(key->src_ip, l3 + 12, 4);
+		__builtin_memcpy(key->dst_ip, l3 + 16, 4);
+		/* ports only in the first fragment */
+		if (ihl >= IPV4_MIN_HDR_LEN && !(((l3[6] << 8) | l3[7]) & IPV4_FRAG_OFFSET_MASK))
+			l4 = l3 + ihl;
+	} else if (proto == ETH_P_IPV6) {
+		if ((void *)(l3 + IPV6_HDR_LEN) > data_end)
+			return 0;
+		key->ipflags = IPFLAG_IP | IPFLAG_V6;
+		key->proto = l3[IPV6_NEXTHDR_OFFSET];
+		__builtin_memcpy(key->src_ip, l3 + 8, IPV6_ADDR_LEN);
+		__builtin_memcpy(key->dst_ip, l3 + 24, IPV6_ADDR_LEN);
+		l4 = l3 + IPV6_HDR_LEN;
+	}
+	if (l4 && (key->proto == IPPROTO_TCP || key->proto == IPPROTO_UDP) &&
+	    (void *)(l4 + 4) <= data_end) {
+		__builtin_memcpy(&key->sport, l4, 2);
+		__builtin_memcpy(&key->dport, l4 + 2, 2);
+	}
+	return 0;
+}
+
+/* The best-ranked rule matching `frame`, or NULL. Work: at most RULE_MAX_MASKS hash lookups. */
+static __always_inline struct rule_entry *match_rules(const struct flow_key *frame)
+{
+	const __u32 *fw = (const __u32 *)frame;
+	struct rule_entry *best = 0;
+	__u32 best_rank = 0xffffffff;
+	struct flow_key masked;
+	struct rule_cfg *cfg;
+	__u32 zero = 0, table, count, i;
+
+	cfg = bpf_map_lookup_elem(&rule_cfg, &zero);
+	if (!cfg)
+		return 0;
+	table = cfg->table & 1;
+	count = cfg->mask_count[table];
+	for (i = 0; i < RULE_MAX_MASKS; i++) {
+		__u32 idx = table * RULE_MAX_MASKS + i;
+		struct rule_mask *m;
+		struct rule_entry *e;
+		__u32 *kw = (__u32 *)&masked;
+		const __u32 *mw;
+		__u32 w;
+
+		if (i >= count)
+			break;
+		m = bpf_map_lookup_elem(&rule_masks, &idx);
+		if (!m || m->best_rank >= best_rank)
+			break;
+		mw = (const __u32 *)&m->mask;
+		kw[0] = mw[0];
+		for (w = 1; w < FLOW_KEY_WORDS; w++)
+			kw[w] = fw[w] & mw[w];
+		e = bpf_map_lookup_elem(&rules, &masked);
+		if (e && e->rank < best_rank) {
+			best = e;
+			best_rank = e->rank;
+		}
+	}
+	return best;
+}
+
+static __always_inline void count_hit(__u32 rank)
+{
+	__u32 id = rank & (RULE_MAX_IDS - 1);
+	__u64 *hits = bpf_map_lookup_elem(&rule_hits, &id);
+
+	if (hits)
+		*hits += 1;
+}
+
+/* Apply a rule's action. A VM target whose socket is missing or on another queue is dropped
+ * and counted like the MAC steering does. */
+static __always_inline int apply_rule(struct xdp_md *ctx, const struct rule_entry *rule)
+{
+	struct vm_slot vm = { .slot = rule->slot, .queue = rule->queue };
+
+	count_hit(rule->rank);
+	if ((rule->action == RULE_ACT_VM || rule->action == RULE_ACT_MIRROR) && rule->slot >= MAX_VMS) {
+		/* the rule names a VM that is not running */
+		count(VERDICT_DROP_NO_SOCKET);
+		return XDP_DROP;
+	}
+	switch (rule->action) {
+	case RULE_ACT_VM:
+		return to_vm(ctx, &vm, VERDICT_RULE_TO_VM);
+	case RULE_ACT_MIRROR:
+		/* Tagged so the VMM also hands a copy to the host (XDP cannot clone a frame). */
+		return to_vm_tagged(ctx, &vm, VERDICT_RULE_MIRROR, MIRROR_META_MAGIC);
+	case RULE_ACT_DROP:
+		count(VERDICT_RULE_DROP);
+		return XDP_DROP;
+	default:
+		count(VERDICT_RULE_PASS);
+		return XDP_PASS;
+	}
+}
+
 SEC("xdp")
 int lancet_steer(struct xdp_md *ctx)
 {
@@ -167,8 +472,15 @@ int lancet_steer(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	struct vm_slot *vm;
 	__u64 mac_key = 0;
+	struct flow_key frame = {};
+	struct rule_entry *rule;
 	__u16 proto;
 
+	if (flow_key_from_frame(&frame, data, data_end) < 0)
+		return to_host();
+	rule = match_rules(&frame);
+	if (rule)
+		return apply_rule(ctx, rule);
 	if ((void *)(eth + 1) > data_end)
 		return to_host();
 

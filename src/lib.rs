@@ -13,6 +13,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod bench;
+pub mod cli_filter;
 pub mod demo;
 pub mod lance;
 pub mod net;

@@ -28,6 +28,14 @@ enum Command {
     /// Boot a VM (a Linux kernel or the built-in test guest) with the Lance NIC bridged to a host NIC.
     #[command(long_about = RUN_ABOUT)]
     Run(Box<RunArgs>),
+    /// Filter rules of a NIC's steering program: add, del, list, flush.
+    #[command(subcommand)]
+    Filter(lancet::cli_filter::FilterCmd),
+    /// Attach, detach or inspect lancet's XDP program on a NIC (pinned under bpffs).
+    #[command(subcommand)]
+    Nic(lancet::cli_filter::NicCmd),
+    /// Verdicts, per-rule hits and per-VM counters of a NIC.
+    Stats(lancet::cli_filter::StatsArgs),
     /// Measure the AF_XDP path against the TAP path, QEMU's pcnet + TAP and a raw AF_XDP socket,
     /// side by side in one run (echo RTT percentiles, guest RX/TX rates, exits per packet).
     Bench(Box<lancet::bench::BenchArgs>),
@@ -184,6 +192,18 @@ struct RunArgs {
     /// Name of the TAP device (--backend tap).
     #[arg(long, value_name = "NAME", default_value = "lt-tap0")]
     tap: String,
+    /// The VM's name for filter rules (`lancet filter add IFACE ... to vm NAME`) and `lancet stats`.
+    #[arg(long, value_name = "NAME", default_value = "vm")]
+    vm_name: String,
+    /// Capture what the VM sends and receives into this pcap file (tcpdump -r FILE).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Let the VM send frames with a source MAC other than its own (dropped and counted otherwise).
+    #[arg(long)]
+    allow_spoof: bool,
+    /// TAP device that receives the host copy of frames a `mirror vm NAME` rule sends to the VM.
+    #[arg(long, value_name = "NAME")]
+    mirror_tap: Option<String>,
 }
 
 /// Where `make guest` leaves the test guest in this checkout (used when neither --guest-elf nor
@@ -413,8 +433,14 @@ mod net_setup {
                 XdpModeArg::Generic => XdpMode::Generic,
             },
         };
-        let backend = net::open_backend(&spec).map_err(|e| e.to_string())?;
-        Ok(Box::new(BackendPort(backend)))
+        let opts = net::vmnet::VmNetOptions {
+            vm_name: Some(args.vm_name.clone()),
+            allow_spoof: args.allow_spoof,
+            pcap: args.pcap.clone(),
+            mirror_tap: args.mirror_tap.clone(),
+        };
+        let backend = net::vmnet::VmNet::open(&spec, &opts).map_err(|e| e.to_string())?;
+        Ok(Box::new(BackendPort(Box::new(backend))))
     }
 
     /// The VM's IPv4 address, for ARP steering: --guest-ip, or the `ip=` kernel parameter.
@@ -439,28 +465,40 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
+    let mut out = std::io::stdout();
+    let done = match cli.command {
         Command::Run(args) => match run(*args) {
-            Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
-            Err(e) => {
-                eprintln!("lancet: error: {e}");
-                ExitCode::from(1)
-            }
+            Ok(status) => return ExitCode::from(status.clamp(0, 255) as u8),
+            Err(e) => Err(e),
         },
+        Command::Filter(cmd) => {
+            lancet::cli_filter::run_filter(&cmd, &mut out).map_err(|e| e.to_string())
+        }
+        Command::Nic(cmd) => lancet::cli_filter::run_nic(&cmd, &mut out).map_err(|e| e.to_string()),
+        Command::Stats(args) => {
+            lancet::cli_filter::run_stats(&args, &mut out).map_err(|e| e.to_string())
+        }
         Command::Bench(args) => match lancet::bench::run_bench(&args) {
-            Ok(_) => ExitCode::SUCCESS,
+            Ok(_) => return ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lancet bench: error: {e}");
-                ExitCode::from(1)
+                return ExitCode::from(1);
             }
         },
         Command::Demo(args) => match lancet::demo::run_demo(&args) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => return ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lancet demo: error: {e}");
-                ExitCode::from(1)
+                return ExitCode::from(1);
             }
         },
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lancet: error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -26,8 +26,15 @@ use serde::Serialize;
 pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 
 pub mod nic;
+pub mod pcap;
+pub mod pin;
+pub mod rulemaps;
+pub mod rules;
+pub mod spoof;
+pub mod stats;
 pub mod steer;
 pub mod tap;
+pub mod vmnet;
 pub mod xdp;
 
 pub use steer::{SteerCounters, XdpMode};
@@ -90,6 +97,8 @@ pub struct DropStats {
     pub tx_oversize: u64,
     /// Frames a write/sendto failed for.
     pub tx_error: u64,
+    /// Frames the VM sent with a source MAC not its own, dropped ([`spoof::SpoofGuard`]).
+    pub tx_spoofed: u64,
 }
 
 impl DropStats {
@@ -104,7 +113,7 @@ impl DropStats {
 
     /// Every frame lost on the transmit side.
     pub fn tx_total(&self) -> u64 {
-        self.tx_invalid + self.tx_oversize + self.tx_error
+        self.tx_invalid + self.tx_oversize + self.tx_error + self.tx_spoofed
     }
 }
 

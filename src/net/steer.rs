@@ -18,7 +18,7 @@ use std::{
 use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 use serde::Serialize;
 
-use super::{format_mac, nic, NetError};
+use super::{format_mac, nic, pin, rulemaps::RuleMaps, NetError};
 
 /// The compiled steering program (built by build.rs from bpf/steer.bpf.c).
 const STEER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
@@ -50,10 +50,18 @@ pub enum Verdict {
     DropNoSocket = 4,
     /// For a VM, but received on a queue its socket is not bound to: dropped.
     DropWrongQueue = 5,
+    /// A rule sent it to a VM, redirected.
+    RuleToVm = 6,
+    /// A rule passed it to the host.
+    RulePass = 7,
+    /// A rule dropped it.
+    RuleDrop = 8,
+    /// A rule mirrored it (to the VM, tagged for a host copy).
+    RuleMirror = 9,
 }
 
 /// Number of verdict counters.
-const VERDICT_COUNT: u32 = 6;
+const VERDICT_COUNT: u32 = 10;
 
 /// How the program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,6 +90,14 @@ pub struct SteerCounters {
     pub drop_no_socket: u64,
     /// Frames for a VM that arrived on another queue than its socket's, dropped.
     pub drop_wrong_queue: u64,
+    /// Frames a rule sent to a VM.
+    pub rule_to_vm: u64,
+    /// Frames a rule passed to the host.
+    pub rule_pass: u64,
+    /// Frames a rule dropped.
+    pub rule_drop: u64,
+    /// Frames a rule mirrored.
+    pub rule_mirror: u64,
 }
 
 /// Value of `vm_macs`, `vm_ipv4`, `vm_ipv6` (`struct vm_slot` in bpf/steer.bpf.c).
@@ -140,7 +156,8 @@ pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
 }
 
 /// The steering program loaded and attached to one NIC. Dropping it detaches the program (closing
-/// the bpf_link); the kernel does the same when the process dies.
+/// the bpf_link) unless the link is pinned ([`Steering::pin_link`], `lancet nic attach`); the
+/// kernel does the same when the process dies.
 #[derive(Debug)]
 pub struct Steering {
     ifname: String,
@@ -151,8 +168,24 @@ pub struct Steering {
     vm_ipv4: MapHandle,
     vm_ipv6: MapHandle,
     verdicts: MapHandle,
-    /// Keeps the program loaded (the link holds it too).
-    _object: Object,
+    rules: RuleMaps,
+    /// The pin state (see [`super::pin`]).
+    pinning: Pinning,
+    /// The pin directory (when pinned).
+    pin_dir: Option<std::path::PathBuf>,
+    /// Keeps the program loaded (the link holds it too); `None` when reusing a pinned link.
+    _object: Option<Object>,
+}
+
+/// How a [`Steering`] relates to bpffs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pinning {
+    /// Nothing pinned (tests, embedded use).
+    None,
+    /// Maps pinned by this process, removed on drop (`lancet run` without `nic attach`).
+    MapsOwned,
+    /// Program, link and maps pinned (`nic attach`, or reused by a `lancet run`): left in place.
+    Persistent,
 }
 
 fn bpf_err(context: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> NetError {
@@ -193,8 +226,64 @@ pub fn attached_program_id(ifindex: u32) -> Result<u32, NetError> {
 
 impl Steering {
     /// Load the program and attach it to `ifname` (in the calling thread's network namespace).
-    /// Refuses when another XDP program is attached.
+    /// Refuses when another XDP program is attached. Nothing is pinned.
     pub fn attach(ifname: &str, mode: XdpMode) -> Result<Self, NetError> {
+        Self::load_and_attach(ifname, mode, None)
+    }
+
+    /// Like [`Steering::attach`] with the maps pinned under `/sys/fs/bpf/lancet/<ifname>/` so
+    /// `lancet filter` and `lancet stats` reach them. When a pinned link (`lancet nic attach`)
+    /// already attaches lancet's program to `ifname`, that program and its maps are reused.
+    pub fn attach_pinned(ifname: &str, mode: XdpMode) -> Result<Self, NetError> {
+        let ifindex = nic::ifindex(ifname)?;
+        let dir = pin::ensure_pin_dir(ifname)?;
+        let link_path = dir.join(pin::LINK_PIN);
+        if let Some(link) = pin::open_pinned(&link_path)? {
+            let info = pin::link_info(&link)?;
+            if info.ifindex == ifindex && attached_program_id(ifindex)? == info.prog_id {
+                return Self::reuse(ifname, link, &dir);
+            }
+            // A link pinned for an interface that is gone (or another namespace's): stale.
+            tracing::warn!(path = %link_path.display(), "removing a stale pinned XDP link");
+            std::fs::remove_file(&link_path)
+                .map_err(|e| NetError::io(format!("removing {}", link_path.display()), e))?;
+        }
+        Self::load_and_attach(ifname, mode, Some(&dir))
+    }
+
+    /// Use the program a pinned `link` attaches, with the maps pinned in `dir`.
+    fn reuse(ifname: &str, link: OwnedFd, dir: &std::path::Path) -> Result<Self, NetError> {
+        let open = |name: &str| -> Result<MapHandle, NetError> {
+            MapHandle::from_pinned_path(dir.join(name)).map_err(bpf_err(format!(
+                "opening pinned map {}",
+                dir.join(name).display()
+            )))
+        };
+        let mode = match xdp_attach_mode(nic::ifindex(ifname)?)? {
+            Some(m) => m,
+            None => XdpMode::Auto,
+        };
+        Ok(Self {
+            ifname: ifname.to_string(),
+            mode,
+            link,
+            xsks: open(MAP_XSKS)?,
+            vm_macs: open(MAP_VM_MACS)?,
+            vm_ipv4: open(MAP_VM_IPV4)?,
+            vm_ipv6: open(MAP_VM_IPV6)?,
+            verdicts: open(MAP_VERDICTS)?,
+            rules: RuleMaps::from_fn(ifname, &open, Some(dir.to_path_buf()))?,
+            pinning: Pinning::Persistent,
+            pin_dir: Some(dir.to_path_buf()),
+            _object: None,
+        })
+    }
+
+    fn load_and_attach(
+        ifname: &str,
+        mode: XdpMode,
+        pin_dir: Option<&std::path::Path>,
+    ) -> Result<Self, NetError> {
         let ifindex = nic::ifindex(ifname)?;
         let present = attached_program_id(ifindex)?;
         if present != 0 {
@@ -203,12 +292,29 @@ impl Steering {
                 prog_id: present,
             });
         }
-        let open = ObjectBuilder::default()
+        let mut open = ObjectBuilder::default()
             .open_memory(STEER_OBJECT)
             .map_err(bpf_err("opening the embedded XDP steering object"))?;
-        let object = open
-            .load()
-            .map_err(bpf_err("loading the XDP steering program into the kernel"))?;
+        if let Some(dir) = pin_dir {
+            for mut map in open.maps_mut() {
+                let name = map.name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue; // .rodata / .bss: internal
+                }
+                map.set_pin_path(dir.join(&name))
+                    .map_err(bpf_err(format!("setting the pin path of map {name:?}")))?;
+            }
+        }
+        let object = open.load().map_err(|e| match pin_dir {
+            Some(dir) => NetError::Bpf {
+                context: format!(
+                    "loading the XDP steering program with the maps pinned in {} (if they are from another lancet version, run `lancet nic detach {ifname}`)",
+                    dir.display()
+                ),
+                source: e,
+            },
+            None => bpf_err("loading the XDP steering program into the kernel")(e),
+        })?;
         let handle = |name: &str| -> Result<MapHandle, NetError> {
             let map = object.maps().find(|m| m.name() == name).ok_or_else(|| {
                 NetError::InvalidConfig(format!("steering object has no map {name:?}"))
@@ -222,6 +328,7 @@ impl Steering {
             handle(MAP_VM_IPV6)?,
             handle(MAP_VERDICTS)?,
         );
+        let rules = RuleMaps::from_fn(ifname, &handle, pin_dir.map(|d| d.to_path_buf()))?;
         let prog_fd = object
             .progs()
             .find(|p| p.name() == PROGRAM_NAME)
@@ -255,8 +362,53 @@ impl Steering {
             vm_ipv4,
             vm_ipv6,
             verdicts,
-            _object: object,
+            rules,
+            pinning: if pin_dir.is_some() {
+                Pinning::MapsOwned
+            } else {
+                Pinning::None
+            },
+            pin_dir: pin_dir.map(|d| d.to_path_buf()),
+            _object: Some(object),
         })
+    }
+
+    /// Pin the bpf_link (`lancet nic attach`): the program stays attached after this process
+    /// exits, until `lancet nic detach`.
+    pub fn pin_link(&mut self) -> Result<(), NetError> {
+        if self.pinning == Pinning::None {
+            return Err(NetError::InvalidConfig(
+                "pin_link needs a Steering made by attach_pinned".into(),
+            ));
+        }
+        let Some(path) = self.pin_dir.as_ref().map(|d| d.join(pin::LINK_PIN)) else {
+            return Err(NetError::InvalidConfig("no pin directory".into()));
+        };
+        if self.pinning == Pinning::MapsOwned {
+            pin::pin_fd(&self.link, &path)?;
+        }
+        self.pinning = Pinning::Persistent;
+        Ok(())
+    }
+
+    /// The pin directory, when pinned.
+    pub fn pin_dir(&self) -> Option<&std::path::Path> {
+        self.pin_dir.as_deref()
+    }
+
+    /// How this steering is pinned.
+    pub fn pinning(&self) -> Pinning {
+        self.pinning
+    }
+
+    /// The rule maps (filter rules, VM names, hit counters).
+    pub fn rules(&self) -> &RuleMaps {
+        &self.rules
+    }
+
+    /// The XDP program's id.
+    pub fn prog_id(&self) -> Result<u32, NetError> {
+        Ok(pin::link_info(&self.link)?.prog_id)
     }
 
     /// The mode the program was attached in (never `Auto`).
@@ -330,6 +482,12 @@ impl Steering {
         let _ = self.xsks.delete(&vm.slot.to_ne_bytes());
     }
 
+    /// Remove what a VM whose process died left in the maps (its MAC entry and name).
+    pub fn forget_vm(&self, vm: &super::rulemaps::VmName) {
+        let _ = self.vm_macs.delete(&mac_key(vm.mac));
+        self.rules.forget_vm(&vm.name);
+    }
+
     /// Put the AF_XDP socket `xsk_fd` into XSKMAP slot `slot`.
     pub fn set_socket(&self, slot: u32, xsk_fd: RawFd) -> Result<(), NetError> {
         let fd = u32::try_from(xsk_fd)
@@ -341,8 +499,23 @@ impl Steering {
 
     /// The verdict counters summed over CPUs.
     pub fn counters(&self) -> SteerCounters {
+        read_verdicts(&self.verdicts)
+    }
+}
+
+/// The `verdicts` map of the program pinned for `ifname`, summed over CPUs.
+pub fn pinned_counters(ifname: &str) -> Result<SteerCounters, NetError> {
+    let path = pin::pin_dir(ifname)?.join(MAP_VERDICTS);
+    let map = MapHandle::from_pinned_path(&path)
+        .map_err(bpf_err(format!("opening pinned map {}", path.display())))?;
+    Ok(read_verdicts(&map))
+}
+
+/// Sum a `verdicts` per-CPU array.
+fn read_verdicts(verdicts: &MapHandle) -> SteerCounters {
+    {
         let read = |verdict: Verdict| -> u64 {
-            self.verdicts
+            verdicts
                 .lookup_percpu(&(verdict as u32).to_ne_bytes(), MapFlags::ANY)
                 .ok()
                 .flatten()
@@ -354,7 +527,7 @@ impl Steering {
                 })
                 .unwrap_or(0)
         };
-        debug_assert_eq!(VERDICT_COUNT, Verdict::DropWrongQueue as u32 + 1);
+        debug_assert_eq!(VERDICT_COUNT, Verdict::RuleMirror as u32 + 1);
         SteerCounters {
             to_vm: read(Verdict::ToVm),
             to_vm_arp: read(Verdict::ToVmArp),
@@ -362,8 +535,106 @@ impl Steering {
             to_host: read(Verdict::ToHost),
             drop_no_socket: read(Verdict::DropNoSocket),
             drop_wrong_queue: read(Verdict::DropWrongQueue),
+            rule_to_vm: read(Verdict::RuleToVm),
+            rule_pass: read(Verdict::RulePass),
+            rule_drop: read(Verdict::RuleDrop),
+            rule_mirror: read(Verdict::RuleMirror),
         }
     }
+}
+
+/// The steering program loaded but attached nowhere: for BPF_PROG_TEST_RUN measurements
+/// (benches/filter.rs) and tests of the program logic without a NIC.
+#[derive(Debug)]
+pub struct DetachedProgram {
+    rules: RuleMaps,
+    object: Object,
+}
+
+impl DetachedProgram {
+    /// Load the program and its (fresh, unpinned) maps.
+    pub fn load() -> Result<Self, NetError> {
+        let object = ObjectBuilder::default()
+            .open_memory(STEER_OBJECT)
+            .map_err(bpf_err("opening the embedded XDP steering object"))?
+            .load()
+            .map_err(bpf_err("loading the XDP steering program into the kernel"))?;
+        let handle = |name: &str| -> Result<MapHandle, NetError> {
+            let map = object.maps().find(|m| m.name() == name).ok_or_else(|| {
+                NetError::InvalidConfig(format!("steering object has no map {name:?}"))
+            })?;
+            MapHandle::try_from(&map).map_err(bpf_err(format!("opening map {name:?}")))
+        };
+        let rules = RuleMaps::from_fn("(detached)", &handle, None)?;
+        Ok(Self { rules, object })
+    }
+
+    /// The rule maps.
+    pub fn rules(&self) -> &RuleMaps {
+        &self.rules
+    }
+
+    /// Run the program `repeat` times on `frame` in the kernel (BPF_PROG_TEST_RUN); returns the
+    /// XDP action and the mean time per run.
+    pub fn test_run(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), NetError> {
+        let prog = self
+            .object
+            .progs_mut()
+            .find(|p| p.name() == PROGRAM_NAME)
+            .ok_or_else(|| {
+                NetError::InvalidConfig(format!("steering object has no program {PROGRAM_NAME:?}"))
+            })?;
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        let out = prog
+            .test_run(input)
+            .map_err(bpf_err("BPF_PROG_TEST_RUN of the steering program"))?;
+        Ok((out.return_value, out.duration))
+    }
+}
+
+impl Drop for Steering {
+    fn drop(&mut self) {
+        if self.pinning == Pinning::MapsOwned {
+            let removed = match &self.pin_dir {
+                Some(dir) => pin::remove_dir(dir),
+                None => Ok(()),
+            };
+            if let Err(e) = removed {
+                tracing::warn!(error = %e, "removing the pinned maps");
+            }
+        }
+    }
+}
+
+/// The mode of the XDP program attached to `ifindex`, `None` when none is.
+pub fn xdp_attach_mode(ifindex: u32) -> Result<Option<XdpMode>, NetError> {
+    let mut opts = libbpf_sys::bpf_xdp_query_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
+        ..Default::default()
+    };
+    // SAFETY: `opts` is a valid, sized bpf_xdp_query_opts living across the call.
+    let ret = unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
+    if ret < 0 {
+        return Err(NetError::io(
+            "querying the XDP program of the NIC",
+            io::Error::from_raw_os_error(-ret),
+        ));
+    }
+    Ok(if opts.drv_prog_id != 0 {
+        Some(XdpMode::Native)
+    } else if opts.skb_prog_id != 0 {
+        Some(XdpMode::Generic)
+    } else {
+        None
+    })
 }
 
 /// Create the XDP bpf_link of `prog_fd` on `ifindex`; returns the errno on failure.

@@ -34,9 +34,22 @@ use xsk_rs::{
 
 use super::{
     nic::{self, LinkProbe, Membership, MembershipKind},
+    rulemaps::VmName,
     steer::{link_local_from_mac, Steering, VmRegistration, XdpMode},
+    tap::{TapBackend, TapConfig},
     Backend, BackendStats, FrameTx, NetError, MAX_FRAME_LEN,
 };
+
+/// Mirror counters of one AF_XDP backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MirrorStats {
+    /// Frames a mirror rule sent to this VM (each also meant for the host).
+    pub frames: u64,
+    /// Host copies written to the mirror TAP device.
+    pub host_copies: u64,
+    /// Host copies lost: no mirror device configured, or it had no room.
+    pub host_copy_drops: u64,
+}
 
 /// Size of one UMEM frame (a page): holds the 256-byte XDP headroom plus up to 3840 frame bytes.
 pub const UMEM_FRAME_SIZE: u32 = 4096;
@@ -52,8 +65,9 @@ const RX_BATCH: usize = 64;
 const TX_BATCH: usize = 64;
 /// Upper bound on sendto() kicks per flush: copy-mode sendto sends at most 32 frames per call.
 const MAX_KICKS_PER_FLUSH: usize = 64;
-/// XSKMAP slot of this backend's socket (one VM per NIC until several are supported).
-const XSK_SLOT: u32 = 0;
+/// 4-byte XDP metadata tag the steering program puts in front of a mirrored frame
+/// (`MIRROR_META_MAGIC` in bpf/steer.bpf.c).
+const MIRROR_META_MAGIC: u32 = 0x4c4d_5252;
 /// How often `reap` re-reads the NIC's link state (an ioctl) for `link_up`.
 const LINK_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -91,6 +105,14 @@ pub struct XdpConfig {
     pub rx_ring_size: u32,
     /// TX frames in the UMEM (power of two): how many frames can be in flight.
     pub tx_frames: u32,
+    /// The VM's name for filter rules (`to vm NAME`); registered in the pinned `vm_names` map.
+    pub vm_name: Option<String>,
+    /// Pin the program's maps under `/sys/fs/bpf/lancet/<ifname>/` (and reuse a program that
+    /// `lancet nic attach` pinned) so `lancet filter` / `lancet stats` reach them.
+    pub pin: bool,
+    /// Where the host copy of a mirrored frame goes: a TAP device of this name is created and
+    /// the copy written into it (the host stack receives it there). `None`: counted, not copied.
+    pub mirror_tap: Option<String>,
 }
 
 impl XdpConfig {
@@ -106,6 +128,9 @@ impl XdpConfig {
             mac_filter: MacFilter::Unicast,
             rx_ring_size: 1024,
             tx_frames: 256,
+            vm_name: None,
+            pin: false,
+            mirror_tap: None,
         }
     }
 }
@@ -134,6 +159,12 @@ pub struct XdpBackend {
     tx_in_flight: usize,
     scratch: Vec<FrameDesc>,
     counters: BackendStats,
+    /// The VM's name as registered in `vm_names` (unregistered on drop).
+    vm_name: Option<String>,
+    /// Where host copies of mirrored frames go.
+    mirror_sink: Option<TapBackend>,
+    /// Mirrored frames received / whose host copy could not be written.
+    mirror: MirrorStats,
     link: LinkProbe,
     link_up: bool,
     link_checked: Instant,
@@ -246,13 +277,30 @@ impl XdpBackend {
                 reason: "a 4 KiB UMEM frame holds",
             });
         }
+        if cfg.queue >= super::steer::MAX_VMS {
+            return Err(NetError::InvalidConfig(format!(
+                "queue {} is above the {} XSKMAP slots (the slot is the queue number)",
+                cfg.queue,
+                super::steer::MAX_VMS
+            )));
+        }
         let link = LinkProbe::new(&cfg.ifname)?;
-        let steering = Steering::attach(&cfg.ifname, cfg.mode)?;
+        let steering = if cfg.pin {
+            Steering::attach_pinned(&cfg.ifname, cfg.mode)?
+        } else {
+            Steering::attach(&cfg.ifname, cfg.mode)?
+        };
+        // Registrations left by VMM processes that were killed (pinned maps outlive them).
+        for stale in steering.rules().stale_vms() {
+            steering.forget_vm(&stale);
+        }
         let link_local = link_local_from_mac(cfg.vm_mac);
         let mut ipv6 = vec![link_local];
         ipv6.extend(cfg.vm_ipv6.iter().copied().filter(|a| *a != link_local));
+        // One socket per queue (one UMEM per queue), so the queue number is the XSKMAP slot.
+        let slot = cfg.queue;
         let registration = VmRegistration {
-            slot: XSK_SLOT,
+            slot,
             queue: cfg.queue,
             mac: cfg.vm_mac,
             ipv4: cfg.vm_ip.into_iter().collect(),
@@ -274,7 +322,27 @@ impl XdpBackend {
         // SAFETY: the RX frames are owned by nobody yet; they belong to this UMEM.
         let filled = unsafe { fill_q.produce(&frames) };
         let rx_spare = frames.split_off(filled);
-        steering.set_socket(XSK_SLOT, rx_q.fd().as_raw_fd())?;
+        steering.set_socket(slot, rx_q.fd().as_raw_fd())?;
+        let mirror_sink = match &cfg.mirror_tap {
+            Some(name) => Some(TapBackend::open(&TapConfig::new(name.clone(), None))?),
+            None => None,
+        };
+        if let Some(name) = &cfg.vm_name {
+            let vm = VmName {
+                name: name.clone(),
+                slot,
+                queue: cfg.queue,
+                pid: std::process::id(),
+                mac: cfg.vm_mac,
+            };
+            if let Err(e) = steering.rules().register_vm(&vm) {
+                steering.unregister_vm(&registration);
+                return Err(match e {
+                    super::rulemaps::FilterError::Net(n) => n,
+                    other => NetError::InvalidConfig(other.to_string()),
+                });
+            }
+        }
         let membership = match cfg.mac_filter {
             MacFilter::Unicast => Some(Membership::add(
                 &cfg.ifname,
@@ -304,6 +372,9 @@ impl XdpBackend {
             tx_in_flight: 0,
             scratch: vec![FrameDesc::default(); RX_BATCH],
             counters: BackendStats::default(),
+            vm_name: cfg.vm_name.clone(),
+            mirror_sink,
+            mirror: MirrorStats::default(),
             link_up: link.is_up(),
             link,
             link_checked: Instant::now(),
@@ -323,6 +394,33 @@ impl XdpBackend {
     /// The steering program of this backend.
     pub fn steering(&self) -> &Steering {
         &self.steering
+    }
+
+    /// The steering program, mutable (e.g. to pin its link).
+    pub fn steering_mut(&mut self) -> &mut Steering {
+        &mut self.steering
+    }
+
+    /// Mirror counters.
+    pub fn mirror_stats(&self) -> MirrorStats {
+        self.mirror
+    }
+
+    /// Hand the host copy of a mirrored frame to the mirror device.
+    fn mirror_to_host(&mut self, frame: &[u8]) {
+        self.mirror.frames += 1;
+        let Some(sink) = self.mirror_sink.as_mut() else {
+            self.mirror.host_copy_drops += 1;
+            return;
+        };
+        match sink.tx_buffer() {
+            Some(buf) if buf.len() >= frame.len() => {
+                buf[..frame.len()].copy_from_slice(frame);
+                sink.tx_commit(frame.len());
+                self.mirror.host_copies += 1;
+            }
+            _ => self.mirror.host_copy_drops += 1,
+        }
     }
 
     /// Move completed TX frames back to the free list.
@@ -466,6 +564,7 @@ impl Backend for XdpBackend {
         deliver: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, NetError> {
         let mut delivered = 0;
+        let mut mirrored: Vec<Vec<u8>> = Vec::new();
         while delivered < max {
             let want = (max - delivered).min(self.scratch.len());
             // SAFETY: received frames belong to this UMEM; they are returned to the fill ring below.
@@ -481,13 +580,25 @@ impl Backend for XdpBackend {
                 }
                 // SAFETY: the frame was just received into this UMEM and is owned by us until refilled.
                 let data = unsafe { self.umem.data(desc) };
-                deliver(&data);
+                let frame = data.contents();
+                deliver(frame);
+                if mirror_tag(desc, frame) == Some(MIRROR_META_MAGIC) {
+                    mirrored.push(frame.to_vec());
+                }
                 self.counters.rx_frames += 1;
                 self.counters.rx_bytes += len as u64;
                 delivered += 1;
             }
             self.rx_spare.extend_from_slice(&self.scratch[..n]);
             self.refill();
+        }
+        if !mirrored.is_empty() {
+            for frame in &mirrored {
+                self.mirror_to_host(frame);
+            }
+            if let Some(sink) = self.mirror_sink.as_mut() {
+                sink.tx_flush();
+            }
         }
         Ok(delivered)
     }
@@ -520,6 +631,30 @@ impl Backend for XdpBackend {
 
 impl Drop for XdpBackend {
     fn drop(&mut self) {
+        if let Some(name) = &self.vm_name {
+            if let Err(e) = self
+                .steering
+                .rules()
+                .unregister_vm(name, std::process::id())
+            {
+                tracing::warn!(error = %e, "unregistering the VM name");
+            }
+        }
         self.steering.unregister_vm(&self.registration);
     }
+}
+
+/// The 4-byte XDP metadata word in front of a received frame, if the frame has that much headroom
+/// in its UMEM frame (the steering program writes [`MIRROR_META_MAGIC`] there for mirrored frames;
+/// copy mode copies the metadata with the frame).
+fn mirror_tag(desc: &FrameDesc, frame: &[u8]) -> Option<u32> {
+    let offset_in_frame = desc.addr() % UMEM_FRAME_SIZE as usize;
+    if offset_in_frame < 4 || frame.is_empty() {
+        return None;
+    }
+    let mut word = [0u8; 4];
+    // SAFETY: `frame` starts `offset_in_frame` (>= 4) bytes into a UMEM frame, so the 4 bytes
+    // before it are inside the same frame of the UMEM mapping, owned by us until refilled.
+    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr().sub(4), word.as_mut_ptr(), 4) };
+    Some(u32::from_ne_bytes(word))
 }

@@ -1,0 +1,219 @@
+//! The steering program's state under the BPF filesystem, one directory per NIC:
+//! `/sys/fs/bpf/lancet/<ifname>/` holds every map (by its name in bpf/steer.bpf.c) and, after
+//! `lancet nic attach`, the program's bpf_link as `link`.
+//!
+//! Lifetimes:
+//! - `lancet run` without `nic attach`: the link belongs to the process (it disappears with it, also
+//!   after kill -9); the maps are pinned so `lancet filter` / `lancet stats` / bpftool reach them,
+//!   and the process removes the directory when it exits cleanly. After a kill -9 the map pins stay
+//!   and the next `lancet run` on that NIC reuses them (the rules survive), or `nic detach` clears.
+//! - `lancet nic attach`: the link is pinned too, so the program stays attached with no process;
+//!   a later `lancet run` finds the pinned link and reuses the program and its maps instead of
+//!   failing on "another XDP program attached". `lancet nic detach` removes the pins; the program
+//!   detaches when the last holder (pin or running VMM) lets go.
+//!
+//! bpffs is global, not per network namespace, and two namespaces may each have a NIC of the same
+//! name (every test bed has an `lt-nic`): outside the initial network namespace the directory is
+//! `<ifname>@<netns inode>`. Commands given a bare `<ifname>` find the directory of their own
+//! namespace, else `<ifname>`, else the only `<ifname>@*` (several: they ask for the full name).
+
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use libbpf_rs::libbpf_sys;
+use serde::Serialize;
+
+use super::NetError;
+
+/// Where the BPF filesystem is mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// lancet's directory inside it.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/lancet";
+/// Name of the pinned bpf_link inside a NIC's directory.
+pub const LINK_PIN: &str = "link";
+/// statfs magic of bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The inode of the calling thread's network namespace when it is not the initial one.
+fn netns_tag() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &str| std::fs::metadata(p).ok().map(|m| m.ino());
+    let mine = ino("/proc/thread-self/ns/net")?;
+    match ino("/proc/1/ns/net") {
+        Some(init) if init == mine => None,
+        _ => Some(mine),
+    }
+}
+
+/// The pin directory a NIC named `ifname` in the calling thread's namespace gets.
+pub fn pin_dir_here(ifname: &str) -> PathBuf {
+    match netns_tag() {
+        Some(tag) => Path::new(PIN_ROOT).join(format!("{ifname}@{tag}")),
+        None => Path::new(PIN_ROOT).join(ifname),
+    }
+}
+
+/// The pin directory `name` (an interface name, or `<ifname>@<netns inode>`) refers to; may not
+/// exist. Errors when several namespaces pinned a NIC of that name.
+pub fn pin_dir(name: &str) -> Result<PathBuf, NetError> {
+    let here = pin_dir_here(name);
+    if here.exists() {
+        return Ok(here);
+    }
+    let exact = Path::new(PIN_ROOT).join(name);
+    if exact.exists() || name.contains('@') {
+        return Ok(exact);
+    }
+    let prefix = format!("{name}@");
+    let found: Vec<PathBuf> = std::fs::read_dir(PIN_ROOT)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    match found.len() {
+        0 => Ok(exact),
+        1 => Ok(found[0].clone()),
+        _ => Err(NetError::InvalidConfig(format!(
+            "NICs named {name:?} are pinned from several network namespaces ({}): give the full name",
+            found
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Mount bpffs at [`BPFFS`] unless it is already, and create the pin directory of `ifname` in
+/// the calling thread's namespace.
+pub fn ensure_pin_dir(ifname: &str) -> Result<PathBuf, NetError> {
+    if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
+        return Err(NetError::InvalidConfig(format!(
+            "{ifname:?} is not an interface name"
+        )));
+    }
+    if !is_bpffs(Path::new(BPFFS)) {
+        nix::mount::mount(
+            Some("bpf"),
+            BPFFS,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| {
+            NetError::io(
+                format!("mounting the BPF filesystem at {BPFFS} (`mount -t bpf bpf {BPFFS}`)"),
+                io::Error::from(e),
+            )
+        })?;
+    }
+    let dir = pin_dir_here(ifname);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| NetError::io(format!("creating {}", dir.display()), e))?;
+    Ok(dir)
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Remove the pin directory `name` refers to and everything pinned in it.
+pub fn remove_pins(name: &str) -> Result<(), NetError> {
+    remove_dir(&pin_dir(name)?)
+}
+
+/// Remove pin directory `dir` and everything pinned in it.
+pub fn remove_dir(dir: &Path) -> Result<(), NetError> {
+    let dir = dir.to_path_buf();
+    match std::fs::read_dir(&dir) {
+        Ok(entries) => {
+            for e in entries.flatten() {
+                std::fs::remove_file(e.path()).map_err(|err| {
+                    NetError::io(format!("unpinning {}", e.path().display()), err)
+                })?;
+            }
+            std::fs::remove_dir(&dir)
+                .map_err(|e| NetError::io(format!("removing {}", dir.display()), e))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NetError::io(format!("reading {}", dir.display()), e)),
+    }
+}
+
+fn c_path(path: &Path) -> Result<CString, NetError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| NetError::InvalidConfig(format!("bad path {}", path.display())))
+}
+
+/// Pin a BPF object (a link) at `path`.
+pub fn pin_fd(fd: &OwnedFd, path: &Path) -> Result<(), NetError> {
+    let p = c_path(path)?;
+    // SAFETY: a valid descriptor and a NUL-terminated path living across the call.
+    let ret = unsafe { libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), p.as_ptr()) };
+    if ret < 0 {
+        return Err(NetError::io(
+            format!("pinning at {}", path.display()),
+            io::Error::from_raw_os_error(-ret),
+        ));
+    }
+    Ok(())
+}
+
+/// Open the BPF object pinned at `path`; `None` when nothing is pinned there.
+pub fn open_pinned(path: &Path) -> Result<Option<OwnedFd>, NetError> {
+    let p = c_path(path)?;
+    // SAFETY: a NUL-terminated path living across the call.
+    let ret = unsafe { libbpf_sys::bpf_obj_get(p.as_ptr()) };
+    if ret < 0 {
+        let e = io::Error::from_raw_os_error(-ret);
+        if e.kind() == io::ErrorKind::NotFound {
+            return Ok(None);
+        }
+        return Err(NetError::io(format!("opening {}", path.display()), e));
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(ret) }))
+}
+
+/// What a pinned XDP link points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LinkInfo {
+    /// The attached program's id.
+    pub prog_id: u32,
+    /// The interface it is attached to (0 when the interface is gone).
+    pub ifindex: u32,
+}
+
+/// The program and interface of an XDP bpf_link.
+pub fn link_info(link: &OwnedFd) -> Result<LinkInfo, NetError> {
+    let mut info = libbpf_sys::bpf_link_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
+    // SAFETY: `info` is a valid, writable bpf_link_info of `len` bytes.
+    let ret = unsafe { libbpf_sys::bpf_link_get_info_by_fd(link.as_raw_fd(), &mut info, &mut len) };
+    if ret < 0 {
+        return Err(NetError::io(
+            "reading the pinned link's info",
+            io::Error::from_raw_os_error(-ret),
+        ));
+    }
+    // SAFETY: the kernel filled the xdp member for an XDP link (ifindex 0 otherwise).
+    let ifindex = unsafe { info.__bindgen_anon_1.xdp.ifindex };
+    Ok(LinkInfo {
+        prog_id: info.prog_id,
+        ifindex,
+    })
+}

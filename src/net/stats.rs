@@ -1,0 +1,204 @@
+//! `lancet stats IFACE`: everything observable about one NIC's steering and its VMs in one report.
+//!
+//! Sources: the pinned maps (XDP verdicts, per-rule hits, registered VMs) and the counters each
+//! running VMM publishes with [`StatsPublisher`] to `/run/lancet/<ifname>/<vm>.json` (frames,
+//! bytes, drops by reason including the XSK ring statistics XDP_STATISTICS, mirror and anti-spoof
+//! counters). The file is replaced atomically (write + rename) at most every
+//! [`PUBLISH_INTERVAL`], so the I/O thread pays one small write per interval.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use super::{
+    format_mac,
+    rulemaps::{FilterError, ListedRule, RuleMaps, VmName},
+    steer::{pinned_counters, SteerCounters},
+    NetError,
+};
+
+/// Where running VMMs publish their counters.
+pub const STATS_ROOT: &str = "/run/lancet";
+/// How often [`StatsPublisher::maybe_publish`] writes.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The file a VM's counters go to; `key` is the NIC's pin directory name (`<ifname>` or
+/// `<ifname>@<netns inode>`, see [`super::pin`]).
+pub fn stats_path(key: &str, vm: &str) -> PathBuf {
+    Path::new(STATS_ROOT).join(key).join(format!("{vm}.json"))
+}
+
+/// The stats key of NIC `ifname` in the calling thread's namespace.
+pub fn key_here(ifname: &str) -> String {
+    super::pin::pin_dir_here(ifname)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| ifname.to_string())
+}
+
+/// Publishes one VM's counters for `lancet stats`.
+#[derive(Debug)]
+pub struct StatsPublisher {
+    path: PathBuf,
+    last: Option<Instant>,
+}
+
+impl StatsPublisher {
+    /// A publisher for VM `vm` on the NIC whose stats key (see [`key_here`]) is `key`.
+    pub fn new(key: &str, vm: &str) -> Result<Self, NetError> {
+        let path = stats_path(key, vm);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| NetError::io(format!("creating {}", dir.display()), e))?;
+        }
+        Ok(Self { path, last: None })
+    }
+
+    /// Publish `counters` if [`PUBLISH_INTERVAL`] passed since the last time.
+    pub fn maybe_publish(&mut self, counters: &impl Serialize) {
+        if self.last.is_some_and(|t| t.elapsed() < PUBLISH_INTERVAL) {
+            return;
+        }
+        self.publish(counters);
+    }
+
+    /// Publish `counters` now (errors are logged, never fatal to the VM).
+    pub fn publish(&mut self, counters: &impl Serialize) {
+        self.last = Some(Instant::now());
+        let tmp = self.path.with_extension("json.tmp");
+        let result = serde_json::to_vec_pretty(counters)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = result {
+            tracing::warn!(path = %self.path.display(), error = %e, "publishing stats");
+        }
+    }
+}
+
+impl Drop for StatsPublisher {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        // Removed only when no other VM of this NIC still publishes there.
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Everything `lancet stats IFACE` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The NIC.
+    pub ifname: String,
+    /// The XDP program's verdicts.
+    pub verdicts: SteerCounters,
+    /// Rules with their hit counters.
+    pub rules: Vec<ListedRule>,
+    /// Registered VMs (`stale`: their process is gone).
+    pub vms: Vec<VmReport>,
+}
+
+/// One VM in a [`Report`].
+#[derive(Debug, Clone, Serialize)]
+pub struct VmReport {
+    /// Its registration.
+    #[serde(flatten)]
+    pub vm: VmName,
+    /// Whether its process is gone.
+    pub stale: bool,
+    /// What its VMM last published (None: nothing published).
+    pub counters: Option<serde_json::Value>,
+}
+
+/// Collect the report of `ifname` from its pinned maps and the published VM counters.
+pub fn collect(ifname: &str) -> Result<Report, FilterError> {
+    let maps = RuleMaps::open_pinned(ifname)?;
+    let verdicts = pinned_counters(ifname)?;
+    let key = super::pin::pin_dir(ifname)?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| ifname.to_string());
+    let rules = maps.list()?;
+    let vms = maps
+        .vms()
+        .into_iter()
+        .map(|vm| {
+            let counters = std::fs::read(stats_path(&key, &vm.name))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            VmReport {
+                stale: vm.is_stale(),
+                vm,
+                counters,
+            }
+        })
+        .collect();
+    Ok(Report {
+        ifname: ifname.to_string(),
+        verdicts,
+        rules,
+        vms,
+    })
+}
+
+/// The report as text for a terminal.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let v = &r.verdicts;
+    let _ = writeln!(s, "{}: XDP verdicts", r.ifname);
+    for (name, n) in [
+        ("to_vm (MAC)", v.to_vm),
+        ("to_vm (ARP)", v.to_vm_arp),
+        ("to_vm (NS)", v.to_vm_ns),
+        ("to_host", v.to_host),
+        ("rule to_vm", v.rule_to_vm),
+        ("rule pass", v.rule_pass),
+        ("rule drop", v.rule_drop),
+        ("rule mirror", v.rule_mirror),
+        ("drop no socket", v.drop_no_socket),
+        ("drop wrong queue", v.drop_wrong_queue),
+    ] {
+        let _ = writeln!(s, "  {name:<18} {n:>12}");
+    }
+    let _ = writeln!(s, "rules");
+    let _ = writeln!(
+        s,
+        "  {:>5} {:>5}  {:<40} {:<20} {:>12}",
+        "id", "prio", "match", "action", "hits"
+    );
+    for rule in &r.rules {
+        let _ = writeln!(
+            s,
+            "  {:>5} {:>5}  {:<40} {:<20} {:>12}",
+            rule.id, rule.prio, rule.matches, rule.action, rule.hits
+        );
+    }
+    let _ = writeln!(s, "VMs");
+    for vm in &r.vms {
+        let _ = writeln!(
+            s,
+            "  {} slot {} queue {} mac {} pid {}{}",
+            vm.vm.name,
+            vm.vm.slot,
+            vm.vm.queue,
+            format_mac(vm.vm.mac),
+            vm.vm.pid,
+            if vm.stale {
+                " (stale: process gone)"
+            } else {
+                ""
+            }
+        );
+        if let Some(c) = &vm.counters {
+            for line in serde_json::to_string_pretty(c).unwrap_or_default().lines() {
+                let _ = writeln!(s, "    {line}");
+            }
+        }
+    }
+    s
+}

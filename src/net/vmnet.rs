@@ -1,0 +1,231 @@
+//! The VM-facing network of `lancet run`: the backend ([`super::open_backend`] for TAP, an
+//! [`XdpBackend`] with pinned maps and a registered VM name for AF_XDP), wrapped with
+//! anti-spoofing (unless `--allow-spoof`), the optional pcap capture (`--pcap FILE`) and the
+//! counters published for `lancet stats`. [`VmNet`] is itself a [`Backend`], so the VMM's I/O
+//! thread uses it exactly like the bare backend.
+
+use std::{
+    os::fd::RawFd,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use super::{
+    pcap::{Direction, PcapWriter},
+    spoof::SpoofGuard,
+    stats::StatsPublisher,
+    xdp::MirrorStats,
+    Backend, BackendKind, BackendSpec, BackendStats, FrameTx, NetError, XdpBackend, XdpConfig,
+};
+
+/// What `lancet run` adds to a [`BackendSpec`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmNetOptions {
+    /// The VM's name for rules and stats (`to vm NAME`); default `vm`.
+    pub vm_name: Option<String>,
+    /// `--allow-spoof`: let the VM send frames with any source MAC.
+    pub allow_spoof: bool,
+    /// `--pcap FILE`.
+    pub pcap: Option<PathBuf>,
+    /// A TAP device for the host copies of mirrored frames (AF_XDP only).
+    pub mirror_tap: Option<String>,
+}
+
+/// How often `reap` writes the capture buffer out (so `tcpdump -r` sees a running capture).
+const PCAP_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Default VM name.
+pub const DEFAULT_VM_NAME: &str = "vm";
+
+/// What a running VMM publishes for `lancet stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishedStats {
+    /// "xdp" or "tap".
+    pub backend: &'static str,
+    /// The backend's counters (drops by reason include the XSK ring statistics).
+    pub counters: BackendStats,
+    /// Mirror counters (AF_XDP).
+    pub mirror: Option<MirrorStats>,
+    /// Frames captured (rx, tx) and capture write errors.
+    pub pcap: Option<(u64, u64, u64)>,
+}
+
+enum Inner {
+    Xdp(Box<SpoofGuard<XdpBackend>>),
+    Other(SpoofGuard<Box<dyn Backend>>),
+}
+
+/// The backend of one VM with anti-spoofing, capture and stats publishing.
+pub struct VmNet {
+    inner: Inner,
+    pcap: Option<PcapWriter>,
+    pcap_flushed: Instant,
+    publisher: Option<StatsPublisher>,
+}
+
+impl std::fmt::Debug for VmNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmNet").finish_non_exhaustive()
+    }
+}
+
+impl VmNet {
+    /// Open the backend `spec` describes with `opts` (in the NIC's network namespace).
+    pub fn open(spec: &BackendSpec, opts: &VmNetOptions) -> Result<Self, NetError> {
+        let name = opts
+            .vm_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_VM_NAME.to_string());
+        let inner = match spec.kind {
+            BackendKind::Xdp => {
+                let mut cfg = XdpConfig::new(spec.nic.clone(), spec.vm_mac);
+                cfg.vm_ip = spec.vm_ip;
+                cfg.mode = spec.xdp_mode;
+                cfg.pin = true;
+                cfg.vm_name = Some(name.clone());
+                cfg.mirror_tap = opts.mirror_tap.clone();
+                Inner::Xdp(Box::new(SpoofGuard::new(
+                    XdpBackend::open(&cfg)?,
+                    spec.vm_mac,
+                    opts.allow_spoof,
+                )))
+            }
+            BackendKind::Tap => Inner::Other(SpoofGuard::new(
+                super::open_backend(spec)?,
+                spec.vm_mac,
+                opts.allow_spoof,
+            )),
+        };
+        let pcap = match &opts.pcap {
+            Some(path) => Some(PcapWriter::create(path).map_err(|e| {
+                NetError::io(format!("creating the capture file {}", path.display()), e)
+            })?),
+            None => None,
+        };
+        let publisher = StatsPublisher::new(&super::stats::key_here(&spec.nic), &name).ok();
+        Ok(Self {
+            inner,
+            pcap,
+            pcap_flushed: Instant::now(),
+            publisher,
+        })
+    }
+
+    fn backend(&self) -> &dyn Backend {
+        match &self.inner {
+            Inner::Xdp(b) => b.as_ref(),
+            Inner::Other(b) => b,
+        }
+    }
+
+    fn backend_mut(&mut self) -> &mut dyn Backend {
+        match &mut self.inner {
+            Inner::Xdp(b) => b.as_mut(),
+            Inner::Other(b) => b,
+        }
+    }
+
+    /// The counters `lancet stats` shows for this VM.
+    pub fn published(&self) -> PublishedStats {
+        PublishedStats {
+            backend: self.backend().kind(),
+            counters: self.backend().stats(),
+            mirror: match &self.inner {
+                Inner::Xdp(b) => Some(b.inner().mirror_stats()),
+                Inner::Other(_) => None,
+            },
+            pcap: self
+                .pcap
+                .as_ref()
+                .map(|p| (p.rx_frames(), p.tx_frames(), p.errors())),
+        }
+    }
+}
+
+impl FrameTx for VmNet {
+    fn link_up(&self) -> bool {
+        self.backend().link_up()
+    }
+
+    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
+        self.backend_mut().tx_buffer()
+    }
+
+    fn tx_commit(&mut self, len: usize) {
+        if self.pcap.is_some() {
+            // The backends lend the same buffer again until it is committed.
+            let frame = self
+                .backend_mut()
+                .tx_buffer()
+                .and_then(|b| b.get(..len))
+                .map(<[u8]>::to_vec);
+            if let (Some(frame), Some(pcap)) = (frame, self.pcap.as_mut()) {
+                pcap.record(Direction::Tx, &frame);
+            }
+        }
+        self.backend_mut().tx_commit(len);
+    }
+
+    fn tx_flush(&mut self) {
+        self.backend_mut().tx_flush();
+    }
+}
+
+impl Backend for VmNet {
+    fn kind(&self) -> &'static str {
+        self.backend().kind()
+    }
+
+    fn poll_fd(&self) -> RawFd {
+        self.backend().poll_fd()
+    }
+
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, NetError> {
+        let Self { inner, pcap, .. } = self;
+        let backend: &mut dyn Backend = match inner {
+            Inner::Xdp(b) => b.as_mut(),
+            Inner::Other(b) => b,
+        };
+        match pcap.as_mut() {
+            Some(pcap) => backend.recv_batch(max, &mut |frame| {
+                pcap.record(Direction::Rx, frame);
+                deliver(frame);
+            }),
+            None => backend.recv_batch(max, deliver),
+        }
+    }
+
+    fn reap(&mut self) {
+        self.backend_mut().reap();
+        if self.pcap_flushed.elapsed() >= PCAP_FLUSH_INTERVAL {
+            self.pcap_flushed = Instant::now();
+            if let Some(p) = self.pcap.as_mut() {
+                p.flush();
+            }
+        }
+        if self.publisher.is_some() {
+            let stats = self.published();
+            if let Some(p) = self.publisher.as_mut() {
+                p.maybe_publish(&stats);
+            }
+        }
+    }
+
+    fn stats(&self) -> BackendStats {
+        self.backend().stats()
+    }
+}
+
+impl Drop for VmNet {
+    fn drop(&mut self) {
+        if let Some(p) = self.pcap.as_mut() {
+            p.flush();
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Pinned state: `lancet filter` / `lancet stats` / `lancet nic` (the CLI functions) change and read
+//! the maps of a running backend through bpffs; `nic attach` keeps the program without a process
+//! and a later backend reuses it; rules change while traffic flows without losing a kept frame.
+
+mod filter_support;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use filter_support::{bed, pin_lock, vm_receive, Frame, QUIET, VM};
+use lancet::cli_filter::{run_filter, run_nic, run_stats, FilterCmd, ModeArg, NicCmd, StatsArgs};
+use lancet::net::{
+    nic, pin, rulemaps::RuleMaps, rules::Rule, steer::attached_program_id, Backend, XdpBackend,
+    XdpConfig, XdpMode,
+};
+use lancet::testbed::Testbed;
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+fn cli_filter(cmd: FilterCmd) -> Result<String, String> {
+    let mut out = Vec::new();
+    run_filter(&cmd, &mut out).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+#[test]
+fn cli_changes_the_rules_of_a_running_backend() {
+    let _pins = pin_lock();
+    let mut b = bed("pc", |c| c.pin = true);
+    let iface = Testbed::NIC.to_string();
+    let dir = pin::pin_dir(&iface).unwrap();
+    assert!(
+        dir.join("rules").exists(),
+        "maps pinned in {}",
+        dir.display()
+    );
+    let out = cli_filter(FilterCmd::Add {
+        iface: iface.clone(),
+        rule: words(&format!("udp dport 4789 to vm {VM} prio 10")),
+    })
+    .unwrap();
+    assert!(
+        out.starts_with("rule 1: udp dport 4789 to vm web1 prio 10"),
+        "{out}"
+    );
+    // Invalid: a clear error, nothing changed.
+    let err = cli_filter(FilterCmd::Add {
+        iface: iface.clone(),
+        rule: words("udp dport 99999 drop"),
+    })
+    .unwrap_err();
+    assert!(err.contains("not a port"), "{err}");
+    let frame = Frame::udp(b.nic_mac, b.peer_mac);
+    for seq in 0..5 {
+        b.peer.send(&frame.build(seq)).unwrap();
+    }
+    assert_eq!(vm_receive(&mut b.backend, 5, filter_support::WAIT).len(), 5);
+    let list = cli_filter(FilterCmd::List {
+        iface: iface.clone(),
+        json: true,
+    })
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(v[0]["hits"], 5);
+    assert_eq!(v[0]["action"], "to vm web1");
+    assert_eq!(v[0]["prio"], 10);
+    let mut out = Vec::new();
+    run_stats(
+        &StatsArgs {
+            iface: iface.clone(),
+            json: true,
+            watch: None,
+        },
+        &mut out,
+    )
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["verdicts"]["rule_to_vm"], 5);
+    assert_eq!(report["vms"][0]["name"], VM);
+    let out = cli_filter(FilterCmd::Del {
+        iface: iface.clone(),
+        id: 1,
+    })
+    .unwrap();
+    assert!(out.contains("deleted rule 1"), "{out}");
+    b.peer.send(&frame.build(99)).unwrap();
+    assert!(vm_receive(&mut b.backend, 1, QUIET).is_empty(), "rule gone");
+    drop(b);
+    assert!(!dir.exists(), "pins removed on clean exit");
+}
+
+#[test]
+fn nic_attach_survives_the_process_and_run_reuses_it() {
+    let _pins = pin_lock();
+    let bed = Testbed::new(lancet::testbed::TestbedConfig {
+        name_prefix: "pa".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let _in_host = bed.enter_host().unwrap();
+    let iface = Testbed::NIC.to_string();
+    let ifindex = nic::ifindex(&iface).unwrap();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = pin::remove_pins(&self.0);
+        }
+    }
+    let _cleanup = Detach(iface.clone());
+    let mut out = Vec::new();
+    run_nic(
+        &NicCmd::Attach {
+            iface: iface.clone(),
+            mode: ModeArg::Native,
+            netns: None,
+        },
+        &mut out,
+    )
+    .unwrap();
+    let prog = attached_program_id(ifindex).unwrap();
+    assert_ne!(
+        prog, 0,
+        "program stays attached after the attaching Steering is gone"
+    );
+    cli_filter(FilterCmd::Add {
+        iface: iface.clone(),
+        rule: words("udp dport 4789 drop"),
+    })
+    .unwrap();
+    // A backend (lancet run) reuses the attached program and its rules.
+    let mut cfg = XdpConfig::new(&iface, Testbed::VM_MAC);
+    cfg.pin = true;
+    cfg.vm_name = Some(VM.into());
+    cfg.mode = XdpMode::Native;
+    let backend = XdpBackend::open(&cfg).unwrap();
+    assert_eq!(attached_program_id(ifindex).unwrap(), prog, "same program");
+    assert_eq!(backend.steering().rules().list().unwrap().len(), 1);
+    let mut out = Vec::new();
+    run_nic(
+        &NicCmd::Status {
+            iface: iface.clone(),
+            json: true,
+            netns: None,
+        },
+        &mut out,
+    )
+    .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(status["link_pinned"], true);
+    assert_eq!(status["rules"], 1);
+    assert_eq!(status["vms"][0][0], VM);
+    drop(backend);
+    assert_eq!(
+        attached_program_id(ifindex).unwrap(),
+        prog,
+        "the VMM leaving keeps the attached program"
+    );
+    assert_eq!(RuleMaps::open_pinned(&iface).unwrap().vms().len(), 0);
+    run_nic(
+        &NicCmd::Detach {
+            iface: iface.clone(),
+        },
+        &mut Vec::new(),
+    )
+    .unwrap();
+    // The kernel releases the last link reference asynchronously (deferred work).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while attached_program_id(ifindex).unwrap() != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(attached_program_id(ifindex).unwrap(), 0, "detached");
+    assert!(!pin::pin_dir(&iface).unwrap().exists());
+}
+
+#[test]
+fn rules_change_while_traffic_flows_without_losing_kept_frames() {
+    const FRAMES: u64 = 3000;
+    let _pins = pin_lock();
+    let mut b = bed("pt", |c| c.pin = true);
+    let iface = Testbed::NIC.to_string();
+    // The kept traffic reaches the VM only through this rule (it is addressed to the host MAC).
+    RuleMaps::open_pinned(&iface)
+        .unwrap()
+        .add(Rule::parse_str(&format!("udp dport 4789 to vm {VM} prio 50")).unwrap())
+        .unwrap();
+    let frame = Frame::udp(b.nic_mac, b.peer_mac);
+    let done = Arc::new(AtomicBool::new(false));
+    // Another "process": changes rules through its own handle on the pinned maps.
+    let changer = {
+        let (iface, done) = (iface.clone(), done.clone());
+        std::thread::spawn(move || {
+            let maps = RuleMaps::open_pinned(&iface).unwrap();
+            let mut changes = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                let n = changes % 7;
+                let ids = maps
+                    .add_many(vec![
+                        Rule::parse_str(&format!("udp dport {} drop prio 1", 5000 + n)).unwrap(),
+                        Rule::parse_str(&format!("src 10.{n}.0.0/16 tcp drop prio 2")).unwrap(),
+                        Rule::parse_str(&format!("tcp dport 100-{} pass prio 3", 200 + n)).unwrap(),
+                    ])
+                    .unwrap();
+                for id in ids {
+                    maps.delete(id).unwrap();
+                }
+                changes += 1;
+            }
+            changes
+        })
+    };
+    let sender = {
+        let peer = b
+            .bed
+            .raw_socket(lancet::testbed::Side::Peer, Testbed::PEER_NIC)
+            .unwrap();
+        std::thread::spawn(move || {
+            for seq in 0..FRAMES {
+                peer.send(&frame.build(seq)).unwrap();
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        })
+    };
+    let got = vm_receive(&mut b.backend, FRAMES as usize, Duration::from_secs(20));
+    sender.join().unwrap();
+    done.store(true, Ordering::Relaxed);
+    let changes = changer.join().unwrap();
+    let mut seqs = got.clone();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(
+        seqs.len() as u64,
+        FRAMES,
+        "every kept frame reached the VM while {changes} rule changes ran"
+    );
+    assert!(changes >= 2, "rules changed during the traffic ({changes})");
+    assert_eq!(b.backend.stats().drops.rx_total(), 0);
+}
