@@ -29,6 +29,9 @@ pub struct DemoArgs {
     /// UDP echo requests sent after the pings (64-byte frames).
     #[arg(long, default_value_t = 2000)]
     pub echoes: u64,
+    /// Poll mode: the guest never writes TDMD; the VMM's TX ring poll sends its frames.
+    #[arg(long)]
+    pub no_kick: bool,
     /// The test guest image (default: $LANCET_GUEST_ELF, else the one `make guest` built).
     #[arg(long)]
     pub guest_elf: Option<PathBuf>,
@@ -77,6 +80,8 @@ pub fn run_demo(args: &DemoArgs) -> Result<(), BenchError> {
             boot_timeout: Duration::from_secs(args.boot_timeout_secs),
             pin_vcpu: None,
             pin_io: None,
+            poll_kick: !args.no_kick,
+            busy_poll_us: None,
         },
     );
     if let Some(reason) = runner.unavailable(mode) {

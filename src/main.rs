@@ -137,6 +137,10 @@ struct RunArgs {
     /// Test guest: poll the rings (only TDMD exits) instead of taking interrupts.
     #[arg(long, requires = "guest")]
     poll: bool,
+    /// Test guest in poll mode: never write TDMD (guest `kick=0`); the I/O thread's TX ring poll
+    /// sends the frames, so an echo makes no VM exit.
+    #[arg(long, requires = "poll")]
+    no_kick: bool,
     /// Test guest: the peer's IPv4 address (blast sends to it).
     #[arg(long, value_name = "IP", requires = "guest")]
     peer: Option<Ipv4Addr>,
@@ -267,6 +271,9 @@ fn guest_cmdline(args: &RunArgs, program: GuestProgram) -> CliResult<String> {
     };
     let mode = if args.poll { "poll" } else { "irq" };
     let mut line = format!("prog={prog} mode={mode} ip={ip}/{len}");
+    if args.no_kick {
+        line += " kick=0";
+    }
     if let Some(peer) = args.peer {
         line += &format!(" peer={peer}");
     }

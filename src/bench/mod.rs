@@ -110,6 +110,13 @@ pub struct BenchArgs {
     /// CPU for lancet's I/O thread (default: the client CPU, where the peer's traffic is handled).
     #[arg(long, value_name = "CPU")]
     pub pin_io: Option<usize>,
+    /// Poll mode: the test guest never writes TDMD (`lancet run --no-kick`); the VMM's TX ring poll
+    /// sends its frames, so an echo makes no VM exit.
+    #[arg(long)]
+    pub no_kick: bool,
+    /// Microseconds lancet's I/O thread busy-polls after traffic (`lancet run --busy-poll-us`).
+    #[arg(long, value_name = "US")]
+    pub busy_poll_us: Option<u64>,
     /// Only these guest modes (comma-separated: irq,poll; default both).
     #[arg(long, value_delimiter = ',', value_name = "MODES")]
     pub modes: Vec<String>,
@@ -305,6 +312,8 @@ pub struct BenchPlan {
     pub lancet: Option<PathBuf>,
     pub pin_vcpu: Option<usize>,
     pub pin_io: Option<usize>,
+    pub poll_kick: bool,
+    pub busy_poll_us: Option<u64>,
 }
 
 /// Default time a VM path gets to boot its guest.
@@ -349,6 +358,8 @@ impl BenchPlan {
             lancet: args.lancet.clone().or_else(|| std::env::current_exe().ok()),
             pin_vcpu: Some(args.pin_vcpu.unwrap_or(path_cpu)),
             pin_io: Some(args.pin_io.unwrap_or(client_cpu)),
+            poll_kick: !args.no_kick,
+            busy_poll_us: args.busy_poll_us,
         })
     }
 }
@@ -397,6 +408,8 @@ pub fn default_runners(plan: &BenchPlan) -> Vec<Box<dyn PathRunner>> {
                     boot_timeout: plan.boot_timeout,
                     pin_vcpu: plan.pin_vcpu,
                     pin_io: plan.pin_io,
+                    poll_kick: plan.poll_kick,
+                    busy_poll_us: plan.busy_poll_us,
                 },
             )),
             None => Box::new(UnavailablePath {

@@ -61,6 +61,11 @@ pub struct VmmSettings {
     pub boot_timeout: Duration,
     pub pin_vcpu: Option<usize>,
     pub pin_io: Option<usize>,
+    /// Poll mode: the guest writes TDMD after queuing (`false`: `lancet run --no-kick`, the guest
+    /// relies on the VMM's TX ring poll and an echo makes no exit).
+    pub poll_kick: bool,
+    /// `lancet run --busy-poll-us` (None: lancet's default).
+    pub busy_poll_us: Option<u64>,
 }
 
 struct VmmTestbed {
@@ -204,6 +209,12 @@ impl PathRunner for VmmRunner {
         }
         if mode == GuestMode::Poll {
             command.arg("--poll");
+            if !settings.poll_kick {
+                command.arg("--no-kick");
+            }
+        }
+        if let Some(us) = settings.busy_poll_us {
+            command.args(["--busy-poll-us", &us.to_string()]);
         }
         if let Some(cpu) = settings.pin_vcpu {
             command.args(["--pin-vcpu", &cpu.to_string()]);

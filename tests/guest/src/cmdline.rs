@@ -1,5 +1,5 @@
 //! The guest command line: `prog=echo|sink|blast|hostile mode=irq|poll ip=A.B.C.D/N [peer=A.B.C.D]
-//! [count=N] [size=N] [port=N]`, space separated; unknown keys are ignored.
+//! [count=N] [size=N] [port=N] [kick=0|1]`, space separated; unknown keys are ignored.
 
 /// Longest command line read from guest memory.
 pub const CMDLINE_LIMIT: usize = 1024;
@@ -61,6 +61,10 @@ pub struct Config {
     pub count: u64,
     pub size: usize,
     pub port: u16,
+    /// Write TDMD after queuing frames (`kick=1`, the default). `kick=0`: never write TDMD in
+    /// poll mode and rely on the chip polling its TX ring (CSR4 DPOLL clear), so a poll-mode
+    /// echo makes no VM exit at all.
+    pub kick: bool,
 }
 
 fn parse_u64(text: &[u8]) -> Option<u64> {
@@ -112,6 +116,7 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
     let mut count = None;
     let mut size = DEFAULT_FRAME_SIZE;
     let mut port = DEFAULT_ECHO_PORT;
+    let mut kick = true;
     for word in line.split(|&b| b == b' ' || b == b'\t' || b == b'\n') {
         let Some(eq) = word.iter().position(|&b| b == b'=') else {
             continue;
@@ -153,6 +158,13 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
                     parse_u64(value).ok_or("bad cmdline: port= must be a decimal number")?;
                 port = u16::try_from(value).map_err(|_| "bad cmdline: port= must be 0..65535")?;
             }
+            b"kick" => {
+                kick = match value {
+                    b"1" => true,
+                    b"0" => false,
+                    _ => return Err("bad cmdline: kick= must be 0 or 1"),
+                }
+            }
             _ => {}
         }
     }
@@ -179,6 +191,7 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
         count,
         size,
         port,
+        kick,
     })
 }
 
@@ -199,6 +212,22 @@ mod tests {
         assert_eq!(config.peer, Some([10, 77, 0, 1]));
         assert_eq!(config.count, 5);
         assert_eq!(config.size, 128);
+        assert!(config.kick);
+    }
+
+    #[test]
+    fn kick_option() {
+        assert!(
+            !parse(b"prog=echo mode=poll ip=10.0.0.9/24 kick=0")
+                .unwrap()
+                .kick
+        );
+        assert!(
+            parse(b"prog=echo mode=poll ip=10.0.0.9/24 kick=1")
+                .unwrap()
+                .kick
+        );
+        assert!(parse(b"prog=echo ip=10.0.0.9/24 kick=yes").is_err());
     }
 
     #[test]

@@ -169,6 +169,8 @@ pub struct Lance {
     regs: Regs,
     pub mac: [u8; 6],
     irq_mode: bool,
+    /// Whether `kick` writes TDMD (`kick=1`); without it the chip's own TX poll sends the frames.
+    kick_enabled: bool,
     rx_next: usize,
     /// TSC when `rx_next` was first seen handed back but incomplete (0 = not seen).
     rx_incomplete_since: u64,
@@ -213,6 +215,7 @@ impl Lance {
             regs,
             mac,
             irq_mode: false,
+            kick_enabled: true,
             rx_next: 0,
             rx_incomplete_since: 0,
             tx_next: 0,
@@ -378,11 +381,19 @@ impl Lance {
         TxQueue { lance: self }
     }
 
+    /// Whether `kick` writes TDMD. With it off, queued frames wait for the chip's TX poll
+    /// (TXON with CSR4 DPOLL clear, as this driver programs it); `arm` still sets TDMD.
+    pub fn set_kick_enabled(&mut self, enabled: bool) {
+        self.kick_enabled = enabled;
+    }
+
     /// Writes TDMD if frames were queued since the last one (in interrupt mode this also leaves
-    /// IENA off until `arm`). One MMIO exit.
+    /// IENA off until `arm`). One MMIO exit; none when kicks are disabled.
     pub fn kick(&mut self) {
         if self.tx_unkicked > 0 {
-            self.regs.write(REG_RDP, CSR0_TDMD);
+            if self.kick_enabled {
+                self.regs.write(REG_RDP, CSR0_TDMD);
+            }
             self.tx_unkicked = 0;
         }
     }
@@ -492,6 +503,15 @@ impl RawLance {
     pub fn reset(&self) -> u16 {
         self.regs.read(REG_RESET);
         self.regs.csr(CSR0)
+    }
+
+    /// Resets the chip through the DWIO RESET register (a 32-bit read at 0x18) and returns CSR0
+    /// read with 32-bit accesses (RAP at 0x14, RDP at 0x10). For a chip left in DWIO, which an
+    /// Am79C970A leaves only on H_RESET (BCR18 DWIO survives S_RESET).
+    pub fn reset_dwio(&self) -> u16 {
+        self.read32(DWIO_RESET_OFFSET);
+        self.write32(DWIO_RAP_OFFSET, u32::from(CSR0));
+        self.read32(RDP_OFFSET) as u16
     }
 
     pub fn csr(&self, number: u16) -> u16 {
@@ -628,3 +648,5 @@ pub const BCR_SOFTWARE_STYLE: u16 = 20;
 /// RDP and the DWIO RESET register offsets.
 pub const RDP_OFFSET: usize = REG_RDP;
 pub const DWIO_RESET_OFFSET: usize = 0x18;
+/// The DWIO register address port.
+pub const DWIO_RAP_OFFSET: usize = 0x14;

@@ -97,6 +97,9 @@ pub fn run(info: &BootInfo) -> ! {
     if let Err(error) = lance.start(irq_mode, config.program == Program::Blast) {
         fail_probe(error);
     }
+    // kick=0 is a poll-mode option: interrupt mode keeps its TDMD writes (they share the CSR0
+    // write that re-arms IENA anyway).
+    lance.set_kick_enabled(config.kick || irq_mode);
     Line::new()
         .text("ready prog=")
         .text(config.program.name())
@@ -104,6 +107,11 @@ pub fn run(info: &BootInfo) -> ! {
         .ip(&config.ip)
         .text(" mode=")
         .text(config.mode.name())
+        .text(if config.kick || irq_mode {
+            ""
+        } else {
+            " kick=0"
+        })
         .print();
     match config.program {
         Program::Echo => echo(&mut lance, &config),
