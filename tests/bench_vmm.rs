@@ -73,7 +73,7 @@ fn missing_lancet_or_guest_makes_the_path_unavailable_with_the_file_named() {
         boot_timeout: Duration::from_secs(1),
         pin_vcpu: None,
         pin_io: None,
-        poll_kick: true,
+        poll_kick: lancet::bench::vmm_path::PollKick::Always,
         busy_poll_us: None,
     };
     let mut runner = VmmRunner::new(VmmBackend::Xdp, settings.clone());

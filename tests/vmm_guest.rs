@@ -232,6 +232,11 @@ fn poll_mode_without_tdmd_answers_every_echo_with_no_nic_exit_per_echo() {
         short.exits.to_json(),
         long.exits.to_json()
     );
+    // kick=lazy: TDMD only when the I/O thread's poll has not taken a reply within ~20 us; every
+    // echo is answered either way.
+    let cmdline = format!("{} kick=lazy", echo_cmdline("poll"));
+    let (_, rtts) = ping_pong_cmdline(&cmdline, true, 50);
+    assert_eq!(rtts.len(), 50);
     // The same guest with kicks writes TDMD once per echo.
     let (short, _) = ping_pong("poll", true, 20);
     let (long, _) = ping_pong("poll", true, 220);

@@ -110,10 +110,11 @@ pub struct BenchArgs {
     /// CPU for lancet's I/O thread (default: the client CPU, where the peer's traffic is handled).
     #[arg(long, value_name = "CPU")]
     pub pin_io: Option<usize>,
-    /// Poll mode: the test guest never writes TDMD (`lancet run --no-kick`); the VMM's TX ring poll
-    /// sends its frames, so an echo makes no VM exit.
-    #[arg(long)]
-    pub no_kick: bool,
+    /// Poll mode: when the test guest writes TDMD (`lancet run --kick`): always (one exit per
+    /// echo), lazy (only if the I/O thread's TX ring poll has not sent the frame within ~20 us)
+    /// or never.
+    #[arg(long, value_enum, default_value = "lazy")]
+    pub kick: vmm_path::PollKick,
     /// Microseconds lancet's I/O thread busy-polls after traffic (`lancet run --busy-poll-us`).
     #[arg(long, value_name = "US")]
     pub busy_poll_us: Option<u64>,
@@ -312,7 +313,7 @@ pub struct BenchPlan {
     pub lancet: Option<PathBuf>,
     pub pin_vcpu: Option<usize>,
     pub pin_io: Option<usize>,
-    pub poll_kick: bool,
+    pub poll_kick: vmm_path::PollKick,
     pub busy_poll_us: Option<u64>,
 }
 
@@ -358,7 +359,7 @@ impl BenchPlan {
             lancet: args.lancet.clone().or_else(|| std::env::current_exe().ok()),
             pin_vcpu: Some(args.pin_vcpu.unwrap_or(path_cpu)),
             pin_io: Some(args.pin_io.unwrap_or(client_cpu)),
-            poll_kick: !args.no_kick,
+            poll_kick: args.kick,
             busy_poll_us: args.busy_poll_us,
         })
     }

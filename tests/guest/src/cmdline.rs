@@ -1,5 +1,5 @@
 //! The guest command line: `prog=echo|sink|blast|hostile mode=irq|poll ip=A.B.C.D/N [peer=A.B.C.D]
-//! [count=N] [size=N] [port=N] [kick=0|1]`, space separated; unknown keys are ignored.
+//! [count=N] [size=N] [port=N] [kick=0|1|lazy]`, space separated; unknown keys are ignored.
 
 /// Longest command line read from guest memory.
 pub const CMDLINE_LIMIT: usize = 1024;
@@ -50,6 +50,28 @@ impl Mode {
     }
 }
 
+/// When the poll-mode driver writes TDMD after queuing frames (`kick=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kick {
+    /// `kick=1` (default): after every batch, one MMIO exit.
+    Always,
+    /// `kick=0`: never; the chip's own TX ring poll (CSR4 DPOLL clear) sends the frames.
+    Never,
+    /// `kick=lazy`: only when the chip has not taken a queued frame by itself within a few
+    /// microseconds (a VMM that busy-polls the ring takes it first: no exit).
+    Lazy,
+}
+
+impl Kick {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kick::Always => "1",
+            Kick::Never => "0",
+            Kick::Lazy => "lazy",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     pub program: Program,
@@ -61,10 +83,8 @@ pub struct Config {
     pub count: u64,
     pub size: usize,
     pub port: u16,
-    /// Write TDMD after queuing frames (`kick=1`, the default). `kick=0`: never write TDMD in
-    /// poll mode and rely on the chip polling its TX ring (CSR4 DPOLL clear), so a poll-mode
-    /// echo makes no VM exit at all.
-    pub kick: bool,
+    /// TDMD policy in poll mode (interrupt mode always kicks).
+    pub kick: Kick,
 }
 
 fn parse_u64(text: &[u8]) -> Option<u64> {
@@ -116,7 +136,7 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
     let mut count = None;
     let mut size = DEFAULT_FRAME_SIZE;
     let mut port = DEFAULT_ECHO_PORT;
-    let mut kick = true;
+    let mut kick = Kick::Always;
     for word in line.split(|&b| b == b' ' || b == b'\t' || b == b'\n') {
         let Some(eq) = word.iter().position(|&b| b == b'=') else {
             continue;
@@ -160,9 +180,10 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
             }
             b"kick" => {
                 kick = match value {
-                    b"1" => true,
-                    b"0" => false,
-                    _ => return Err("bad cmdline: kick= must be 0 or 1"),
+                    b"1" => Kick::Always,
+                    b"0" => Kick::Never,
+                    b"lazy" => Kick::Lazy,
+                    _ => return Err("bad cmdline: kick= must be 0, 1 or lazy"),
                 }
             }
             _ => {}
@@ -212,21 +233,20 @@ mod tests {
         assert_eq!(config.peer, Some([10, 77, 0, 1]));
         assert_eq!(config.count, 5);
         assert_eq!(config.size, 128);
-        assert!(config.kick);
+        assert_eq!(config.kick, Kick::Always);
     }
 
     #[test]
     fn kick_option() {
-        assert!(
-            !parse(b"prog=echo mode=poll ip=10.0.0.9/24 kick=0")
-                .unwrap()
-                .kick
-        );
-        assert!(
-            parse(b"prog=echo mode=poll ip=10.0.0.9/24 kick=1")
-                .unwrap()
-                .kick
-        );
+        let cases: [(&[u8], Kick); 3] = [
+            (b"prog=echo mode=poll ip=10.0.0.9/24 kick=0", Kick::Never),
+            (b"prog=echo mode=poll ip=10.0.0.9/24 kick=1", Kick::Always),
+            (b"prog=echo mode=poll ip=10.0.0.9/24 kick=lazy", Kick::Lazy),
+        ];
+        for (line, kick) in cases {
+            assert_eq!(parse(line).unwrap().kick, kick);
+        }
+        assert_eq!(Kick::Lazy.name(), "lazy");
         assert!(parse(b"prog=echo ip=10.0.0.9/24 kick=yes").is_err());
     }
 
