@@ -14,7 +14,7 @@ use crate::bench::netns::{join, spawn_in_netns};
 use crate::bench::qemu_path::default_guest_image;
 use crate::bench::report::RttSummary;
 use crate::bench::rtt::{run_rtt, RttConfig, WaitMode};
-use crate::bench::vmm_path::{VmmBackend, VmmRunner, VmmSettings};
+use crate::bench::vmm_path::{PollKick, VmmBackend, VmmRunner, VmmSettings};
 use crate::bench::{BenchError, GuestMode, PathRunner, Role};
 
 /// What `lancet demo` runs.
@@ -29,6 +29,10 @@ pub struct DemoArgs {
     /// UDP echo requests sent after the pings (64-byte frames).
     #[arg(long, default_value_t = 2000)]
     pub echoes: u64,
+    /// Poll mode: when the guest writes TDMD (always, lazy: only if the I/O thread's TX ring poll
+    /// has not sent the frame within ~20 us, never).
+    #[arg(long, value_enum, default_value = "lazy")]
+    pub kick: PollKick,
     /// The test guest image (default: $LANCET_GUEST_ELF, else the one `make guest` built).
     #[arg(long)]
     pub guest_elf: Option<PathBuf>,
@@ -77,6 +81,8 @@ pub fn run_demo(args: &DemoArgs) -> Result<(), BenchError> {
             boot_timeout: Duration::from_secs(args.boot_timeout_secs),
             pin_vcpu: None,
             pin_io: None,
+            poll_kick: args.kick,
+            busy_poll_us: None,
         },
     );
     if let Some(reason) = runner.unavailable(mode) {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use lancet::bench::vmm_path::PollKick;
 use lancet::vmm::boot::BootSpec;
 use lancet::vmm::memory::parse_size;
 use lancet::vmm::{run_vm, HiddenFeatures, VmConfig, DEFAULT_HIDDEN};
@@ -145,6 +146,17 @@ struct RunArgs {
     /// Test guest: poll the rings (only TDMD exits) instead of taking interrupts.
     #[arg(long, requires = "guest")]
     poll: bool,
+    /// Test guest in poll mode: when to write TDMD (guest `kick=`). always: after every batch (one
+    /// exit per echo); lazy: only if the I/O thread's TX ring poll has not sent the frame within
+    /// ~20 us; never: rely on the TX ring poll alone (the chip polls its ring, CSR4 DPOLL clear).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        requires = "poll",
+        default_value = "lazy"
+    )]
+    kick: PollKick,
     /// Test guest: the peer's IPv4 address (blast sends to it).
     #[arg(long, value_name = "IP", requires = "guest")]
     peer: Option<Ipv4Addr>,
@@ -287,6 +299,9 @@ fn guest_cmdline(args: &RunArgs, program: GuestProgram) -> CliResult<String> {
     };
     let mode = if args.poll { "poll" } else { "irq" };
     let mut line = format!("prog={prog} mode={mode} ip={ip}/{len}");
+    if args.poll && args.kick != PollKick::Always {
+        line += &format!(" kick={}", args.kick.guest_value());
+    }
     if let Some(peer) = args.peer {
         line += &format!(" peer={peer}");
     }

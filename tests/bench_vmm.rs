@@ -73,6 +73,8 @@ fn missing_lancet_or_guest_makes_the_path_unavailable_with_the_file_named() {
         boot_timeout: Duration::from_secs(1),
         pin_vcpu: None,
         pin_io: None,
+        poll_kick: lancet::bench::vmm_path::PollKick::Always,
+        busy_poll_us: None,
     };
     let mut runner = VmmRunner::new(VmmBackend::Xdp, settings.clone());
     assert_eq!(runner.name(), "xdp");

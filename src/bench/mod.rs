@@ -110,6 +110,14 @@ pub struct BenchArgs {
     /// CPU for lancet's I/O thread (default: the client CPU, where the peer's traffic is handled).
     #[arg(long, value_name = "CPU")]
     pub pin_io: Option<usize>,
+    /// Poll mode: when the test guest writes TDMD (`lancet run --kick`): always (one exit per
+    /// echo), lazy (only if the I/O thread's TX ring poll has not sent the frame within ~20 us)
+    /// or never.
+    #[arg(long, value_enum, default_value = "lazy")]
+    pub kick: vmm_path::PollKick,
+    /// Microseconds lancet's I/O thread busy-polls after traffic (`lancet run --busy-poll-us`).
+    #[arg(long, value_name = "US")]
+    pub busy_poll_us: Option<u64>,
     /// Only these guest modes (comma-separated: irq,poll; default both).
     #[arg(long, value_delimiter = ',', value_name = "MODES")]
     pub modes: Vec<String>,
@@ -305,6 +313,8 @@ pub struct BenchPlan {
     pub lancet: Option<PathBuf>,
     pub pin_vcpu: Option<usize>,
     pub pin_io: Option<usize>,
+    pub poll_kick: vmm_path::PollKick,
+    pub busy_poll_us: Option<u64>,
 }
 
 /// Default time a VM path gets to boot its guest.
@@ -349,6 +359,8 @@ impl BenchPlan {
             lancet: args.lancet.clone().or_else(|| std::env::current_exe().ok()),
             pin_vcpu: Some(args.pin_vcpu.unwrap_or(path_cpu)),
             pin_io: Some(args.pin_io.unwrap_or(client_cpu)),
+            poll_kick: args.kick,
+            busy_poll_us: args.busy_poll_us,
         })
     }
 }
@@ -397,6 +409,8 @@ pub fn default_runners(plan: &BenchPlan) -> Vec<Box<dyn PathRunner>> {
                     boot_timeout: plan.boot_timeout,
                     pin_vcpu: plan.pin_vcpu,
                     pin_io: plan.pin_io,
+                    poll_kick: plan.poll_kick,
+                    busy_poll_us: plan.busy_poll_us,
                 },
             )),
             None => Box::new(UnavailablePath {

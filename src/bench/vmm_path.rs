@@ -52,6 +52,39 @@ impl VmmBackend {
     }
 }
 
+/// When a poll-mode test guest writes TDMD (`lancet run --kick`, the guest's `kick=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PollKick {
+    /// After every batch of queued frames: one MMIO exit per echo.
+    Always,
+    /// The default. Only if the chip's TX ring poll (lancet's I/O thread) has not taken the frame within
+    /// ~20 us: no exit while the I/O thread busy-polls, a bounded wait when it cannot run.
+    #[default]
+    Lazy,
+    /// Never: frames leave only through the chip's TX ring poll (busy window or ~2 ms idle poll).
+    Never,
+}
+
+impl PollKick {
+    /// The guest command line value (`kick=`).
+    pub fn guest_value(self) -> &'static str {
+        match self {
+            PollKick::Always => "1",
+            PollKick::Lazy => "lazy",
+            PollKick::Never => "0",
+        }
+    }
+
+    /// The `lancet run --kick` value.
+    pub fn cli_value(self) -> &'static str {
+        match self {
+            PollKick::Always => "always",
+            PollKick::Lazy => "lazy",
+            PollKick::Never => "never",
+        }
+    }
+}
+
 /// `lancet run` settings shared by both backends.
 #[derive(Debug, Clone)]
 pub struct VmmSettings {
@@ -61,6 +94,10 @@ pub struct VmmSettings {
     pub boot_timeout: Duration,
     pub pin_vcpu: Option<usize>,
     pub pin_io: Option<usize>,
+    /// Poll mode: when the guest writes TDMD (`lancet run --kick`).
+    pub poll_kick: PollKick,
+    /// `lancet run --busy-poll-us` (None: lancet's default).
+    pub busy_poll_us: Option<u64>,
 }
 
 struct VmmTestbed {
@@ -204,6 +241,10 @@ impl PathRunner for VmmRunner {
         }
         if mode == GuestMode::Poll {
             command.arg("--poll");
+            command.args(["--kick", settings.poll_kick.cli_value()]);
+        }
+        if let Some(us) = settings.busy_poll_us {
+            command.args(["--busy-poll-us", &us.to_string()]);
         }
         if let Some(cpu) = settings.pin_vcpu {
             command.args(["--pin-vcpu", &cpu.to_string()]);

@@ -5,8 +5,10 @@
 //! is parked until the guest returns descriptors (kick) or a short retry timeout.
 //!
 //! TX ring polling (the chip polls its ring when TXON and not DPOLL): after any activity the thread
-//! busy-polls the ring for `busy_poll` (epoll timeout 0), then sleeps until TDMD (kick) with a slow
-//! safety poll every [`TX_POLL_IDLE_MS`] like the real chip's own poll timer.
+//! busy-polls the ring and the backend fd for `busy_poll` (epoll timeout 0), then sleeps until TDMD
+//! (kick) or backend traffic, with a slow safety poll every [`TX_POLL_IDLE_MS`] like the real chip's
+//! own poll timer. A guest that does not write TDMD (the test guest's `kick=0|lazy`) is served by
+//! this poll alone: no exit per frame.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

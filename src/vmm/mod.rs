@@ -41,11 +41,26 @@
 //! poll mode 1.2 (only TDMD; 1.0 in the steady state).
 //!
 //! Adaptive TX polling (the chip polls its ring when TXON and not DPOLL): the I/O thread busy-polls
-//! for `--busy-poll-us` (default 50) after a frame moved, then sleeps until TDMD with a 2 ms safety
-//! poll. Both drivers seen here (Linux pcnet32, the test guest) write TDMD after queuing, so the busy
-//! window did not change the echo RTT measurably (`--busy-poll-us 0`: same noise band); it serves
-//! guests that queue without TDMD, and it is short because on two cores every microsecond of spinning
-//! is taken from the vCPU.
+//! the TX ring and the backend fd (epoll timeout 0) for `--busy-poll-us` (default 50) after a frame
+//! moved, then sleeps until TDMD, the backend fd or a 2 ms safety poll. Linux pcnet32 writes TDMD
+//! after queuing, so for it the window changes little. The test guest in poll mode can skip TDMD
+//! (`kick=0`, or `kick=lazy`: TDMD only if the frame is still owned ~20 us later; `lancet run --poll
+//! --kick lazy` is the default): then an echo makes no exit at all while the I/O thread polls, and
+//! RX frames are picked up by the spinning thread without an epoll wake-up.
+//!
+//! Measured with `lancet bench --quick --paths xdp,tap --modes poll --phases echo` (64-byte UDP
+//! echo from a kernel socket in the peer namespace, 1000 samples, client and I/O thread on CPU 0,
+//! vCPU on CPU 1, the bench's default pinning; this nested 2-core machine shared with other builds):
+//! | `--kick` | AF_XDP p50 / p99 | TAP p50 / p99 | NIC exits per echo |
+//! |---|---|---|---|
+//! | always (TDMD per echo) | 56 / 166-2200 us | 56 / 390-8200 us | 1.01 |
+//! | lazy (default) | 7 / 49-102 us | 8 / 51-103 us | 0.015 (set-up only) |
+//! | never | 7 / 48 us | 8 / 50 us | 0.014 |
+//! With the vCPU and the I/O thread on one core (`--pin-vcpu 1 --pin-io 1`) the I/O thread cannot
+//! poll while the ring-3 guest spins: `never` waits for the 2 ms idle poll (p50 ~2.2 ms), `lazy`
+//! falls back to TDMD (p50 ~185 us, 1.0 exit per echo), `always` ~155 us. Both paths now sit near
+//! the raw XSK echo floor (~5 us) plus the kernel UDP client; the AF_XDP/TAP difference is within
+//! the noise because the guest-side path dominates neither.
 
 pub mod boot;
 pub mod bus;

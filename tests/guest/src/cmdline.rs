@@ -1,5 +1,5 @@
 //! The guest command line: `prog=echo|sink|blast|hostile mode=irq|poll ip=A.B.C.D/N [peer=A.B.C.D]
-//! [count=N] [size=N] [port=N]`, space separated; unknown keys are ignored.
+//! [count=N] [size=N] [port=N] [kick=0|1|lazy]`, space separated; unknown keys are ignored.
 
 /// Longest command line read from guest memory.
 pub const CMDLINE_LIMIT: usize = 1024;
@@ -50,6 +50,28 @@ impl Mode {
     }
 }
 
+/// When the poll-mode driver writes TDMD after queuing frames (`kick=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kick {
+    /// `kick=1` (default): after every batch, one MMIO exit.
+    Always,
+    /// `kick=0`: never; the chip's own TX ring poll (CSR4 DPOLL clear) sends the frames.
+    Never,
+    /// `kick=lazy`: only when the chip has not taken a queued frame by itself within a few
+    /// microseconds (a VMM that busy-polls the ring takes it first: no exit).
+    Lazy,
+}
+
+impl Kick {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kick::Always => "1",
+            Kick::Never => "0",
+            Kick::Lazy => "lazy",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     pub program: Program,
@@ -61,6 +83,8 @@ pub struct Config {
     pub count: u64,
     pub size: usize,
     pub port: u16,
+    /// TDMD policy in poll mode (interrupt mode always kicks).
+    pub kick: Kick,
 }
 
 fn parse_u64(text: &[u8]) -> Option<u64> {
@@ -112,6 +136,7 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
     let mut count = None;
     let mut size = DEFAULT_FRAME_SIZE;
     let mut port = DEFAULT_ECHO_PORT;
+    let mut kick = Kick::Always;
     for word in line.split(|&b| b == b' ' || b == b'\t' || b == b'\n') {
         let Some(eq) = word.iter().position(|&b| b == b'=') else {
             continue;
@@ -153,6 +178,14 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
                     parse_u64(value).ok_or("bad cmdline: port= must be a decimal number")?;
                 port = u16::try_from(value).map_err(|_| "bad cmdline: port= must be 0..65535")?;
             }
+            b"kick" => {
+                kick = match value {
+                    b"1" => Kick::Always,
+                    b"0" => Kick::Never,
+                    b"lazy" => Kick::Lazy,
+                    _ => return Err("bad cmdline: kick= must be 0, 1 or lazy"),
+                }
+            }
             _ => {}
         }
     }
@@ -179,6 +212,7 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
         count,
         size,
         port,
+        kick,
     })
 }
 
@@ -199,6 +233,21 @@ mod tests {
         assert_eq!(config.peer, Some([10, 77, 0, 1]));
         assert_eq!(config.count, 5);
         assert_eq!(config.size, 128);
+        assert_eq!(config.kick, Kick::Always);
+    }
+
+    #[test]
+    fn kick_option() {
+        let cases: [(&[u8], Kick); 3] = [
+            (b"prog=echo mode=poll ip=10.0.0.9/24 kick=0", Kick::Never),
+            (b"prog=echo mode=poll ip=10.0.0.9/24 kick=1", Kick::Always),
+            (b"prog=echo mode=poll ip=10.0.0.9/24 kick=lazy", Kick::Lazy),
+        ];
+        for (line, kick) in cases {
+            assert_eq!(parse(line).unwrap().kick, kick);
+        }
+        assert_eq!(Kick::Lazy.name(), "lazy");
+        assert!(parse(b"prog=echo ip=10.0.0.9/24 kick=yes").is_err());
     }
 
     #[test]

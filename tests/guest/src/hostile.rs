@@ -181,10 +181,17 @@ pub fn run(lance: &Lance) -> ! {
             .hex(u64::from(after), 4)
             .print();
     }
-    let csr0 = raw.reset();
+    // The last step switched the chip to DWIO. S_RESET keeps DWIO on the Am79C970A (only H_RESET
+    // clears BCR18 DWIO, and Linux's probe relies on that), so the final reset and CSR0 read use
+    // 32-bit accesses. A model that clears DWIO on S_RESET (QEMU's pcnet) ignores those and reads
+    // all ones; then the 16-bit (WIO) reset must work instead.
+    let mut csr0 = raw.reset_dwio();
+    if csr0 != CSR0_STOP {
+        csr0 = raw.reset();
+    }
     if csr0 != CSR0_STOP {
         let mut line = Line::new();
-        line.text("error hostile: final reset left CSR0=")
+        line.text("error hostile: final reset (DWIO, then WIO) left CSR0=")
             .hex(u64::from(csr0), 4);
         line.print();
         user::exit(crate::ring0::EXIT_FAILURE);

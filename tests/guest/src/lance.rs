@@ -7,6 +7,8 @@ use core::mem::MaybeUninit;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{compiler_fence, Ordering};
 
+use crate::cmdline::Kick;
+
 /// Register offsets in the I/O / MMIO window, WIO (16-bit) mode.
 const REG_RDP: usize = 0x10;
 const REG_RAP: usize = 0x12;
@@ -51,6 +53,10 @@ const CHIP_ID_VERSION_AMD: u32 = 0x003;
 const CHIP_ID_PART_79C970A: u32 = 0x2621;
 /// Polls of CSR0 for IDON after INIT (each is one MMIO exit).
 const IDON_POLL_LIMIT: u32 = 1000;
+
+/// `Kick::Lazy`: how long (TSC cycles, ~10-30 us) queued frames may wait for the chip's own TX
+/// poll before TDMD is written. A VMM busy-polling the ring takes them within a few microseconds.
+const LAZY_KICK_CYCLES: u64 = 50_000;
 
 /// Descriptor status bits (upper half of word 1).
 const DESC_OWN: u32 = 0x8000_0000;
@@ -169,6 +175,10 @@ pub struct Lance {
     regs: Regs,
     pub mac: [u8; 6],
     irq_mode: bool,
+    /// When `kick` writes TDMD.
+    kick_policy: Kick,
+    /// Lazy kicks: TSC when frames were first left unkicked (0 = none waiting).
+    tx_unkicked_since: u64,
     rx_next: usize,
     /// TSC when `rx_next` was first seen handed back but incomplete (0 = not seen).
     rx_incomplete_since: u64,
@@ -213,6 +223,8 @@ impl Lance {
             regs,
             mac,
             irq_mode: false,
+            kick_policy: Kick::Always,
+            tx_unkicked_since: 0,
             rx_next: 0,
             rx_incomplete_since: 0,
             tx_next: 0,
@@ -378,13 +390,44 @@ impl Lance {
         TxQueue { lance: self }
     }
 
+    /// When `kick` writes TDMD. Without a kick, queued frames wait for the chip's TX poll (TXON
+    /// with CSR4 DPOLL clear, as this driver programs it); `arm` still sets TDMD.
+    pub fn set_kick_policy(&mut self, policy: Kick) {
+        self.kick_policy = policy;
+    }
+
     /// Writes TDMD if frames were queued since the last one (in interrupt mode this also leaves
-    /// IENA off until `arm`). One MMIO exit.
+    /// IENA off until `arm`): one MMIO exit. `Kick::Never`: no write. `Kick::Lazy`: a write only
+    /// once queued frames have waited [`LAZY_KICK_CYCLES`] without the chip taking them, so
+    /// call it again while waiting (it is cheap: no MMIO until then).
     pub fn kick(&mut self) {
-        if self.tx_unkicked > 0 {
-            self.regs.write(REG_RDP, CSR0_TDMD);
-            self.tx_unkicked = 0;
+        if self.tx_unkicked == 0 {
+            return;
         }
+        match self.kick_policy {
+            Kick::Always => self.write_tdmd(),
+            Kick::Never => self.tx_unkicked = 0,
+            Kick::Lazy => {
+                let now = crate::user::rdtsc();
+                if self.tx_unkicked_since == 0 {
+                    self.tx_unkicked_since = now.max(1);
+                }
+                self.reclaim();
+                if self.tx_in_flight == 0 {
+                    // The chip's poll took (and finished) every queued frame by itself.
+                    self.tx_unkicked = 0;
+                    self.tx_unkicked_since = 0;
+                } else if now.wrapping_sub(self.tx_unkicked_since) > LAZY_KICK_CYCLES {
+                    self.write_tdmd();
+                }
+            }
+        }
+    }
+
+    fn write_tdmd(&mut self) {
+        self.regs.write(REG_RDP, CSR0_TDMD);
+        self.tx_unkicked = 0;
+        self.tx_unkicked_since = 0;
     }
 
     /// Interrupt mode, before sleeping: acknowledges every status bit, sets IENA and kicks any
@@ -393,6 +436,7 @@ impl Lance {
         let tdmd = if self.tx_unkicked > 0 { CSR0_TDMD } else { 0 };
         self.regs.write(REG_RDP, CSR0_ACK_ALL | CSR0_IENA | tdmd);
         self.tx_unkicked = 0;
+        self.tx_unkicked_since = 0;
     }
 
     /// Whether the next RX descriptor holds a frame (no MMIO).
@@ -492,6 +536,15 @@ impl RawLance {
     pub fn reset(&self) -> u16 {
         self.regs.read(REG_RESET);
         self.regs.csr(CSR0)
+    }
+
+    /// Resets the chip through the DWIO RESET register (a 32-bit read at 0x18) and returns CSR0
+    /// read with 32-bit accesses (RAP at 0x14, RDP at 0x10). For a chip left in DWIO, which an
+    /// Am79C970A leaves only on H_RESET (BCR18 DWIO survives S_RESET).
+    pub fn reset_dwio(&self) -> u16 {
+        self.read32(DWIO_RESET_OFFSET);
+        self.write32(DWIO_RAP_OFFSET, u32::from(CSR0));
+        self.read32(RDP_OFFSET) as u16
     }
 
     pub fn csr(&self, number: u16) -> u16 {
@@ -628,3 +681,5 @@ pub const BCR_SOFTWARE_STYLE: u16 = 20;
 /// RDP and the DWIO RESET register offsets.
 pub const RDP_OFFSET: usize = REG_RDP;
 pub const DWIO_RESET_OFFSET: usize = 0x18;
+/// The DWIO register address port.
+pub const DWIO_RAP_OFFSET: usize = 0x14;

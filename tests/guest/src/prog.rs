@@ -4,7 +4,7 @@
 
 use core::hint::spin_loop;
 
-use crate::cmdline::{self, Config, Mode, Program};
+use crate::cmdline::{self, Config, Kick, Mode, Program};
 use crate::fmt::Line;
 use crate::lance::{Lance, ProbeError, BUF_SIZE};
 use crate::net::{self, UdpFlow};
@@ -97,6 +97,10 @@ pub fn run(info: &BootInfo) -> ! {
     if let Err(error) = lance.start(irq_mode, config.program == Program::Blast) {
         fail_probe(error);
     }
+    // kick= is a poll-mode option: interrupt mode keeps its TDMD writes (they share the CSR0
+    // write that re-arms IENA anyway).
+    let kick = if irq_mode { Kick::Always } else { config.kick };
+    lance.set_kick_policy(kick);
     Line::new()
         .text("ready prog=")
         .text(config.program.name())
@@ -104,6 +108,12 @@ pub fn run(info: &BootInfo) -> ! {
         .ip(&config.ip)
         .text(" mode=")
         .text(config.mode.name())
+        .text(if kick == Kick::Always { "" } else { " kick=" })
+        .text(if kick == Kick::Always {
+            ""
+        } else {
+            kick.name()
+        })
         .print();
     match config.program {
         Program::Echo => echo(&mut lance, &config),
@@ -161,6 +171,8 @@ fn echo(lance: &mut Lance, config: &Config) -> ! {
         if lance.irq_mode() {
             idle_wait(lance, |l| l.rx_ready());
         } else {
+            // No MMIO unless a lazy kick is due.
+            lance.kick();
             spin_loop();
         }
     }
@@ -306,6 +318,7 @@ fn blast(lance: &mut Lance, config: &Config) -> ! {
         if lance.irq_mode() {
             idle_wait(lance, |l| l.tx_in_flight() == 0);
         } else {
+            lance.kick();
             spin_loop();
         }
         if user::rdtsc().wrapping_sub(drain_start) > TX_STUCK_CYCLES {
