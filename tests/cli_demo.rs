@@ -1,24 +1,30 @@
 //! `lancet demo` (what `make run` shows): the test guest boots bridged over AF_XDP in its own
 //! namespaces and answers ping and UDP echo from the peer; nothing is left behind.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-fn lt_namespaces() -> Vec<String> {
+/// Namespaces whose name starts with `prefix` (the testbed names them `lt-<tag><pid hex><n>`).
+fn namespaces_starting_with(prefix: &str) -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("lt-vx"))
+        .filter(|n| n.starts_with(prefix))
         .map(str::to_string)
         .collect()
 }
 
 #[test]
 fn demo_guest_answers_ping_and_udp_echo_over_af_xdp() {
-    let out = Command::new(env!("CARGO_BIN_EXE_lancet"))
+    let child = Command::new(env!("CARGO_BIN_EXE_lancet"))
         .args(["demo", "--echoes", "300"])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run lancet demo");
+    // The demo's namespaces carry its pid (VmmRunner's testbed, tag "vx").
+    let own_prefix = format!("lt-vx{:x}", child.id());
+    let out = child.wait_with_output().expect("wait for lancet demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -40,8 +46,7 @@ fn demo_guest_answers_ping_and_udp_echo_over_af_xdp() {
         stdout.contains("kvm exits mmio_nic"),
         "no exit counters:\n{stdout}"
     );
-    // The demo's namespaces (lt-vx<pid>...) are gone once it exits; test binaries run one at a
-    // time, so no other process owns such a namespace now.
-    let left = lt_namespaces();
+    // The demo's own namespaces are gone once it exits.
+    let left = namespaces_starting_with(&own_prefix);
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }
