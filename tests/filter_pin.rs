@@ -34,8 +34,13 @@ fn cli_filter(cmd: FilterCmd) -> Result<String, String> {
 fn cli_changes_the_rules_of_a_running_backend() {
     let _pins = pin_lock();
     let mut b = bed("pc", |c| c.pin = true);
-    let iface = Testbed::NIC.to_string();
-    let dir = pin::pin_dir(&iface).unwrap();
+    // The full `<ifname>@<netns inode>` name of this testbed's NIC: other lancet processes on the
+    // machine may pin an `lt-nic` of their own namespace, which a bare name would make ambiguous.
+    let dir = {
+        let _in_host = b.bed.enter_host().unwrap();
+        pin::pin_dir_here(Testbed::NIC)
+    };
+    let iface = dir.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
         dir.join("rules").exists(),
         "maps pinned in {}",
@@ -177,7 +182,7 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(attached_program_id(ifindex).unwrap(), 0, "detached");
-    assert!(!pin::pin_dir(&iface).unwrap().exists());
+    assert!(!pin::pin_dir_here(&iface).exists());
 }
 
 #[test]
@@ -242,4 +247,32 @@ fn rules_change_while_traffic_flows_without_losing_kept_frames() {
     );
     assert!(changes >= 2, "rules changed during the traffic ({changes})");
     assert_eq!(b.backend.stats().drops.rx_total(), 0);
+}
+
+#[test]
+fn pins_of_namespaces_that_no_longer_exist_are_ignored_and_swept() {
+    let _pins = pin_lock();
+    // Inode 1 is never a network namespace: this stands for the pins of a process killed with -9
+    // whose namespace is gone.
+    let stale = std::path::Path::new(pin::PIN_ROOT).join("lt-zz@1");
+    std::fs::create_dir_all(pin::PIN_ROOT).unwrap();
+    std::fs::create_dir(&stale).unwrap();
+    assert_ne!(
+        pin::pin_dir("lt-zz").unwrap(),
+        stale,
+        "a dead namespace's pins are not picked"
+    );
+    // Creating pins for any NIC sweeps what dead namespaces left.
+    let bed = Testbed::new(lancet::testbed::TestbedConfig {
+        name_prefix: "ps".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mine = {
+        let _in_host = bed.enter_host().unwrap();
+        pin::ensure_pin_dir(Testbed::NIC).unwrap()
+    };
+    assert!(!stale.exists(), "stale pins swept");
+    assert!(mine.exists(), "a live namespace's pins are kept");
+    pin::remove_dir(&mine).unwrap();
 }

@@ -52,6 +52,37 @@ fn netns_tag() -> Option<u64> {
     }
 }
 
+/// Inodes of the network namespaces that exist now: those with a name (`ip netns`, bind mounts
+/// under /run/netns) and those some process is in. Bounded by the number of processes.
+fn live_netns_inodes() -> std::collections::HashSet<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut live = std::collections::HashSet::new();
+    for dir in ["/run/netns", "/var/run/netns"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            live.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.ino()),
+            );
+        }
+    }
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            if p.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
+                if let Ok(m) = std::fs::metadata(p.path().join("ns/net")) {
+                    live.insert(m.ino());
+                }
+            }
+        }
+    }
+    live
+}
+
 /// The pin directory a NIC named `ifname` in the calling thread's namespace gets.
 pub fn pin_dir_here(ifname: &str) -> PathBuf {
     match netns_tag() {
@@ -72,11 +103,21 @@ pub fn pin_dir(name: &str) -> Result<PathBuf, NetError> {
         return Ok(exact);
     }
     let prefix = format!("{name}@");
+    let live = live_netns_inodes();
     let found: Vec<PathBuf> = std::fs::read_dir(PIN_ROOT)
         .map(|entries| {
             entries
                 .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .filter(|e| {
+                    let file_name = e.file_name();
+                    let file_name = file_name.to_string_lossy();
+                    // A directory left by a process killed with its namespace gone cannot be
+                    // what the user means: only namespaces that still exist count.
+                    file_name
+                        .strip_prefix(&prefix)
+                        .and_then(|tag| tag.parse::<u64>().ok())
+                        .is_some_and(|tag| live.contains(&tag))
+                })
                 .map(|e| e.path())
                 .collect()
         })
@@ -119,10 +160,32 @@ pub fn ensure_pin_dir(ifname: &str) -> Result<PathBuf, NetError> {
             )
         })?;
     }
+    sweep_dead_namespaces();
     let dir = pin_dir_here(ifname);
     std::fs::create_dir_all(&dir)
         .map_err(|e| NetError::io(format!("creating {}", dir.display()), e))?;
     Ok(dir)
+}
+
+/// Remove the pin directories (`<ifname>@<netns inode>`) of namespaces that no longer exist: a
+/// process killed with -9 leaves its pins, and once its namespace is gone nothing can use them, but
+/// pinned maps keep their kernel memory. Best effort; directories of live namespaces are kept.
+fn sweep_dead_namespaces() {
+    let Ok(entries) = std::fs::read_dir(PIN_ROOT) else {
+        return;
+    };
+    let live = live_netns_inodes();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some((_, tag)) = name.to_str().and_then(|n| n.rsplit_once('@')) else {
+            continue;
+        };
+        if tag.parse::<u64>().is_ok_and(|tag| !live.contains(&tag)) {
+            if let Err(err) = remove_dir(&e.path()) {
+                tracing::warn!("cannot remove stale pins: {err}");
+            }
+        }
+    }
 }
 
 fn is_bpffs(path: &Path) -> bool {
