@@ -190,7 +190,7 @@ fn rules_change_while_traffic_flows_without_losing_kept_frames() {
     const FRAMES: u64 = 3000;
     let _pins = pin_lock();
     let mut b = bed("pt", |c| c.pin = true);
-    let iface = Testbed::NIC.to_string();
+    let iface = filter_support::pinned_nic_name(&b.bed);
     // The kept traffic reaches the VM only through this rule (it is addressed to the host MAC).
     RuleMaps::open_pinned(&iface)
         .unwrap()

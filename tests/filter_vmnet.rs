@@ -71,7 +71,7 @@ fn run_wrapper_captures_guards_and_publishes() {
         "the forged frame is dropped"
     );
     net.reap(); // publishes the counters
-    let report = stats::collect(Testbed::NIC).unwrap();
+    let report = stats::collect(&filter_support::pinned_nic_name(&bed)).unwrap();
     let vm = report.vms.iter().find(|v| v.vm.name == "db1").unwrap();
     let counters = vm.counters.as_ref().expect("published");
     assert_eq!(counters["counters"]["rx_frames"], 3);

@@ -212,3 +212,11 @@ pub fn drain(sock: &RawSocket) {
     let mut buf = vec![0u8; 4096];
     while let Ok(Some(_)) = sock.recv(&mut buf, Duration::from_millis(20)) {}
 }
+
+/// The full pin name (`<ifname>@<netns inode>`) of the testbed NIC's pinned maps: a bare
+/// `lt-nic` is ambiguous while other lancet processes on the machine pin an `lt-nic` of their own.
+pub fn pinned_nic_name(bed: &Testbed) -> String {
+    let _in_host = bed.enter_host().unwrap();
+    let dir = lancet::net::pin::pin_dir_here(Testbed::NIC);
+    dir.file_name().unwrap().to_string_lossy().into_owned()
+}
