@@ -28,6 +28,7 @@ pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 pub mod nic;
 pub mod pcap;
 pub mod pin;
+pub mod port;
 pub mod rulemaps;
 pub mod rules;
 pub mod spoof;

@@ -1,0 +1,204 @@
+//! Several VMs on one NIC: the first VM's socket holds the NIC's queue 0, a second VM on the same
+//! NIC is served through its own veth port (src/net/port.rs). Each gets only its own frames (MAC,
+//! ARP, rules), the host keeps its traffic, both transmit to the wire, and the port is removed.
+
+mod filter_support;
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use filter_support::{bed, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, WAIT};
+use lancet::net::{
+    nic, port::PORT_QUEUE, rules::Rule, Backend, FrameTx, XdpBackend, XdpConfig, XdpMode,
+};
+use lancet::testbed::{frames, Side, Testbed};
+
+/// The second VM.
+const VM_B: &str = "b";
+const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x57];
+const IP_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 11);
+
+fn open_b(bed: &Testbed) -> XdpBackend {
+    let _in_host = bed.enter_host().unwrap();
+    let mut cfg = XdpConfig::new(Testbed::NIC, MAC_B);
+    cfg.vm_ip = Some(IP_B);
+    cfg.mode = XdpMode::Native;
+    cfg.vm_name = Some(VM_B.into());
+    cfg.pin = true;
+    XdpBackend::open(&cfg).unwrap()
+}
+
+/// ARP targets of the ARP requests a backend receives within `wait`.
+fn vm_arp_targets(backend: &mut XdpBackend, wait: Duration) -> Vec<Ipv4Addr> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    while Instant::now() < deadline {
+        backend
+            .recv_batch(64, &mut |f| got.extend(frames::arp_target(f)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    got
+}
+
+fn send(tx: &mut XdpBackend, frame: &[u8]) {
+    let buf = tx.tx_buffer().expect("a TX buffer");
+    buf[..frame.len()].copy_from_slice(frame);
+    tx.tx_commit(frame.len());
+    tx.tx_flush();
+}
+
+fn port_exists(bed: &Testbed, name: &str) -> bool {
+    let _in_host = bed.enter_host().unwrap();
+    nic::ifindex(name).is_ok()
+}
+
+#[test]
+fn two_vms_on_one_nic_each_get_only_their_own_frames() {
+    let _pins = pin_lock();
+    let mut a = bed("mv", |c| c.pin = true);
+    let mut b = open_b(&a.bed);
+    assert!(
+        a.backend.port().is_none(),
+        "the first VM holds the NIC queue"
+    );
+    let port = b
+        .port()
+        .expect("the second VM gets a veth port")
+        .port_ifname()
+        .to_string();
+    assert!(port_exists(&a.bed, &port));
+    let names = a.backend.steering().rules().vms();
+    let reg_b = names.iter().find(|v| v.name == VM_B).unwrap();
+    assert_eq!(reg_b.queue, PORT_QUEUE);
+
+    // Unicast: to A, to B, to the host.
+    let to_a = Frame::udp(Testbed::VM_MAC, a.peer_mac);
+    let to_b = Frame::udp(MAC_B, a.peer_mac);
+    let to_host = Frame::udp(a.nic_mac, a.peer_mac);
+    for seq in 0..4 {
+        a.peer.send(&to_a.build(seq)).unwrap();
+        a.peer.send(&to_b.build(100 + seq)).unwrap();
+        a.peer.send(&to_host.build(200 + seq)).unwrap();
+    }
+    let mut got_a = vm_receive(&mut a.backend, 8, WAIT);
+    let mut got_b = vm_receive(&mut b, 8, WAIT);
+    got_a.sort_unstable();
+    got_b.sort_unstable();
+    assert_eq!(got_a, vec![0, 1, 2, 3], "A gets only frames to its MAC");
+    assert_eq!(
+        got_b,
+        vec![100, 101, 102, 103],
+        "B gets only frames to its MAC"
+    );
+    let mut host = sock_receive(&a.host, 12, QUIET);
+    host.sort_unstable();
+    assert_eq!(
+        host,
+        vec![200, 201, 202, 203],
+        "the host keeps its own frames"
+    );
+
+    // ARP requests for each VM's address reach only that VM.
+    a.peer
+        .send(&frames::arp_request(
+            a.peer_mac,
+            Testbed::PEER_IP,
+            Testbed::VM_IP,
+        ))
+        .unwrap();
+    a.peer
+        .send(&frames::arp_request(a.peer_mac, Testbed::PEER_IP, IP_B))
+        .unwrap();
+    assert_eq!(vm_arp_targets(&mut a.backend, QUIET), vec![Testbed::VM_IP]);
+    assert_eq!(vm_arp_targets(&mut b, QUIET), vec![IP_B]);
+
+    // Both transmit to the wire.
+    send(
+        &mut a.backend,
+        &Frame::udp(a.peer_mac, Testbed::VM_MAC).build(300),
+    );
+    send(&mut b, &Frame::udp(a.peer_mac, MAC_B).build(301));
+    let mut wire = sock_receive(&a.peer, 2, WAIT);
+    wire.sort_unstable();
+    assert_eq!(wire, vec![300, 301], "both VMs' frames reach the peer");
+    assert_eq!(b.stats().tx_frames, 1);
+
+    // A rule steers a flow (here: to the host's MAC) to B.
+    a.backend
+        .steering()
+        .rules()
+        .add(Rule::parse_str(&format!("udp dport 6081 to vm {VM_B}")).unwrap())
+        .unwrap();
+    let mut geneve = Frame::udp(a.nic_mac, a.peer_mac);
+    geneve.dport = 6081;
+    for seq in 400..403 {
+        a.peer.send(&geneve.build(seq)).unwrap();
+    }
+    assert_eq!(vm_receive(&mut b, 3, WAIT), vec![400, 401, 402]);
+    assert!(vm_receive(&mut a.backend, 1, QUIET).is_empty());
+    assert!(sock_receive(&a.host, 1, QUIET).is_empty());
+    assert_eq!(a.backend.stats().steer.rule_to_vm, 3);
+    let drops = b.port().unwrap().drops();
+    assert_eq!((drops.rx_no_socket, drops.tx_no_nic), (0, 0));
+
+    // The host stack still answers: ping from the peer to the host address.
+    let ping = a
+        .bed
+        .run_in(
+            Side::Peer,
+            &["ping", "-c", "1", "-W", "2", &Testbed::HOST_IP.to_string()],
+        )
+        .unwrap();
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
+    // B leaves: its port is deleted, A keeps receiving.
+    drop(b);
+    assert!(!port_exists(&a.bed, &port), "the veth port is removed");
+    a.peer.send(&to_a.build(500)).unwrap();
+    assert_eq!(vm_receive(&mut a.backend, 1, WAIT), vec![500]);
+    let names = a.backend.steering().rules().vms();
+    assert_eq!(
+        names.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        vec![VM]
+    );
+}
+
+#[test]
+fn a_second_vm_joins_after_the_first_one_left_and_a_third_gets_another_port() {
+    let _pins = pin_lock();
+    let a = bed("mj", |c| c.pin = true);
+    let mut b = open_b(&a.bed);
+    let mut c = {
+        let _in_host = a.bed.enter_host().unwrap();
+        let mut cfg = XdpConfig::new(Testbed::NIC, [0x52, 0x54, 0x00, 0x12, 0x34, 0x58]);
+        cfg.mode = XdpMode::Native;
+        cfg.vm_name = Some("c".into());
+        cfg.pin = true;
+        XdpBackend::open(&cfg).unwrap()
+    };
+    let port_b = b.port().unwrap().port_ifname().to_string();
+    let port_c = c.port().unwrap().port_ifname().to_string();
+    assert_ne!(port_b, port_c);
+    let (peer, peer_mac) = (a.peer, a.peer_mac);
+    // The first VM (and with it the program's first link) goes away: B and C keep the program.
+    drop(a.backend);
+    let frame_b = Frame::udp(MAC_B, peer_mac);
+    let frame_c = Frame::udp([0x52, 0x54, 0x00, 0x12, 0x34, 0x58], peer_mac);
+    for seq in 0..3 {
+        peer.send(&frame_b.build(seq)).unwrap();
+        peer.send(&frame_c.build(10 + seq)).unwrap();
+    }
+    assert_eq!(vm_receive(&mut b, 3, WAIT), vec![0, 1, 2]);
+    assert_eq!(vm_receive(&mut c, 3, WAIT), vec![10, 11, 12]);
+    drop(b);
+    drop(c);
+    assert!(!port_exists(&a.bed, &port_b));
+    assert!(!port_exists(&a.bed, &port_c));
+}
