@@ -2,6 +2,7 @@
 //! NIC is served through its own veth port (src/net/port.rs). Each gets only its own frames (MAC,
 //! ARP, rules), the host keeps its traffic, both transmit to the wire, and the port is removed.
 
+mod common;
 mod filter_support;
 
 use std::{
@@ -201,4 +202,137 @@ fn a_second_vm_joins_after_the_first_one_left_and_a_third_gets_another_port() {
     drop(c);
     assert!(!port_exists(&a.bed, &port_b));
     assert!(!port_exists(&a.bed, &port_c));
+}
+
+/// A `lancet run` of the test guest's echo program on the testbed's NIC; killed (by its PID) and
+/// reaped on drop.
+struct EchoVm {
+    child: Option<std::process::Child>,
+    serial: std::path::PathBuf,
+}
+
+impl EchoVm {
+    fn start(bed: &Testbed, name: &str, mac: [u8; 6], ip: Ipv4Addr) -> Self {
+        let serial = std::env::temp_dir().join(format!(
+            "lancet-multivm-{}-{name}.serial",
+            std::process::id()
+        ));
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        let elf = common::test_guest_elf();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lancet"))
+            .args(["run", "--netns", bed.ns_name(Side::Host)])
+            .args(["--nic", Testbed::NIC, "--backend", "xdp", "--vm-name", name])
+            .args(["--mac", &mac, "--mem", "128M", "--timeout", "120"])
+            .arg("--serial")
+            .arg(&serial)
+            .args(["--guest", "echo", "--guest-elf"])
+            .arg(&elf)
+            .args(["--guest-ip", &format!("{ip}/{}", Testbed::PREFIX_LEN)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start lancet");
+        Self {
+            child: Some(child),
+            serial,
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(&self.serial).unwrap_or_default();
+            if text.contains("lancet-guest: ready prog=echo") {
+                return;
+            }
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+            assert!(exited.is_none(), "lancet exited ({exited:?}): {text}");
+            assert!(Instant::now() < deadline, "the guest did not start: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM and wait; the exit code.
+    fn stop(mut self) -> i32 {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for EchoVm {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the PID of our own unreaped child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.serial);
+    }
+}
+
+/// UDP echoes from the peer namespace to `ip`: how many of `count` came back.
+fn udp_echoes(bed: &Testbed, ip: Ipv4Addr, count: usize) -> usize {
+    let _in_peer = bed.enter_peer().unwrap();
+    let sock = std::net::UdpSocket::bind((Testbed::PEER_IP, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.connect((ip, 7)).unwrap();
+    let mut buf = [0u8; 2048];
+    (0..count)
+        .filter(|i| {
+            let payload = format!("multivm-{ip}-{i}");
+            sock.send(payload.as_bytes()).unwrap();
+            matches!(sock.recv(&mut buf), Ok(n) if &buf[..n] == payload.as_bytes())
+        })
+        .count()
+}
+
+fn ping_ok(bed: &Testbed, ip: Ipv4Addr) -> bool {
+    let out = bed
+        .run_in(
+            Side::Peer,
+            &["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip.to_string()],
+        )
+        .unwrap();
+    out.status.success()
+}
+
+fn neighbour_mac(bed: &Testbed, ip: Ipv4Addr) -> String {
+    let out = bed
+        .run_in(Side::Peer, &["ip", "neigh", "show", &ip.to_string()])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn two_lancet_runs_on_one_nic_each_answer_for_themselves() {
+    let bed = Testbed::new(lancet::testbed::TestbedConfig {
+        name_prefix: "mr".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut a = EchoVm::start(&bed, "a", Testbed::VM_MAC, Testbed::VM_IP);
+    a.wait_ready();
+    let mut b = EchoVm::start(&bed, "b", MAC_B, IP_B);
+    b.wait_ready();
+    assert!(ping_ok(&bed, Testbed::VM_IP), "ping VM a");
+    assert!(ping_ok(&bed, IP_B), "ping VM b");
+    assert!(ping_ok(&bed, Testbed::HOST_IP), "ping the host");
+    assert!(neighbour_mac(&bed, Testbed::VM_IP).contains("52:54:00:12:34:56"));
+    assert!(neighbour_mac(&bed, IP_B).contains("52:54:00:12:34:57"));
+    assert_eq!(udp_echoes(&bed, Testbed::VM_IP, 50), 50);
+    assert_eq!(udp_echoes(&bed, IP_B, 50), 50);
+    let ports = || {
+        let out = bed.run_in(Side::Host, &["ip", "-o", "link"]).unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(": lt-p"))
+            .count()
+    };
+    assert_eq!(ports(), 2, "b's veth pair exists while it runs");
+    assert_eq!(b.stop(), 0);
+    assert_eq!(ports(), 0, "b's veth pair is removed when it stops");
+    assert_eq!(udp_echoes(&bed, Testbed::VM_IP, 10), 10, "a keeps running");
+    assert_eq!(a.stop(), 0);
 }
