@@ -252,6 +252,18 @@ impl EchoVm {
         }
     }
 
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL and reap (what a crash leaves behind).
+    fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
     /// SIGTERM and wait; the exit code.
     fn stop(mut self) -> i32 {
         let mut child = self.child.take().unwrap();
@@ -323,16 +335,30 @@ fn two_lancet_runs_on_one_nic_each_answer_for_themselves() {
     assert!(neighbour_mac(&bed, IP_B).contains("52:54:00:12:34:57"));
     assert_eq!(udp_echoes(&bed, Testbed::VM_IP, 50), 50);
     assert_eq!(udp_echoes(&bed, IP_B, 50), 50);
-    let ports = || {
+    let ports = |pid: u32| {
         let out = bed.run_in(Side::Host, &["ip", "-o", "link"]).unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| l.contains(": lt-p"))
+            .filter(|l| l.contains(&format!(": lt-p{pid}n")))
             .count()
     };
-    assert_eq!(ports(), 2, "b's veth pair exists while it runs");
+    let b_pid = b.pid();
+    assert_eq!(ports(b_pid), 2, "b's veth pair exists while it runs");
     assert_eq!(b.stop(), 0);
-    assert_eq!(ports(), 0, "b's veth pair is removed when it stops");
+    assert_eq!(ports(b_pid), 0, "b's veth pair is removed when it stops");
     assert_eq!(udp_echoes(&bed, Testbed::VM_IP, 10), 10, "a keeps running");
+
+    // A VM killed with SIGKILL leaves its pair; the next VM on the NIC removes it.
+    let mut c = EchoVm::start(&bed, "c", MAC_B, IP_B);
+    c.wait_ready();
+    let c_pid = c.pid();
+    c.kill();
+    assert_eq!(ports(c_pid), 2, "a killed VM cannot remove its pair");
+    let mut d = EchoVm::start(&bed, "d", MAC_B, IP_B);
+    d.wait_ready();
+    assert_eq!(ports(c_pid), 0, "the next VM removed the stale pair");
+    assert_eq!(ports(d.pid()), 2);
+    assert_eq!(udp_echoes(&bed, IP_B, 10), 10, "the new VM answers");
+    assert_eq!(d.stop(), 0);
     assert_eq!(a.stop(), 0);
 }

@@ -88,7 +88,8 @@ pub struct DropStats {
     pub rx_fill_ring_empty: u64,
     /// AF_XDP: invalid RX descriptors (e.g. a frame larger than a UMEM frame).
     pub rx_invalid: u64,
-    /// Other kernel-side RX drops (AF_XDP `rx_dropped`; TAP `rx_dropped` of the device).
+    /// Other kernel-side RX drops (AF_XDP `rx_dropped` plus a veth port's frames that found no
+    /// socket; TAP `rx_dropped` of the device).
     pub rx_kernel_other: u64,
     /// Received frames longer than [`MAX_FRAME_LEN`], dropped by the backend.
     pub rx_oversize: u64,
@@ -96,7 +97,8 @@ pub struct DropStats {
     pub tx_invalid: u64,
     /// Frames the model committed with a length larger than the lent buffer, dropped.
     pub tx_oversize: u64,
-    /// Frames a write/sendto failed for.
+    /// Frames a write/sendto failed for (AF_XDP through a veth port: also frames the port could
+    /// not redirect to the NIC).
     pub tx_error: u64,
     /// Frames the VM sent with a source MAC not its own, dropped ([`spoof::SpoofGuard`]).
     pub tx_spoofed: u64,

@@ -687,6 +687,12 @@ impl Backend for XdpBackend {
             stats.drops.rx_kernel_other = x.rx_dropped();
             stats.drops.tx_invalid = x.tx_invalid_descs();
         }
+        if let Some(port) = &self.port {
+            // The veth port's programs drop only when the socket or the NIC is missing.
+            let lost = port.drops();
+            stats.drops.rx_kernel_other += lost.rx_no_socket;
+            stats.drops.tx_error += lost.tx_no_nic;
+        }
         stats.steer = self.steering.counters();
         stats
     }
