@@ -14,6 +14,10 @@
 //! }
 //! ```
 //!
+//! Several VMs on one NIC: the first VM's AF_XDP socket binds the NIC's queue; every further VM
+//! gets its own veth port fed by an XDP redirect from the steering program ([`port`]), so each VM
+//! keeps its own process and UMEM.
+//!
 //! Copies per frame (both backends): RX = kernel -> backend buffer (AF_XDP copy mode: into a UMEM
 //! frame; TAP: read() into a buffer), then the model copies it into guest memory. TX = the model
 //! assembles the frame from guest memory into the buffer [`FrameTx::tx_buffer`] lends (a UMEM frame

@@ -7,7 +7,9 @@
 //! or multicast frame goes to the host only. XDP cannot hand one frame to both the host and a
 //! socket, so a VM that needs the host's broadcasts (DHCP) would get copies from a packet socket
 //! on the NIC (a second, slow path for broadcast only); that is not built here. The maps are keyed
-//! by MAC / IP with an XSKMAP slot as value, so several VMs per NIC only need more registrations.
+//! by MAC / IP with a slot as value: an XSKMAP slot for a VM whose socket sits on a NIC queue, or
+//! (queue [`PORT_QUEUE`]) an index of the `ports` DEVMAP for a VM served through a veth port
+//! ([`super::port`]) because another VM holds the queue.
 
 use std::{
     io,

@@ -16,6 +16,9 @@
 //! kernel's copy into an skb (copy mode). The UMEM is the VMM's own memory, never guest RAM: after
 //! a guest stops or resets its NIC the kernel can only ever write into VMM-owned frames, and guest
 //! buffers (any alignment, chained) need no registration.
+//!
+//! When a live VM already holds the NIC queue, the socket binds queue 0 of a veth port of its own
+//! instead ([`super::port`]); the backend works the same from there (copy mode).
 
 use std::{
     convert::TryInto,
