@@ -22,10 +22,14 @@ const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x57];
 const IP_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 11);
 
 fn open_b(bed: &Testbed) -> XdpBackend {
+    open_b_in(bed, XdpMode::Native)
+}
+
+fn open_b_in(bed: &Testbed, mode: XdpMode) -> XdpBackend {
     let _in_host = bed.enter_host().unwrap();
     let mut cfg = XdpConfig::new(Testbed::NIC, MAC_B);
     cfg.vm_ip = Some(IP_B);
-    cfg.mode = XdpMode::Native;
+    cfg.mode = mode;
     cfg.vm_name = Some(VM_B.into());
     cfg.pin = true;
     XdpBackend::open(&cfg).unwrap()
@@ -169,6 +173,31 @@ fn two_vms_on_one_nic_each_get_only_their_own_frames() {
         names.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
         vec![VM]
     );
+}
+
+#[test]
+fn two_vms_share_a_nic_whose_program_runs_in_generic_mode() {
+    let _pins = pin_lock();
+    let mut a = bed("mg", |c| {
+        c.pin = true;
+        c.mode = XdpMode::Generic;
+    });
+    let mut b = open_b_in(&a.bed, XdpMode::Generic);
+    assert_eq!(a.backend.xdp_mode(), XdpMode::Generic);
+    assert!(b.port().is_some());
+    let to_a = Frame::udp(Testbed::VM_MAC, a.peer_mac);
+    let to_b = Frame::udp(MAC_B, a.peer_mac);
+    let to_host = Frame::udp(a.nic_mac, a.peer_mac);
+    for seq in 0..3 {
+        a.peer.send(&to_a.build(seq)).unwrap();
+        a.peer.send(&to_b.build(100 + seq)).unwrap();
+        a.peer.send(&to_host.build(200 + seq)).unwrap();
+    }
+    assert_eq!(vm_receive(&mut a.backend, 6, WAIT), vec![0, 1, 2]);
+    assert_eq!(vm_receive(&mut b, 6, WAIT), vec![100, 101, 102]);
+    assert_eq!(sock_receive(&a.host, 6, QUIET), vec![200, 201, 202]);
+    send(&mut b, &Frame::udp(a.peer_mac, MAC_B).build(301));
+    assert_eq!(sock_receive(&a.peer, 1, WAIT), vec![301]);
 }
 
 #[test]

@@ -261,15 +261,40 @@ impl Steering {
             std::fs::remove_file(&link_path)
                 .map_err(|e| NetError::io(format!("removing {}", link_path.display()), e))?;
         }
-        // Another `lancet run` on this NIC attached the program with a link of its own: join it
-        // (holding the link keeps the program attached while any VM on the NIC runs).
-        let present = attached_program_id(ifindex)?;
-        if present != 0 && dir.join(MAP_VM_NAMES).exists() {
-            if let Some(link) = pin::find_xdp_link(ifindex, present)? {
-                return Self::reuse(ifname, link, &dir, Pinning::MapsOwned);
-            }
+        if let Some(joined) = Self::join(ifname, ifindex, &dir)? {
+            return Ok(joined);
         }
-        Self::load_and_attach(ifname, mode, Some(&dir))
+        match Self::load_and_attach(ifname, mode, Some(&dir)) {
+            // Another `lancet run` attached it meanwhile: join that one.
+            Err(NetError::XdpProgramPresent {
+                prog_id,
+                ifname: name,
+            }) => match Self::join(ifname, ifindex, &dir)? {
+                Some(joined) => Ok(joined),
+                None => Err(NetError::XdpProgramPresent {
+                    ifname: name,
+                    prog_id,
+                }),
+            },
+            other => other,
+        }
+    }
+
+    /// Join the program another `lancet run` on this NIC attached with a link of its own (its
+    /// maps pinned in `dir`): holding an fd of that link keeps the program attached while any
+    /// VM on the NIC runs. `None` when no such program is attached.
+    fn join(ifname: &str, ifindex: u32, dir: &std::path::Path) -> Result<Option<Self>, NetError> {
+        let present = attached_program_id(ifindex)?;
+        if present == 0 || !dir.join(MAP_VM_NAMES).exists() {
+            return Ok(None);
+        }
+        if !pin::prog_uses_pinned_map(present, &dir.join(MAP_VM_MACS))? {
+            return Ok(None); // another program, or maps left by another program
+        }
+        match pin::find_xdp_link(ifindex, present)? {
+            Some(link) => Self::reuse(ifname, link, dir, Pinning::MapsOwned).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Use the program a pinned `link` attaches, with the maps pinned in `dir`.

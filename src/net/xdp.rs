@@ -311,7 +311,12 @@ impl XdpBackend {
                 .filter(|v| v.queue == PORT_QUEUE)
                 .map(|v| v.slot)
                 .collect();
-            let slot = (0..super::steer::MAX_VMS)
+            // Start the search at a per-process offset: two VMs starting at the same moment
+            // (neither registered yet) then rarely pick the same slot.
+            let max = super::steer::MAX_VMS;
+            let first = std::process::id() % max;
+            let slot = (0..max)
+                .map(|i| (first + i) % max)
                 .find(|s| !used.contains(s))
                 .ok_or_else(|| {
                     NetError::InvalidConfig(format!(
