@@ -201,6 +201,43 @@ fn two_vms_share_a_nic_whose_program_runs_in_generic_mode() {
 }
 
 #[test]
+fn a_mirror_rule_reaches_a_vm_on_a_veth_port_with_its_host_copy() {
+    let _pins = pin_lock();
+    let a = bed("mm", |c| c.pin = true);
+    let mut b = {
+        let _in_host = a.bed.enter_host().unwrap();
+        let mut cfg = XdpConfig::new(Testbed::NIC, MAC_B);
+        cfg.mode = XdpMode::Native;
+        cfg.vm_name = Some(VM_B.into());
+        cfg.pin = true;
+        cfg.mirror_tap = Some("lt-mir1".into());
+        XdpBackend::open(&cfg).unwrap()
+    };
+    assert!(b.port().is_some());
+    let host_copy = a.bed.raw_socket(Side::Host, "lt-mir1").unwrap();
+    b.steering()
+        .rules()
+        .add(Rule::parse_str(&format!("udp dport 6082 mirror vm {VM_B}")).unwrap())
+        .unwrap();
+    let mut mirrored = Frame::udp(a.nic_mac, a.peer_mac);
+    mirrored.dport = 6082;
+    let plain = Frame::udp(MAC_B, a.peer_mac);
+    for seq in 0..3 {
+        a.peer.send(&mirrored.build(seq)).unwrap();
+        a.peer.send(&plain.build(100 + seq)).unwrap();
+    }
+    let mut got = vm_receive(&mut b, 6, WAIT);
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 1, 2, 100, 101, 102]);
+    assert_eq!(sock_receive(&host_copy, 6, QUIET), vec![0, 1, 2]);
+    assert_eq!(
+        b.mirror_stats().frames,
+        3,
+        "only the mirrored frames are tagged"
+    );
+}
+
+#[test]
 fn a_second_vm_joins_after_the_first_one_left_and_a_third_gets_another_port() {
     let _pins = pin_lock();
     let a = bed("mj", |c| c.pin = true);
