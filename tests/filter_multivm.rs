@@ -238,6 +238,42 @@ fn a_mirror_rule_reaches_a_vm_on_a_veth_port_with_its_host_copy() {
 }
 
 #[test]
+fn a_port_the_mtu_does_not_allow_is_refused_and_leaves_nothing_behind() {
+    let _pins = pin_lock();
+    let bed = Testbed::new(lancet::testbed::TestbedConfig {
+        name_prefix: "mt".into(),
+        mtu: Some(3600),
+        ..Default::default()
+    })
+    .unwrap();
+    let _in_host = bed.enter_host().unwrap();
+    let mut cfg = XdpConfig::new(Testbed::NIC, Testbed::VM_MAC);
+    cfg.mode = XdpMode::Generic;
+    cfg.vm_name = Some(VM.into());
+    cfg.pin = true;
+    let a = XdpBackend::open(&cfg).unwrap();
+    let mut cfg_b = XdpConfig::new(Testbed::NIC, MAC_B);
+    cfg_b.mode = XdpMode::Generic;
+    cfg_b.vm_name = Some(VM_B.into());
+    cfg_b.pin = true;
+    let err = XdpBackend::open(&cfg_b).unwrap_err();
+    assert!(
+        matches!(err, lancet::net::NetError::MtuTooLarge { mtu: 3600, .. }),
+        "{err}"
+    );
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(": lt-p"),
+        "the half-made pair is removed"
+    );
+    let names = a.steering().rules().vms();
+    assert_eq!(names.len(), 1, "B is not registered: {names:?}");
+}
+
+#[test]
 fn a_second_vm_joins_after_the_first_one_left_and_a_third_gets_another_port() {
     let _pins = pin_lock();
     let a = bed("mj", |c| c.pin = true);

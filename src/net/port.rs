@@ -29,7 +29,7 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
 use super::{
     nic,
-    steer::{create_link, XdpMode},
+    steer::{create_link, XdpMode, VETH_NATIVE_XDP_MAX_MTU},
     NetError,
 };
 
@@ -167,10 +167,19 @@ impl VethPort {
         let peer_index = nic::ifindex(&peer)?;
         let attach = |prog: &str, ifname: &str, ifindex: u32, mode: XdpMode| {
             create_link(prog_fd(prog)?, ifindex, mode).map_err(|e| {
-                NetError::io(
-                    format!("attaching {prog} to the veth port end {ifname:?}"),
-                    e,
-                )
+                if e.raw_os_error() == Some(libc::ERANGE) {
+                    NetError::MtuTooLarge {
+                        ifname: nic_name.to_string(),
+                        mtu: nic::mtu(nic_name).unwrap_or(0),
+                        max: VETH_NATIVE_XDP_MAX_MTU,
+                        reason: "a second VM's veth port (native XDP on veth) allows",
+                    }
+                } else {
+                    NetError::io(
+                        format!("attaching {prog} to the veth port end {ifname:?}"),
+                        e,
+                    )
+                }
             })
         };
         let rx_link = attach(PROG_RX, &port, port_index, XdpMode::Native)?;
