@@ -134,7 +134,7 @@ impl VethPort {
             "link", "add", &port, "mtu", &mtu, "type", "veth", "peer", "name", &peer, "mtu", &mtu,
         ])?;
         // From here on the guard deletes the pair on every error path.
-        let guard = PairGuard(port.clone());
+        let mut guard = PairGuard(Some(port.clone()));
         for end in [&port, &peer] {
             disable_ipv6(end)?;
             nic::set_up(end)?;
@@ -184,7 +184,7 @@ impl VethPort {
         };
         let rx_link = attach(PROG_RX, &port, port_index, XdpMode::Native)?;
         let tx_link = attach(PROG_TX, &peer, peer_index, XdpMode::Generic)?;
-        std::mem::forget(guard);
+        guard.disarm();
         Ok(Self {
             port,
             netns,
@@ -277,10 +277,19 @@ impl Drop for VethPort {
 }
 
 /// Deletes a half-made pair when [`VethPort::create`] fails.
-struct PairGuard(String);
+struct PairGuard(Option<String>);
+
+impl PairGuard {
+    /// The pair is complete: keep it.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for PairGuard {
     fn drop(&mut self) {
-        let _ = ip(&["link", "del", &self.0]);
+        if let Some(port) = &self.0 {
+            let _ = ip(&["link", "del", port]);
+        }
     }
 }
