@@ -11,6 +11,7 @@
  *   3. IPv6 neighbour solicitation (to 33:33:ff:xx:xx:xx) whose
  *      target address is registered in `vm_ipv6`                   -> that VM
  *   4. everything else (host unicast, other broadcast/multicast)   -> XDP_PASS (host)
+ * A VM served through a veth port (queue PORT_QUEUE, see `ports`) is redirected to its port.
  * A VM frame whose socket is missing, or that arrived on a queue the VM's socket is not bound
  * to, is dropped (the VM's MAC is not the host's, so the host would drop it anyway) and counted.
  *
@@ -93,6 +94,21 @@ struct {
 	__type(key, struct ipv6_key);
 	__type(value, struct vm_slot);
 } vm_ipv6 SEC(".maps");
+
+/*
+ * Port VMs (several VMs on one NIC queue): a VM whose socket cannot sit on the NIC's queue (the
+ * first VM holds it) has its own veth pair `port`/`peer` (src/net/port.rs). Its registrations carry
+ * queue PORT_QUEUE and slot = its index here; frames for it are redirected to the `peer` end,
+ * which delivers them into `port`, whose own XDP program hands them to the VM's socket.
+ * Value: ifindex of the pair's `peer` end. Keep PORT_QUEUE in sync with src/net/steer.rs.
+ */
+#define PORT_QUEUE 0xffffffff
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, MAX_VMS);
+	__type(key, __u32);
+	__type(value, __u32);
+} ports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -276,6 +292,12 @@ static __always_inline int to_vm_tagged(struct xdp_md *ctx, const struct vm_slot
 {
 	int action;
 
+	if (vm->queue == PORT_QUEUE) {
+		set_vm_meta(ctx, tag);
+		action = bpf_redirect_map(&ports, vm->slot, XDP_DROP);
+		count(action == XDP_REDIRECT ? verdict : VERDICT_DROP_NO_SOCKET);
+		return action;
+	}
 	if (ctx->rx_queue_index != vm->queue) {
 		count(VERDICT_DROP_WRONG_QUEUE);
 		return XDP_DROP;

@@ -14,6 +14,10 @@
 //! }
 //! ```
 //!
+//! Several VMs on one NIC: the first VM's AF_XDP socket binds the NIC's queue; every further VM
+//! gets its own veth port fed by an XDP redirect from the steering program ([`port`]), so each VM
+//! keeps its own process and UMEM.
+//!
 //! Copies per frame (both backends): RX = kernel -> backend buffer (AF_XDP copy mode: into a UMEM
 //! frame; TAP: read() into a buffer), then the model copies it into guest memory. TX = the model
 //! assembles the frame from guest memory into the buffer [`FrameTx::tx_buffer`] lends (a UMEM frame
@@ -28,6 +32,7 @@ pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 pub mod nic;
 pub mod pcap;
 pub mod pin;
+pub mod port;
 pub mod rulemaps;
 pub mod rules;
 pub mod spoof;
@@ -87,7 +92,8 @@ pub struct DropStats {
     pub rx_fill_ring_empty: u64,
     /// AF_XDP: invalid RX descriptors (e.g. a frame larger than a UMEM frame).
     pub rx_invalid: u64,
-    /// Other kernel-side RX drops (AF_XDP `rx_dropped`; TAP `rx_dropped` of the device).
+    /// Other kernel-side RX drops (AF_XDP `rx_dropped` plus a veth port's frames that found no
+    /// socket; TAP `rx_dropped` of the device).
     pub rx_kernel_other: u64,
     /// Received frames longer than [`MAX_FRAME_LEN`], dropped by the backend.
     pub rx_oversize: u64,
@@ -95,7 +101,8 @@ pub struct DropStats {
     pub tx_invalid: u64,
     /// Frames the model committed with a length larger than the lent buffer, dropped.
     pub tx_oversize: u64,
-    /// Frames a write/sendto failed for.
+    /// Frames a write/sendto failed for (AF_XDP through a veth port: also frames the port could
+    /// not redirect to the NIC).
     pub tx_error: u64,
     /// Frames the VM sent with a source MAC not its own, dropped ([`spoof::SpoofGuard`]).
     pub tx_spoofed: u64,

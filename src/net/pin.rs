@@ -280,3 +280,76 @@ pub fn link_info(link: &OwnedFd) -> Result<LinkInfo, NetError> {
         ifindex,
     })
 }
+
+/// An fd of the XDP bpf_link attaching program `prog_id` to `ifindex` (held by another process,
+/// e.g. the first `lancet run` on a NIC); `None` when the program is not attached by a link.
+/// Holding the fd keeps the link, and so the program, attached.
+pub fn find_xdp_link(ifindex: u32, prog_id: u32) -> Result<Option<OwnedFd>, NetError> {
+    let mut id = 0u32;
+    loop {
+        let mut next = 0u32;
+        // SAFETY: `next` is a valid u32 the kernel writes the next link id into.
+        if unsafe { libbpf_sys::bpf_link_get_next_id(id, &mut next) } < 0 {
+            return Ok(None);
+        }
+        id = next;
+        // SAFETY: plain syscall wrapper taking an id.
+        let fd = unsafe { libbpf_sys::bpf_link_get_fd_by_id(id) };
+        if fd < 0 {
+            continue; // the link went away meanwhile
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        let link = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut info = libbpf_sys::bpf_link_info::default();
+        let mut len = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
+        // SAFETY: `info` is a valid, writable bpf_link_info of `len` bytes.
+        let ret =
+            unsafe { libbpf_sys::bpf_link_get_info_by_fd(link.as_raw_fd(), &mut info, &mut len) };
+        if ret < 0 || info.type_ != libbpf_sys::BPF_LINK_TYPE_XDP || info.prog_id != prog_id {
+            continue;
+        }
+        // SAFETY: the kernel filled the xdp member of an XDP link.
+        if unsafe { info.__bindgen_anon_1.xdp.ifindex } == ifindex {
+            return Ok(Some(link));
+        }
+    }
+}
+
+/// Whether program `prog_id` uses the map pinned at `map_path` (so it is the program those pins
+/// belong to).
+pub fn prog_uses_pinned_map(prog_id: u32, map_path: &Path) -> Result<bool, NetError> {
+    let Some(map) = open_pinned(map_path)? else {
+        return Ok(false);
+    };
+    let mut map_info = libbpf_sys::bpf_map_info::default();
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_map_info>() as u32;
+    // SAFETY: `map_info` is a valid, writable bpf_map_info of `len` bytes.
+    let ret =
+        unsafe { libbpf_sys::bpf_map_get_info_by_fd(map.as_raw_fd(), &mut map_info, &mut len) };
+    if ret < 0 {
+        return Ok(false);
+    }
+    // SAFETY: plain syscall wrapper taking an id.
+    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(prog_id) };
+    if fd < 0 {
+        return Ok(false);
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut ids = [0u32; 64];
+    let mut prog_info = libbpf_sys::bpf_prog_info {
+        nr_map_ids: ids.len() as u32,
+        map_ids: ids.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    // SAFETY: `prog_info` is a valid bpf_prog_info of `len` bytes whose map_ids points at `ids`,
+    // room for nr_map_ids ids, alive across the call.
+    let ret =
+        unsafe { libbpf_sys::bpf_prog_get_info_by_fd(prog.as_raw_fd(), &mut prog_info, &mut len) };
+    if ret < 0 {
+        return Ok(false);
+    }
+    let n = (prog_info.nr_map_ids as usize).min(ids.len());
+    Ok(ids[..n].contains(&map_info.id))
+}

@@ -182,10 +182,14 @@ pub fn render(r: &Report) -> String {
     for vm in &r.vms {
         let _ = writeln!(
             s,
-            "  {} slot {} queue {} mac {} pid {}{}",
+            "  {} slot {} {} mac {} pid {}{}",
             vm.vm.name,
             vm.vm.slot,
-            vm.vm.queue,
+            if vm.vm.queue == super::steer::PORT_QUEUE {
+                "veth port".to_string()
+            } else {
+                format!("queue {}", vm.vm.queue)
+            },
             format_mac(vm.vm.mac),
             vm.vm.pid,
             if vm.stale {

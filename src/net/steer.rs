@@ -7,7 +7,9 @@
 //! or multicast frame goes to the host only. XDP cannot hand one frame to both the host and a
 //! socket, so a VM that needs the host's broadcasts (DHCP) would get copies from a packet socket
 //! on the NIC (a second, slow path for broadcast only); that is not built here. The maps are keyed
-//! by MAC / IP with an XSKMAP slot as value, so several VMs per NIC only need more registrations.
+//! by MAC / IP with a slot as value: an XSKMAP slot for a VM whose socket sits on a NIC queue, or
+//! (queue [`PORT_QUEUE`]) an index of the `ports` DEVMAP for a VM served through a veth port
+//! ([`super::port`]) because another VM holds the queue.
 
 use std::{
     io,
@@ -18,7 +20,11 @@ use std::{
 use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 use serde::Serialize;
 
-use super::{format_mac, nic, pin, rulemaps::RuleMaps, NetError};
+use super::{
+    format_mac, nic, pin,
+    rulemaps::{RuleMaps, MAP_VM_NAMES},
+    NetError,
+};
 
 /// The compiled steering program (built by build.rs from bpf/steer.bpf.c).
 const STEER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
@@ -33,6 +39,11 @@ const MAP_VM_MACS: &str = "vm_macs";
 const MAP_VM_IPV4: &str = "vm_ipv4";
 const MAP_VM_IPV6: &str = "vm_ipv6";
 const MAP_VERDICTS: &str = "verdicts";
+const MAP_PORTS: &str = "ports";
+
+/// The `queue` of a VM served through a veth port ([`super::port`]) instead of a NIC queue: its
+/// `slot` indexes the `ports` DEVMAP, not the XSKMAP (`PORT_QUEUE` in bpf/steer.bpf.c).
+pub const PORT_QUEUE: u32 = u32::MAX;
 
 /// Indexes of the `verdicts` per-CPU array (`enum verdict` in bpf/steer.bpf.c).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +179,7 @@ pub struct Steering {
     vm_ipv4: MapHandle,
     vm_ipv6: MapHandle,
     verdicts: MapHandle,
+    ports: MapHandle,
     rules: RuleMaps,
     /// The pin state (see [`super::pin`]).
     pinning: Pinning,
@@ -182,7 +194,8 @@ pub struct Steering {
 pub enum Pinning {
     /// Nothing pinned (tests, embedded use).
     None,
-    /// Maps pinned by this process, removed on drop (`lancet run` without `nic attach`).
+    /// Maps pinned by this process or shared with the other `lancet run`s on the NIC (each holds
+    /// the program's link): removed on drop by the last one, when no other live VM is registered.
     MapsOwned,
     /// Program, link and maps pinned (`nic attach`, or reused by a `lancet run`): left in place.
     Persistent,
@@ -241,18 +254,56 @@ impl Steering {
         if let Some(link) = pin::open_pinned(&link_path)? {
             let info = pin::link_info(&link)?;
             if info.ifindex == ifindex && attached_program_id(ifindex)? == info.prog_id {
-                return Self::reuse(ifname, link, &dir);
+                return Self::reuse(ifname, link, &dir, Pinning::Persistent);
             }
             // A link pinned for an interface that is gone (or another namespace's): stale.
             tracing::warn!(path = %link_path.display(), "removing a stale pinned XDP link");
             std::fs::remove_file(&link_path)
                 .map_err(|e| NetError::io(format!("removing {}", link_path.display()), e))?;
         }
-        Self::load_and_attach(ifname, mode, Some(&dir))
+        if let Some(joined) = Self::join(ifname, ifindex, &dir)? {
+            return Ok(joined);
+        }
+        match Self::load_and_attach(ifname, mode, Some(&dir)) {
+            // Another `lancet run` attached it meanwhile: join that one.
+            Err(NetError::XdpProgramPresent {
+                prog_id,
+                ifname: name,
+            }) => match Self::join(ifname, ifindex, &dir)? {
+                Some(joined) => Ok(joined),
+                None => Err(NetError::XdpProgramPresent {
+                    ifname: name,
+                    prog_id,
+                }),
+            },
+            other => other,
+        }
+    }
+
+    /// Join the program another `lancet run` on this NIC attached with a link of its own (its
+    /// maps pinned in `dir`): holding an fd of that link keeps the program attached while any
+    /// VM on the NIC runs. `None` when no such program is attached.
+    fn join(ifname: &str, ifindex: u32, dir: &std::path::Path) -> Result<Option<Self>, NetError> {
+        let present = attached_program_id(ifindex)?;
+        if present == 0 || !dir.join(MAP_VM_NAMES).exists() {
+            return Ok(None);
+        }
+        if !pin::prog_uses_pinned_map(present, &dir.join(MAP_VM_MACS))? {
+            return Ok(None); // another program, or maps left by another program
+        }
+        match pin::find_xdp_link(ifindex, present)? {
+            Some(link) => Self::reuse(ifname, link, dir, Pinning::MapsOwned).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Use the program a pinned `link` attaches, with the maps pinned in `dir`.
-    fn reuse(ifname: &str, link: OwnedFd, dir: &std::path::Path) -> Result<Self, NetError> {
+    fn reuse(
+        ifname: &str,
+        link: OwnedFd,
+        dir: &std::path::Path,
+        pinning: Pinning,
+    ) -> Result<Self, NetError> {
         let open = |name: &str| -> Result<MapHandle, NetError> {
             MapHandle::from_pinned_path(dir.join(name)).map_err(bpf_err(format!(
                 "opening pinned map {}",
@@ -272,8 +323,9 @@ impl Steering {
             vm_ipv4: open(MAP_VM_IPV4)?,
             vm_ipv6: open(MAP_VM_IPV6)?,
             verdicts: open(MAP_VERDICTS)?,
+            ports: open(MAP_PORTS)?,
             rules: RuleMaps::from_fn(ifname, &open, Some(dir.to_path_buf()))?,
-            pinning: Pinning::Persistent,
+            pinning,
             pin_dir: Some(dir.to_path_buf()),
             _object: None,
         })
@@ -321,12 +373,13 @@ impl Steering {
             })?;
             MapHandle::try_from(&map).map_err(bpf_err(format!("opening map {name:?}")))
         };
-        let (xsks, vm_macs, vm_ipv4, vm_ipv6, verdicts) = (
+        let (xsks, vm_macs, vm_ipv4, vm_ipv6, verdicts, ports) = (
             handle(MAP_XSKS)?,
             handle(MAP_VM_MACS)?,
             handle(MAP_VM_IPV4)?,
             handle(MAP_VM_IPV6)?,
             handle(MAP_VERDICTS)?,
+            handle(MAP_PORTS)?,
         );
         let rules = RuleMaps::from_fn(ifname, &handle, pin_dir.map(|d| d.to_path_buf()))?;
         let prog_fd = object
@@ -362,6 +415,7 @@ impl Steering {
             vm_ipv4,
             vm_ipv6,
             verdicts,
+            ports,
             rules,
             pinning: if pin_dir.is_some() {
                 Pinning::MapsOwned
@@ -479,12 +533,19 @@ impl Steering {
         for ip in &vm.ipv6 {
             let _ = self.vm_ipv6.delete(&ip.octets());
         }
-        let _ = self.xsks.delete(&vm.slot.to_ne_bytes());
+        if vm.queue == PORT_QUEUE {
+            let _ = self.ports.delete(&vm.slot.to_ne_bytes());
+        } else {
+            let _ = self.xsks.delete(&vm.slot.to_ne_bytes());
+        }
     }
 
-    /// Remove what a VM whose process died left in the maps (its MAC entry and name).
+    /// Remove what a VM whose process died left in the maps (its MAC entry, port and name).
     pub fn forget_vm(&self, vm: &super::rulemaps::VmName) {
         let _ = self.vm_macs.delete(&mac_key(vm.mac));
+        if vm.queue == PORT_QUEUE {
+            let _ = self.ports.delete(&vm.slot.to_ne_bytes());
+        }
         self.rules.forget_vm(&vm.name);
     }
 
@@ -495,6 +556,20 @@ impl Steering {
         self.xsks
             .update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .map_err(bpf_err("inserting the AF_XDP socket into the XSKMAP"))
+    }
+
+    /// Point `ports` slot `slot` at the interface `ifindex` (the peer end of a VM's veth port).
+    pub fn set_port(&self, slot: u32, ifindex: u32) -> Result<(), NetError> {
+        self.ports
+            .update(&slot.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_err(
+                "inserting the VM's veth port into the `ports` DEVMAP",
+            ))
+    }
+
+    /// The NIC this program is attached to.
+    pub fn ifname(&self) -> &str {
+        &self.ifname
     }
 
     /// The verdict counters summed over CPUs.
@@ -602,7 +677,10 @@ impl DetachedProgram {
 
 impl Drop for Steering {
     fn drop(&mut self) {
-        if self.pinning == Pinning::MapsOwned {
+        // The VM using this steering unregistered its name before: any live name left is
+        // another VM's (of this or another process), still using the pins.
+        let others = self.rules.vms().iter().any(|v| !v.is_stale());
+        if self.pinning == Pinning::MapsOwned && !others {
             let removed = match &self.pin_dir {
                 Some(dir) => pin::remove_dir(dir),
                 None => Ok(()),
@@ -638,7 +716,11 @@ pub fn xdp_attach_mode(ifindex: u32) -> Result<Option<XdpMode>, NetError> {
 }
 
 /// Create the XDP bpf_link of `prog_fd` on `ifindex`; returns the errno on failure.
-fn create_link(prog_fd: RawFd, ifindex: u32, mode: XdpMode) -> Result<OwnedFd, io::Error> {
+pub(super) fn create_link(
+    prog_fd: RawFd,
+    ifindex: u32,
+    mode: XdpMode,
+) -> Result<OwnedFd, io::Error> {
     let flags = match mode {
         XdpMode::Native => libbpf_sys::XDP_FLAGS_DRV_MODE,
         XdpMode::Generic => libbpf_sys::XDP_FLAGS_SKB_MODE,
@@ -659,7 +741,7 @@ fn create_link(prog_fd: RawFd, ifindex: u32, mode: XdpMode) -> Result<OwnedFd, i
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }
 
-fn is_unsupported(err: &io::Error) -> bool {
+pub(super) fn is_unsupported(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
         Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)

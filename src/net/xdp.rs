@@ -16,6 +16,9 @@
 //! kernel's copy into an skb (copy mode). The UMEM is the VMM's own memory, never guest RAM: after
 //! a guest stops or resets its NIC the kernel can only ever write into VMM-owned frames, and guest
 //! buffers (any alignment, chained) need no registration.
+//!
+//! When a live VM already holds the NIC queue, the socket binds queue 0 of a veth port of its own
+//! instead ([`super::port`]); the backend works the same from there (copy mode).
 
 use std::{
     convert::TryInto,
@@ -34,6 +37,7 @@ use xsk_rs::{
 
 use super::{
     nic::{self, LinkProbe, Membership, MembershipKind},
+    port::{VethPort, PORT_QUEUE},
     rulemaps::VmName,
     steer::{link_local_from_mac, Steering, VmRegistration, XdpMode},
     tap::{TapBackend, TapConfig},
@@ -168,6 +172,8 @@ pub struct XdpBackend {
     link: LinkProbe,
     link_up: bool,
     link_checked: Instant,
+    /// The VM's veth port when another VM holds the NIC queue (deleted after the socket closes).
+    port: Option<VethPort>,
 }
 
 impl std::fmt::Debug for XdpBackend {
@@ -293,15 +299,48 @@ impl XdpBackend {
         // Registrations left by VMM processes that were killed (pinned maps outlive them).
         for stale in steering.rules().stale_vms() {
             steering.forget_vm(&stale);
+            if stale.queue == PORT_QUEUE {
+                VethPort::remove_stale(stale.pid, stale.slot);
+            }
         }
+        // The queue's one UMEM slot is another VM's: this VM gets a veth port (super::port).
+        let live = steering.rules().vms();
+        let port = if live.iter().any(|v| v.queue == cfg.queue) {
+            let used: Vec<u32> = live
+                .iter()
+                .filter(|v| v.queue == PORT_QUEUE)
+                .map(|v| v.slot)
+                .collect();
+            // Start the search at a per-process offset: two VMs starting at the same moment
+            // (neither registered yet) then rarely pick the same slot.
+            let max = super::steer::MAX_VMS;
+            let first = std::process::id() % max;
+            let slot = (0..max)
+                .map(|i| (first + i) % max)
+                .find(|s| !used.contains(s))
+                .ok_or_else(|| {
+                    NetError::InvalidConfig(format!(
+                        "{:?} already serves {} VMs through veth ports",
+                        cfg.ifname,
+                        super::steer::MAX_VMS
+                    ))
+                })?;
+            Some((slot, VethPort::create(&cfg.ifname, slot)?))
+        } else {
+            None
+        };
         let link_local = link_local_from_mac(cfg.vm_mac);
         let mut ipv6 = vec![link_local];
         ipv6.extend(cfg.vm_ipv6.iter().copied().filter(|a| *a != link_local));
-        // One socket per queue (one UMEM per queue), so the queue number is the XSKMAP slot.
-        let slot = cfg.queue;
+        // One socket per queue (one UMEM per queue), so the queue number is the XSKMAP slot; a
+        // port VM's slot is its `ports` index.
+        let (slot, queue) = match &port {
+            Some((slot, _)) => (*slot, PORT_QUEUE),
+            None => (cfg.queue, cfg.queue),
+        };
         let registration = VmRegistration {
             slot,
-            queue: cfg.queue,
+            queue,
             mac: cfg.vm_mac,
             ipv4: cfg.vm_ip.into_iter().collect(),
             ipv6,
@@ -309,12 +348,32 @@ impl XdpBackend {
         steering.register_vm(&registration)?;
 
         let need_wakeup = BindFlags::XDP_USE_NEED_WAKEUP;
-        let (zero_copy, bound) = if steering.mode() == XdpMode::Generic {
-            (false, bind(cfg, BindFlags::XDP_COPY | need_wakeup)?)
+        let port_cfg;
+        let bind_cfg = match &port {
+            Some((_, p)) => {
+                port_cfg = XdpConfig {
+                    ifname: p.port_ifname().to_string(),
+                    queue: 0,
+                    ..cfg.clone()
+                };
+                &port_cfg
+            }
+            None => cfg,
+        };
+        let bound = if steering.mode() == XdpMode::Generic || port.is_some() {
+            // A veth port refuses zero-copy.
+            bind(bind_cfg, BindFlags::XDP_COPY | need_wakeup).map(|b| (false, b))
         } else {
-            match bind(cfg, BindFlags::XDP_ZEROCOPY | need_wakeup) {
-                Ok(b) => (true, b),
-                Err(_) => (false, bind(cfg, BindFlags::XDP_COPY | need_wakeup)?),
+            match bind(bind_cfg, BindFlags::XDP_ZEROCOPY | need_wakeup) {
+                Ok(b) => Ok((true, b)),
+                Err(_) => bind(bind_cfg, BindFlags::XDP_COPY | need_wakeup).map(|b| (false, b)),
+            }
+        };
+        let (zero_copy, bound) = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                steering.unregister_vm(&registration);
+                return Err(e);
             }
         };
         let (umem, mut frames, tx_q, rx_q, mut fill_q, comp_q) = bound;
@@ -322,7 +381,13 @@ impl XdpBackend {
         // SAFETY: the RX frames are owned by nobody yet; they belong to this UMEM.
         let filled = unsafe { fill_q.produce(&frames) };
         let rx_spare = frames.split_off(filled);
-        steering.set_socket(slot, rx_q.fd().as_raw_fd())?;
+        match &port {
+            Some((slot, p)) => {
+                p.set_socket(rx_q.fd().as_raw_fd())?;
+                steering.set_port(*slot, p.peer_ifindex())?;
+            }
+            None => steering.set_socket(slot, rx_q.fd().as_raw_fd())?,
+        }
         let mirror_sink = match &cfg.mirror_tap {
             Some(name) => Some(TapBackend::open(&TapConfig::new(name.clone(), None))?),
             None => None,
@@ -331,7 +396,7 @@ impl XdpBackend {
             let vm = VmName {
                 name: name.clone(),
                 slot,
-                queue: cfg.queue,
+                queue,
                 pid: std::process::id(),
                 mac: cfg.vm_mac,
             };
@@ -378,6 +443,7 @@ impl XdpBackend {
             link_up: link.is_up(),
             link,
             link_checked: Instant::now(),
+            port: port.map(|(_, p)| p),
         })
     }
 
@@ -399,6 +465,11 @@ impl XdpBackend {
     /// The steering program, mutable (e.g. to pin its link).
     pub fn steering_mut(&mut self) -> &mut Steering {
         &mut self.steering
+    }
+
+    /// The veth port this VM is served through, when it shares the NIC queue with another VM.
+    pub fn port(&self) -> Option<&VethPort> {
+        self.port.as_ref()
     }
 
     /// Mirror counters.
@@ -623,6 +694,12 @@ impl Backend for XdpBackend {
             stats.drops.rx_invalid = x.rx_invalid_descs();
             stats.drops.rx_kernel_other = x.rx_dropped();
             stats.drops.tx_invalid = x.tx_invalid_descs();
+        }
+        if let Some(port) = &self.port {
+            // The veth port's programs drop only when the socket or the NIC is missing.
+            let lost = port.drops();
+            stats.drops.rx_kernel_other += lost.rx_no_socket;
+            stats.drops.tx_error += lost.tx_no_nic;
         }
         stats.steer = self.steering.counters();
         stats

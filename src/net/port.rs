@@ -1,0 +1,295 @@
+//! Veth ports: how a second (third, ...) VM shares a NIC queue that another VM's AF_XDP socket
+//! already holds. AF_XDP binds one UMEM per (NIC, queue), and a veth has one RX queue that
+//! cannot be steered, so such a VM gets its own veth pair in the NIC's namespace:
+//!
+//! ```text
+//!   wire -> NIC --steering program: bpf_redirect_map(ports, slot)--> peer end (lt-p<pid>n<slot>b)
+//!        ==veth==> port end (lt-p<pid>n<slot>a) --lancet_port_rx--> the VM's XSK (own UMEM)
+//!   VM's XSK --sendto on the port end--> ==veth==> peer end --lancet_port_tx (generic XDP):
+//!        bpf_redirect_map(port_out, 0)--> NIC xmit -> wire
+//! ```
+//!
+//! The port end runs its program in native mode: veth accepts frames redirected into its peer
+//! (ndo_xdp_xmit) only while the receiving end has an XDP program. The peer end runs its program in
+//! generic mode, so the redirect to the NIC goes through the NIC's ordinary xmit path and needs no
+//! XDP support from the NIC's own peer. Both ends have IPv6 disabled and no address, so the host
+//! stack sends nothing through the port. The pair is deleted on drop; a pair left by a killed
+//! process is deleted by the next VMM on that NIC ([`VethPort::remove_stale`]).
+//!
+//! The VM's process, UMEM, anti-spoofing and counters stay its own; the rules and MAC steering
+//! reach it through its registrations (queue [`PORT_QUEUE`], slot = its `ports` index).
+
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+    process::Command,
+};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+
+use super::{
+    nic,
+    steer::{create_link, XdpMode, VETH_NATIVE_XDP_MAX_MTU},
+    NetError,
+};
+
+pub use super::steer::PORT_QUEUE;
+
+/// The compiled port programs (built by build.rs from bpf/port.bpf.c).
+const PORT_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/port.bpf.o"));
+/// Program on the port end (towards the VM's socket).
+const PROG_RX: &str = "lancet_port_rx";
+/// Program on the peer end (towards the NIC).
+const PROG_TX: &str = "lancet_port_tx";
+/// Map names in bpf/port.bpf.c.
+const MAP_XSK: &str = "port_xsk";
+const MAP_OUT: &str = "port_out";
+const MAP_DROPS: &str = "port_drops";
+/// Indexes of `port_drops` (`enum port_drop` in bpf/port.bpf.c).
+const DROP_RX_NO_SOCKET: u32 = 0;
+const DROP_TX_NO_NIC: u32 = 1;
+
+/// Frames the port programs dropped (summed over CPUs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PortDrops {
+    /// Frames for the VM while its socket was not in the port's XSKMAP.
+    pub rx_no_socket: u64,
+    /// Frames the VM sent that could not be redirected to the NIC.
+    pub tx_no_nic: u64,
+}
+
+/// Name of the port end of VM port `slot` made by process `pid` (at most 15 characters).
+pub fn port_ifname(pid: u32, slot: u32) -> String {
+    format!("lt-p{pid}n{slot}a")
+}
+
+/// Name of the peer end.
+pub fn peer_ifname(pid: u32, slot: u32) -> String {
+    format!("lt-p{pid}n{slot}b")
+}
+
+fn ip(args: &[&str]) -> Result<(), NetError> {
+    let out = Command::new("ip").args(args).output().map_err(|e| {
+        NetError::io(
+            "running `ip` (install iproute2) to manage a VM's veth port",
+            e,
+        )
+    })?;
+    if !out.status.success() {
+        return Err(NetError::io(
+            format!("`ip {}`", args.join(" ")),
+            io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        ));
+    }
+    Ok(())
+}
+
+fn disable_ipv6(ifname: &str) -> Result<(), NetError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Ok(()) => Ok(()),
+        // No IPv6 in this kernel: nothing to disable.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NetError::io(format!("writing {path}"), e)),
+    }
+}
+
+fn bpf_err(context: &str) -> impl FnOnce(libbpf_rs::Error) -> NetError + '_ {
+    move |source| NetError::Bpf {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// One VM's veth port (see the module docs). Dropping it deletes the pair.
+#[derive(Debug)]
+pub struct VethPort {
+    port: String,
+    /// The network namespace the pair lives in (drop may run on a thread in another one).
+    netns: std::fs::File,
+    peer_ifindex: u32,
+    xsk: MapHandle,
+    drops: MapHandle,
+    /// Declared before `_object`: the links detach before the programs unload.
+    _rx_link: OwnedFd,
+    _tx_link: OwnedFd,
+    _object: Object,
+}
+
+impl VethPort {
+    /// Create the pair for port `slot` of this process in the calling thread's namespace, attach
+    /// the port programs and point the peer end's program at `nic`.
+    pub fn create(nic_name: &str, slot: u32) -> Result<Self, NetError> {
+        let pid = std::process::id();
+        let (port, peer) = (port_ifname(pid, slot), peer_ifname(pid, slot));
+        let nic_index = nic::ifindex(nic_name)?;
+        let mtu = nic::mtu(nic_name)?.to_string();
+        // A pair of this name can only be left by an earlier port of this process that failed.
+        if nic::ifindex(&port).is_ok() {
+            ip(&["link", "del", &port])?;
+        }
+        let netns = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(|e| NetError::io("opening the calling thread's network namespace", e))?;
+        ip(&[
+            "link", "add", &port, "mtu", &mtu, "type", "veth", "peer", "name", &peer, "mtu", &mtu,
+        ])?;
+        // From here on the guard deletes the pair on every error path.
+        let mut guard = PairGuard(Some(port.clone()));
+        for end in [&port, &peer] {
+            disable_ipv6(end)?;
+            nic::set_up(end)?;
+        }
+        let object = ObjectBuilder::default()
+            .open_memory(PORT_OBJECT)
+            .map_err(bpf_err("opening the embedded port object"))?
+            .load()
+            .map_err(bpf_err("loading the veth port programs into the kernel"))?;
+        let map = |name: &str| -> Result<MapHandle, NetError> {
+            let m = object.maps().find(|m| m.name() == name).ok_or_else(|| {
+                NetError::InvalidConfig(format!("port object has no map {name:?}"))
+            })?;
+            MapHandle::try_from(&m).map_err(bpf_err("opening a port map"))
+        };
+        let prog_fd = |name: &str| -> Result<RawFd, NetError> {
+            Ok(object
+                .progs()
+                .find(|p| p.name() == name)
+                .ok_or_else(|| {
+                    NetError::InvalidConfig(format!("port object has no program {name:?}"))
+                })?
+                .as_fd()
+                .as_raw_fd())
+        };
+        let (xsk, out, drops) = (map(MAP_XSK)?, map(MAP_OUT)?, map(MAP_DROPS)?);
+        out.update(&0u32.to_ne_bytes(), &nic_index.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_err("pointing the veth port at the NIC"))?;
+        let port_index = nic::ifindex(&port)?;
+        let peer_index = nic::ifindex(&peer)?;
+        let attach = |prog: &str, ifname: &str, ifindex: u32, mode: XdpMode| {
+            create_link(prog_fd(prog)?, ifindex, mode).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ERANGE) {
+                    NetError::MtuTooLarge {
+                        ifname: nic_name.to_string(),
+                        mtu: nic::mtu(nic_name).unwrap_or(0),
+                        max: VETH_NATIVE_XDP_MAX_MTU,
+                        reason: "a second VM's veth port (native XDP on veth) allows",
+                    }
+                } else {
+                    NetError::io(
+                        format!("attaching {prog} to the veth port end {ifname:?}"),
+                        e,
+                    )
+                }
+            })
+        };
+        let rx_link = attach(PROG_RX, &port, port_index, XdpMode::Native)?;
+        let tx_link = attach(PROG_TX, &peer, peer_index, XdpMode::Generic)?;
+        guard.disarm();
+        Ok(Self {
+            port,
+            netns,
+            peer_ifindex: peer_index,
+            xsk,
+            drops,
+            _rx_link: rx_link,
+            _tx_link: tx_link,
+            _object: object,
+        })
+    }
+
+    /// The end the VM's AF_XDP socket binds to (queue 0).
+    pub fn port_ifname(&self) -> &str {
+        &self.port
+    }
+
+    /// The ifindex the NIC's steering program redirects the VM's frames to.
+    pub fn peer_ifindex(&self) -> u32 {
+        self.peer_ifindex
+    }
+
+    /// Put the VM's AF_XDP socket behind the port end.
+    pub fn set_socket(&self, xsk_fd: RawFd) -> Result<(), NetError> {
+        let fd = u32::try_from(xsk_fd)
+            .map_err(|_| NetError::InvalidConfig(format!("bad socket fd {xsk_fd}")))?;
+        self.xsk
+            .update(&0u32.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_err(
+                "inserting the AF_XDP socket into the port's XSKMAP",
+            ))
+    }
+
+    /// Frames the port programs dropped.
+    pub fn drops(&self) -> PortDrops {
+        let read = |index: u32| -> u64 {
+            self.drops
+                .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .map(|cpus| {
+                    cpus.iter()
+                        .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                        .map(u64::from_ne_bytes)
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        PortDrops {
+            rx_no_socket: read(DROP_RX_NO_SOCKET),
+            tx_no_nic: read(DROP_TX_NO_NIC),
+        }
+    }
+
+    /// Delete the pair a killed process `pid` left for port `slot` (in the calling thread's
+    /// namespace), if it is still there.
+    pub fn remove_stale(pid: u32, slot: u32) {
+        let port = port_ifname(pid, slot);
+        if nic::ifindex(&port).is_ok() {
+            if let Err(e) = ip(&["link", "del", &port]) {
+                tracing::warn!(error = %e, port, "removing a stale veth port");
+            }
+        }
+    }
+}
+
+impl Drop for VethPort {
+    fn drop(&mut self) {
+        // `ip` runs in the namespace of the thread that starts it: use a helper thread that
+        // enters the pair's namespace, leaving the caller's thread where it is.
+        let port = self.port.clone();
+        let netns = self.netns.try_clone();
+        let removed = std::thread::spawn(move || -> Result<(), NetError> {
+            let netns = netns.map_err(|e| NetError::io("duplicating the namespace fd", e))?;
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                NetError::io(
+                    "entering the veth port's network namespace",
+                    io::Error::from(e),
+                )
+            })?;
+            ip(&["link", "del", &port])
+        })
+        .join();
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, port = %self.port, "removing the veth port"),
+            Err(_) => tracing::warn!(port = %self.port, "removing the veth port: helper panicked"),
+        }
+    }
+}
+
+/// Deletes a half-made pair when [`VethPort::create`] fails.
+struct PairGuard(Option<String>);
+
+impl PairGuard {
+    /// The pair is complete: keep it.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PairGuard {
+    fn drop(&mut self) {
+        if let Some(port) = &self.0 {
+            let _ = ip(&["link", "del", port]);
+        }
+    }
+}
