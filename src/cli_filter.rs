@@ -132,7 +132,8 @@ pub enum NicCmd {
 /// `lancet stats IFACE [--json] [--watch [SECONDS]]`
 #[derive(Debug, Clone, Args)]
 pub struct StatsArgs {
-    /// The NIC.
+    /// The NIC, or the name of a VM running on one (`lancet run --vm-name`).
+    #[arg(value_name = "IFACE|VM")]
     pub iface: String,
     /// Print JSON.
     #[arg(long)]
@@ -374,7 +375,12 @@ pub fn run_nic(cmd: &NicCmd, out: &mut dyn Write) -> Result<(), CliError> {
 /// Run `lancet stats ...`, printing to `out`.
 pub fn run_stats(args: &StatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
     loop {
-        let report = stats::collect(&args.iface)?;
+        // A NIC first; a name that is no pinned NIC is looked up among the registered VMs.
+        let report = match stats::collect(&args.iface) {
+            Ok(report) => report,
+            Err(FilterError::NotAttached { .. }) => stats::collect_vm(&args.iface)?,
+            Err(nic_err) => return Err(nic_err.into()),
+        };
         if args.json {
             serde_json::to_writer(&mut *out, &report).map_err(std::io::Error::other)?;
             writeln!(out)?;

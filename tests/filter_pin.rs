@@ -90,6 +90,33 @@ fn cli_changes_the_rules_of_a_running_backend() {
     let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(report["verdicts"]["rule_to_vm"], 5);
     assert_eq!(report["vms"][0]["name"], VM);
+    // `lancet stats VM`: the same NIC's report, narrowed to that VM.
+    let mut out = Vec::new();
+    run_stats(
+        &StatsArgs {
+            iface: VM.into(),
+            json: true,
+            watch: None,
+        },
+        &mut out,
+    )
+    .unwrap();
+    let by_vm: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(by_vm["ifname"], iface.as_str());
+    assert_eq!(by_vm["vms"].as_array().unwrap().len(), 1);
+    assert_eq!(by_vm["vms"][0]["name"], VM);
+    assert_eq!(by_vm["verdicts"]["rule_to_vm"], 5);
+    let mut out = Vec::new();
+    let err = run_stats(
+        &StatsArgs {
+            iface: "no-such-vm".into(),
+            json: true,
+            watch: None,
+        },
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("nor a running VM"), "{err}");
     let out = cli_filter(FilterCmd::Del {
         iface: iface.clone(),
         id: 1,

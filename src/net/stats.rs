@@ -146,6 +146,39 @@ pub fn collect(ifname: &str) -> Result<Report, FilterError> {
     })
 }
 
+/// The report of the NIC that a VM named `vm` is registered on, narrowed to that VM (its NIC's
+/// verdicts and rules stay: they are what steered its traffic). Searches every pinned NIC; a name
+/// registered on several NICs is ambiguous and refused.
+pub fn collect_vm(vm: &str) -> Result<Report, FilterError> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(super::pin::PIN_ROOT) {
+        for e in entries.flatten() {
+            let key = e.file_name().to_string_lossy().into_owned();
+            let Ok(maps) = RuleMaps::open_pinned(&key) else {
+                continue;
+            };
+            if maps.vms().iter().any(|v| v.name == vm) {
+                found.push(key);
+            }
+        }
+    }
+    match found.as_slice() {
+        [key] => {
+            let mut report = collect(key)?;
+            report.vms.retain(|v| v.vm.name == vm);
+            Ok(report)
+        }
+        [] => Err(FilterError::from(super::NetError::InvalidConfig(format!(
+            "{vm:?} is neither a NIC with lancet's program attached nor a running VM's name \
+             (`lancet nic status IFACE` lists a NIC's VMs)"
+        )))),
+        keys => Err(FilterError::from(super::NetError::InvalidConfig(format!(
+            "VMs named {vm:?} run on several NICs ({}): give the NIC",
+            keys.join(", ")
+        )))),
+    }
+}
+
 /// The report as text for a terminal.
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
