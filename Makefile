@@ -40,7 +40,7 @@ build: deps guest
 
 lint: deps
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets -- -D warnings -D clippy::undocumented_unsafe_blocks
 
 # Everything: lint (project and test guest), the guests the end-to-end tests boot, every test.
 test: lint guest-check linux-guest

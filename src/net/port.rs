@@ -220,19 +220,7 @@ impl VethPort {
 
     /// Frames the port programs dropped.
     pub fn drops(&self) -> PortDrops {
-        let read = |index: u32| -> u64 {
-            self.drops
-                .lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
-                .ok()
-                .flatten()
-                .map(|cpus| {
-                    cpus.iter()
-                        .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                        .map(u64::from_ne_bytes)
-                        .sum()
-                })
-                .unwrap_or(0)
-        };
+        let read = |index: u32| -> u64 { super::steer::percpu_u64_sum(&self.drops, index) };
         PortDrops {
             rx_no_socket: read(DROP_RX_NO_SOCKET),
             tx_no_nic: read(DROP_TX_NO_NIC),

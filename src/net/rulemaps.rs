@@ -308,17 +308,7 @@ impl RuleMaps {
 
     /// Frames rule `id` decided, summed over CPUs.
     pub fn hits(&self, id: u32) -> u64 {
-        self.hits
-            .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
-            .ok()
-            .flatten()
-            .map(|cpus| {
-                cpus.iter()
-                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                    .map(u64::from_ne_bytes)
-                    .sum()
-            })
-            .unwrap_or(0)
+        super::steer::percpu_u64_sum(&self.hits, id)
     }
 
     /// Add one rule; returns its id. Invalid or unplaceable rules change nothing.

@@ -589,19 +589,7 @@ pub fn pinned_counters(ifname: &str) -> Result<SteerCounters, NetError> {
 /// Sum a `verdicts` per-CPU array.
 fn read_verdicts(verdicts: &MapHandle) -> SteerCounters {
     {
-        let read = |verdict: Verdict| -> u64 {
-            verdicts
-                .lookup_percpu(&(verdict as u32).to_ne_bytes(), MapFlags::ANY)
-                .ok()
-                .flatten()
-                .map(|cpus| {
-                    cpus.iter()
-                        .filter_map(|v| v.get(..8))
-                        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-                        .sum()
-                })
-                .unwrap_or(0)
-        };
+        let read = |verdict: Verdict| -> u64 { percpu_u64_sum(verdicts, verdict as u32) };
         debug_assert_eq!(VERDICT_COUNT, Verdict::RuleMirror as u32 + 1);
         SteerCounters {
             to_vm: read(Verdict::ToVm),
@@ -774,3 +762,18 @@ fn attach_error(ifname: &str, ifindex: u32, err: io::Error) -> NetError {
 
 /// Largest MTU native XDP accepts on veth (measured on this kernel; drivers differ).
 pub const VETH_NATIVE_XDP_MAX_MTU: u32 = 3506;
+
+/// The per-CPU `u64` counter at `index` of a per-CPU array map, summed over the CPUs (0 when the
+/// entry cannot be read).
+pub(crate) fn percpu_u64_sum(map: &impl MapCore, index: u32) -> u64 {
+    map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
+        .ok()
+        .flatten()
+        .map(|cpus| {
+            cpus.iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                .map(u64::from_ne_bytes)
+                .sum()
+        })
+        .unwrap_or(0)
+}
