@@ -44,7 +44,9 @@ lint: deps
 
 # Everything: lint (project and test guest), the guests the end-to-end tests boot, every test.
 test: lint guest-check linux-guest
-	$(CARGO) test --release
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --release 2>&1 | tee target/test.log
+	@awk '/^test result:/ {p+=$$4; f+=$$6; i+=$$8} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, i}' target/test.log
 
 # The demo: a topology in lt-* namespaces, the test guest bridged over AF_XDP, ping + UDP echo.
 run: build
