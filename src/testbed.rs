@@ -246,6 +246,17 @@ impl Testbed {
             .map_err(io_err(format!("running ip {}", args.join(" "))))
     }
 
+    /// `ping -c count -i 0.2 -W 2 to` from a namespace (its output; success = every reply came).
+    pub fn ping(
+        &self,
+        from: Side,
+        to: std::net::Ipv4Addr,
+        count: u32,
+    ) -> Result<Output, TestbedError> {
+        let (count, to) = (count.to_string(), to.to_string());
+        self.run_in(from, &["ping", "-c", &count, "-i", "0.2", "-W", "2", &to])
+    }
+
     /// A raw packet socket on `ifname` inside a namespace; usable from any thread afterwards.
     pub fn raw_socket(&self, side: Side, ifname: &str) -> Result<RawSocket, TestbedError> {
         let _guard = self.enter(side)?;

@@ -150,13 +150,7 @@ fn two_vms_on_one_nic_each_get_only_their_own_frames() {
     assert_eq!((drops.rx_no_socket, drops.tx_no_nic), (0, 0));
 
     // The host stack still answers: ping from the peer to the host address.
-    let ping = a
-        .bed
-        .run_in(
-            Side::Peer,
-            &["ping", "-c", "1", "-W", "2", &Testbed::HOST_IP.to_string()],
-        )
-        .unwrap();
+    let ping = a.bed.ping(Side::Peer, Testbed::HOST_IP, 1).unwrap();
     assert!(
         ping.status.success(),
         "{}",
@@ -403,13 +397,7 @@ fn udp_echoes(bed: &Testbed, ip: Ipv4Addr, count: usize) -> usize {
 }
 
 fn ping_ok(bed: &Testbed, ip: Ipv4Addr) -> bool {
-    let out = bed
-        .run_in(
-            Side::Peer,
-            &["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip.to_string()],
-        )
-        .unwrap();
-    out.status.success()
+    bed.ping(Side::Peer, ip, 2).unwrap().status.success()
 }
 
 fn neighbour_mac(bed: &Testbed, ip: Ipv4Addr) -> String {

@@ -132,22 +132,7 @@ fn tap_arp_for_the_vm_ip_reaches_the_vm() {
 #[test]
 fn tap_host_address_still_answers_ping() {
     let s = setup("tp");
-    let ping = s
-        .bed
-        .run_in(
-            Side::Peer,
-            &[
-                "ping",
-                "-c",
-                "3",
-                "-i",
-                "0.2",
-                "-W",
-                "2",
-                &Testbed::HOST_IP.to_string(),
-            ],
-        )
-        .unwrap();
+    let ping = s.bed.ping(Side::Peer, Testbed::HOST_IP, 3).unwrap();
     assert!(
         ping.status.success(),
         "{}",

@@ -30,12 +30,7 @@ fn namespaces_are_removed_on_drop_and_after_a_panic() {
             .all(|n| netns_exists(n) && n.starts_with("lt-") && n.len() <= 15),
         "{names:?}"
     );
-    let ping = bed
-        .run_in(
-            Side::Peer,
-            &["ping", "-c", "1", "-W", "2", &Testbed::HOST_IP.to_string()],
-        )
-        .unwrap();
+    let ping = bed.ping(Side::Peer, Testbed::HOST_IP, 1).unwrap();
     assert!(
         ping.status.success(),
         "the peer reaches the host across the bridge"

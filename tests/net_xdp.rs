@@ -96,21 +96,7 @@ fn generic_unicast_to_vm_mac_reaches_backend_and_not_host() {
 fn host_address_still_answers_ping_while_attached() {
     let bed = testbed("pi");
     let backend = open_backend(&bed, XdpMode::Auto);
-    let ping = bed
-        .run_in(
-            Side::Peer,
-            &[
-                "ping",
-                "-c",
-                "3",
-                "-i",
-                "0.2",
-                "-W",
-                "2",
-                &Testbed::HOST_IP.to_string(),
-            ],
-        )
-        .unwrap();
+    let ping = bed.ping(Side::Peer, Testbed::HOST_IP, 3).unwrap();
     assert!(
         ping.status.success(),
         "ping to the host failed: {}",
