@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::frames::{arp_fields, arp_request, icmp_echo, ipv4_fields, udp};
 use common::{test_guest_elf, Captured, EchoPort};
-use lancet::lance::Lance;
 use lancet::vmm::boot::BootSpec;
-use lancet::vmm::nic::{NetPort, NicModel};
-use lancet::vmm::{run_vm, HiddenFeatures, IoTuning, NetConfig, RunReport, VmConfig, VmOutcome};
+use lancet::vmm::nic::NetPort;
+use lancet::vmm::{run_vm, HiddenFeatures, RunReport, VmConfig, VmOutcome};
 
 const VM_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const VM_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
@@ -43,16 +42,7 @@ fn boot_guest(
         },
         hidden: HiddenFeatures::parse("").unwrap(),
         serial_out: Box::new(serial.clone()),
-        net: Some(NetConfig {
-            make_nic: Box::new(|irq| {
-                let mut lance = Lance::new(VM_MAC, irq);
-                lance.set_link(true);
-                Box::new(lance) as Box<dyn NicModel>
-            }),
-            backend: Some(backend),
-            tx_inline,
-            io: IoTuning::default(),
-        }),
+        net: Some(common::lance_net(VM_MAC, backend, tx_inline)),
         pin_vcpu: None,
         pin_io: None,
         handle_signals: false,

@@ -9,10 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{pvh_elf_with_data, temp_file, Captured, Code, EchoPort};
-use lancet::lance::Lance;
 use lancet::vmm::boot::BootSpec;
-use lancet::vmm::nic::{NetPort, NicModel};
-use lancet::vmm::{run_vm, HiddenFeatures, IoTuning, NetConfig, RunReport, VmConfig, VmOutcome};
+use lancet::vmm::nic::NetPort;
+use lancet::vmm::{run_vm, HiddenFeatures, RunReport, VmConfig, VmOutcome};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 // Lance WIO registers in BAR0.
@@ -124,16 +123,7 @@ fn run(name: &str, image: Vec<u8>, port: EchoPort, tx_inline: bool) -> (RunRepor
         },
         hidden: HiddenFeatures::parse("").unwrap(),
         serial_out: Box::new(serial.clone()),
-        net: Some(NetConfig {
-            make_nic: Box::new(|irq| {
-                let mut lance = Lance::new(MAC, irq);
-                lance.set_link(true);
-                Box::new(lance) as Box<dyn NicModel>
-            }),
-            backend: Some(backend),
-            tx_inline,
-            io: IoTuning::default(),
-        }),
+        net: Some(common::lance_net(MAC, backend, tx_inline)),
         pin_vcpu: None,
         pin_io: None,
         handle_signals: false,

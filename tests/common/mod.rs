@@ -539,3 +539,22 @@ pub fn test_guest_elf() -> PathBuf {
     );
     path
 }
+
+/// The VM's network as the tests run it: the Lance with `mac` (link up) on `backend`, default
+/// I/O thread tuning, TX walked inline on the vCPU thread or handed to the I/O thread.
+pub fn lance_net(
+    mac: [u8; 6],
+    backend: Box<dyn NetPort>,
+    tx_inline: bool,
+) -> lancet::vmm::NetConfig {
+    lancet::vmm::NetConfig {
+        make_nic: Box::new(move |irq| {
+            let mut lance = lancet::lance::Lance::new(mac, irq);
+            lance.set_link(true);
+            Box::new(lance) as Box<dyn NicModel>
+        }),
+        backend: Some(backend),
+        tx_inline,
+        io: lancet::vmm::IoTuning::default(),
+    }
+}
