@@ -84,3 +84,108 @@ fn qemu_path_measures_echo_receive_and_transmit() {
     assert!(m.rx_pps.unwrap() > 0.0 && m.tx_pps.unwrap() > 0.0, "{m:?}");
     assert!(m.unavailable_metrics["exits_per_packet"].contains("QEMU"));
 }
+
+/// A private directory holding fake `qemu-system-x86_64` scripts, removed on drop.
+struct FakeQemuDir(PathBuf);
+
+impl FakeQemuDir {
+    fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("lancet-fake-qemu-{}-{n}", std::process::id()));
+        // create_dir (not _all): fails rather than reusing a directory someone else made.
+        std::fs::create_dir(&dir).unwrap();
+        FakeQemuDir(dir)
+    }
+
+    /// Writes an executable script `name` with `body` (a bash script reading "$@").
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        path
+    }
+}
+
+impl Drop for FakeQemuDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Like the current hosts' KVM: any `-cpu host...` that keeps IA32_ARCH_CAPABILITIES aborts.
+const REFUSES_ARCH_CAPABILITIES: &str = r#"
+cpu=""; while [ $# -gt 0 ]; do [ "$1" = -cpu ] && cpu=$2; shift; done
+case "$cpu" in
+  host,-arch-capabilities*|qemu64*) read -r cmd; [ "$cmd" = quit ] && exit 0; exit 3 ;;
+  host*) echo "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69" >&2; exit 134 ;;
+esac
+exit 9"#;
+
+#[test]
+fn cpu_probe_falls_back_when_kvm_refuses_an_msr_and_keeps_the_feature_hiding() {
+    use lancet::bench::qemu_cpu::{default_cpu_candidates, probe_cpu_model};
+    let dir = FakeQemuDir::new();
+    let qemu = dir.script("qemu-refuses-msr", REFUSES_ARCH_CAPABILITIES);
+    let candidates = default_cpu_candidates();
+    let chosen = probe_cpu_model(&qemu, &candidates).unwrap();
+    assert_eq!(chosen, candidates[1]);
+    assert!(chosen.starts_with("host,-arch-capabilities,-"), "{chosen}");
+    // The same feature hiding as lancet's own VM.
+    assert!(
+        chosen.contains("-xsave") && chosen.contains("-cx16"),
+        "{chosen}"
+    );
+}
+
+#[test]
+fn cpu_probe_reports_other_failures_without_trying_further_models() {
+    use lancet::bench::qemu_cpu::{default_cpu_candidates, probe_cpu_model, CpuProbeError};
+    let dir = FakeQemuDir::new();
+    let log = dir.0.join("calls");
+    let qemu = dir.script(
+        "qemu-no-kvm",
+        &format!(
+            "echo call >> {}\necho 'Could not access KVM kernel module: No such file or directory' >&2\nexit 1",
+            log.display()
+        ),
+    );
+    let err = probe_cpu_model(&qemu, &default_cpu_candidates()).unwrap_err();
+    assert!(
+        matches!(&err, CpuProbeError::Failed { output, .. } if output.contains("KVM kernel module")),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+
+    let all_refuse = dir.script(
+        "qemu-always-refuses",
+        "echo 'error: failed to set MSR 0x10a to 0x69' >&2; exit 134",
+    );
+    let err = probe_cpu_model(&all_refuse, &default_cpu_candidates()).unwrap_err();
+    assert!(matches!(err, CpuProbeError::AllRefused { .. }), "{err:?}");
+}
+
+#[test]
+fn cpu_probe_finds_a_model_the_real_qemu_starts_with() {
+    // Where QEMU and KVM exist (make test installs QEMU; CI has /dev/kvm), a model must be found:
+    // the bench's qemu_tap path depends on it.
+    let model = lancet::bench::qemu_cpu::qemu_cpu_model()
+        .unwrap_or_else(|e| panic!("no QEMU CPU model starts on this host: {e}"));
+    assert!(
+        lancet::bench::qemu_cpu::BASE_MODELS
+            .iter()
+            .any(|base| model.starts_with(base)),
+        "{model}"
+    );
+}
+
+#[test]
+fn smoke_scripts_hide_the_same_cpu_features_as_lancet() {
+    let script = include_str!("qemu-cpu.sh");
+    let line = script
+        .lines()
+        .find_map(|l| l.strip_prefix("LANCET_HIDDEN_CPU_FEATURES="))
+        .expect("tests/qemu-cpu.sh names LANCET_HIDDEN_CPU_FEATURES");
+    assert_eq!(line, lancet::vmm::DEFAULT_HIDDEN);
+}

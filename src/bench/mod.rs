@@ -16,6 +16,7 @@ pub mod gen;
 mod guest_proc;
 pub mod netns;
 pub mod packet;
+pub mod qemu_cpu;
 pub mod qemu_path;
 pub mod raw_path;
 pub mod raw_xsk;
@@ -329,7 +330,9 @@ impl BenchPlan {
             (3, 5000, 2.0, 20)
         };
         let client_cpu = args.client_cpu.unwrap_or(DEFAULT_CLIENT_CPU);
-        let path_cpu = args.path_cpu.unwrap_or(DEFAULT_PATH_CPU);
+        // On a one-CPU machine both sides share CPU 0 rather than pinning to a CPU that is not there.
+        let last_cpu = std::thread::available_parallelism().map_or(1, usize::from) - 1;
+        let path_cpu = args.path_cpu.unwrap_or(DEFAULT_PATH_CPU.min(last_cpu));
         let rate_duration =
             Duration::from_secs_f64(args.rate_seconds.unwrap_or(rate_s).clamp(0.1, 60.0));
         Ok(BenchPlan {

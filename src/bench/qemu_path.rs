@@ -13,6 +13,7 @@ use crate::testbed::Testbed;
 use super::guest_proc::GuestProcess;
 use super::netns::{link_counters, LinkCounters, VethPairNetns};
 use super::packet::{Mac, ECHO_PORT, FCS_LEN};
+use super::qemu_cpu::qemu_cpu_model;
 use super::report::{DropCount, Pinning};
 use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Role, RunningPath};
 
@@ -120,7 +121,7 @@ impl PathRunner for QemuTapRunner {
                 self.settings.guest_image.display()
             ));
         }
-        None
+        qemu_cpu_model().err().map(|e| e.to_string())
     }
 
     fn pinning(&self) -> Vec<Pinning> {
@@ -159,6 +160,10 @@ impl PathRunner for QemuTapRunner {
         if let Some(cpu) = settings.cpu {
             command.args(["taskset", "-c", &cpu.to_string()]);
         }
+        let cpu = qemu_cpu_model().map_err(|e| BenchError::Path {
+            path: "qemu_tap".into(),
+            reason: e.to_string(),
+        })?;
         let mac = super::packet::format_mac(&GUEST_MAC);
         command
             .arg(QEMU_BINARY)
@@ -167,7 +172,7 @@ impl PathRunner for QemuTapRunner {
                 "-M",
                 "pc",
                 "-cpu",
-                "host",
+                &cpu,
                 "-m",
                 &GUEST_MEM_MIB.to_string(),
             ])

@@ -5,7 +5,7 @@
 #
 #   tests/guest/qemu-smoke.sh [CASE...]     CASE = echo:poll echo:irq sink:poll sink:irq blast:poll blast:irq
 #                                          error:nonic error:cmdline hostile (default: all)
-# Environment: GUEST (image path), FRAMES (sink/blast frame count, default 10000),
+# Environment: GUEST (image path), SMOKE_CPU (QEMU -cpu; default: probed by tests/qemu-cpu.sh), FRAMES (sink/blast frame count, default 10000),
 #              ECHO_COUNT (UDP echo round trips, default 200), BOOT_TIMEOUT (s, default 120).
 # Run as root from the repository root after `make guest`. Cleans up QEMU and the namespace on exit.
 set -euo pipefail
@@ -38,6 +38,12 @@ trap cleanup EXIT INT TERM
 
 [[ -f "$GUEST" ]] || { echo "no guest image at $GUEST: run 'make guest' first" >&2; exit 2; }
 command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing: apt-get install qemu-system-x86" >&2; exit 2; }
+# shellcheck source=../qemu-cpu.sh
+. "$here/../qemu-cpu.sh"
+# The host's CPU with lancet's feature hiding, or the first fallback this host's KVM accepts.
+CPU=${SMOKE_CPU:-$(qemu_cpu_pick "host$LANCET_QEMU_CPU_HIDE" "host,-arch-capabilities$LANCET_QEMU_CPU_HIDE" \
+    "qemu64$LANCET_QEMU_CPU_HIDE")} || exit 2
+echo "qemu-smoke: -cpu $CPU"
 
 ip netns add "$NS"
 ip -n "$NS" link set lo up
@@ -56,7 +62,7 @@ boot_guest() {
         -device "pcnet,netdev=n0,mac=$GUEST_MAC,romfile=")
     [[ $nic == none ]] && nic_args=(-nic none)
     # Not through nsx: a function would run in a forked shell, and $! must be QEMU itself.
-    ip netns exec "$NS" qemu-system-x86_64 -enable-kvm -M pc -cpu host -m 64 -nographic -no-reboot \
+    ip netns exec "$NS" qemu-system-x86_64 -enable-kvm -M pc -cpu "$CPU" -m 64 -nographic -no-reboot \
         -kernel "$GUEST" -append "$append" \
         -device isa-debug-exit,iobase=0x501 "${nic_args[@]}" >"$log" 2>&1 &
     QEMU_PID=$!

@@ -7,7 +7,8 @@
 # Usage: qemu-smoke.sh [vmlinux|bzImage] [extra kernel args...]   (root; needs qemu-system-x86, iproute2, ping)
 # Environment: LINUX_GUEST_OUT (default <repo>/.cache/linux-guest), SMOKE_TIMEOUT (s, default 120), SMOKE_MEM (MiB, 256),
 #              SMOKE_PINGS (replies wanted, default 10), SMOKE_LOG (serial log path, default a temp file),
-#              SMOKE_CPU (QEMU -cpu, default qemu64 with the features this machine cannot emulate removed).
+#              SMOKE_CPU (QEMU -cpu; default: the first of qemu64 with the features this machine cannot emulate
+#              removed, then the same without +xsaveerptr, that QEMU starts with here: tests/qemu-cpu.sh).
 # Exit status 0 only if the driver line, link up and the ping replies were all seen.
 set -euo pipefail
 
@@ -57,6 +58,12 @@ ip -n "$ns" tuntap add dev "$tap" mode tap
 ip -n "$ns" addr add "$host_ip/24" dev "$tap"
 ip -n "$ns" link set "$tap" up
 
+# shellcheck source=../qemu-cpu.sh
+. "$here/../qemu-cpu.sh"
+cpu=${SMOKE_CPU:-$(qemu_cpu_pick "qemu64,+xsaveerptr$LANCET_QEMU_CPU_HIDE" "qemu64$LANCET_QEMU_CPU_HIDE")} ||
+	die "no QEMU CPU model starts under this host's KVM (see above)"
+echo "qemu-smoke: -cpu $cpu"
+
 cmdline="console=ttyS0 earlyprintk=serial,ttyS0 noxsave clearcpuid=cx16,smap,smep,fsgsbase,popcnt"
 # No `acpi=off`: the kernel is built without ACPI, so it would only print "Unknown kernel command line
 # parameters" and hand it to /init.
@@ -68,7 +75,7 @@ echo "qemu-smoke: cmdline: $cmdline"
 start_ns=$(date +%s%N)
 # QEMU runs inside the namespace so its tap is the namespace's; -no-reboot turns a guest panic into an exit.
 ip netns exec "$ns" qemu-system-x86_64 -enable-kvm -M pc -m "${SMOKE_MEM:-256}" -smp 1 \
-	-cpu "${SMOKE_CPU:-qemu64,+xsaveerptr,-cx16,-xsave,-smap,-smep,-fsgsbase,-popcnt}" \
+	-cpu "$cpu" \
 	-kernel "$out/$image" -initrd "$out/initramfs.cpio" -append "$cmdline" \
 	-display none -serial "file:$serial_log" -monitor none -no-reboot \
 	-netdev "tap,id=n0,ifname=$tap,script=no,downscript=no" -device "pcnet,netdev=n0,mac=$mac" &
