@@ -82,6 +82,9 @@ enum GuestProgram {
     Sink,
     /// Send --count UDP frames of --size bytes to --peer.
     Blast,
+    /// Resolve --peer by ARP, send it --count ICMP echo requests (default 4) one at a time, print
+    /// each reply; exit 0 only if all were answered.
+    Ping,
     /// Program the NIC like a broken or malicious driver (bad rings, zero lengths, descriptors
     /// outside RAM, endless chains), resetting it after each step; exits 0 when the chip stayed sane.
     Hostile,
@@ -157,10 +160,10 @@ struct RunArgs {
         default_value = "lazy"
     )]
     kick: PollKick,
-    /// Test guest: the peer's IPv4 address (blast sends to it).
+    /// Test guest: the peer's IPv4 address (blast and ping send to it).
     #[arg(long, value_name = "IP", requires = "guest")]
     peer: Option<Ipv4Addr>,
-    /// Test guest: frames to receive (sink; 0 = forever) or send (blast).
+    /// Test guest: frames to receive (sink; 0 = forever) or send (blast), echo requests (ping).
     #[arg(long, value_name = "N", requires = "guest")]
     count: Option<u64>,
     /// Test guest: Ethernet frame length for blast (default 64).
@@ -295,6 +298,7 @@ fn guest_cmdline(args: &RunArgs, program: GuestProgram) -> CliResult<String> {
         GuestProgram::Echo => "echo",
         GuestProgram::Sink => "sink",
         GuestProgram::Blast => "blast",
+        GuestProgram::Ping => "ping",
         GuestProgram::Hostile => "hostile",
     };
     let mode = if args.poll { "poll" } else { "irq" };
@@ -314,8 +318,10 @@ fn guest_cmdline(args: &RunArgs, program: GuestProgram) -> CliResult<String> {
     if let Some(port) = args.port {
         line += &format!(" port={port}");
     }
-    if program == GuestProgram::Blast && args.peer.is_none() {
-        return Err("--guest blast needs --peer IP (the address to send to)".into());
+    if matches!(program, GuestProgram::Blast | GuestProgram::Ping) && args.peer.is_none() {
+        return Err(format!(
+            "--guest {prog} needs --peer IP (the address to send to)"
+        ));
     }
     Ok(line)
 }
@@ -480,6 +486,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    lancet::net::liblog::route_library_logs();
     let mut out = std::io::stdout();
     let done = match cli.command {
         Command::Run(args) => match run(*args) {

@@ -503,3 +503,57 @@ fn linux_guest_answers_ping_over_tap() {
 fn linux_vmlinux_booted_via_pvh_answers_ping_over_tap() {
     linux_ping_over("tap", "lv", "vmlinux", "");
 }
+
+/// The ping guest resolves the LAN peer by ARP and gets every echo request answered by the peer's
+/// own kernel; a peer that does not exist makes it fail (exit status non-zero, timeouts printed).
+fn guest_pings_the_lan_over(backend: &str, tag: &str) {
+    let bed = testbed(backend, tag);
+    let mut args = guest_args("ping", true);
+    args.extend([
+        "--peer".to_string(),
+        Testbed::PEER_IP.to_string(),
+        "--count".into(),
+        "5".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vm = VmProcess::start(&bed, backend, &args, tag);
+    let serial = vm.serial.clone();
+    let (code, stats) = vm.wait_exit(Duration::from_secs(120));
+    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert_eq!(code, 0, "ping guest over {backend}: {stats}\n{text}");
+    for seq in 1..=5 {
+        let line = format!("ping reply seq={seq} from={}", Testbed::PEER_IP);
+        assert!(text.contains(&line), "{line:?} missing:\n{text}");
+    }
+    assert!(text.contains("ping done sent=5 received=5"), "{text}");
+}
+
+#[test]
+fn ping_guest_reaches_the_lan_over_xdp() {
+    guest_pings_the_lan_over("xdp", "gpx");
+}
+
+#[test]
+fn ping_guest_reaches_the_lan_over_tap() {
+    guest_pings_the_lan_over("tap", "gpt");
+}
+
+#[test]
+fn ping_guest_fails_when_nobody_answers() {
+    let bed = testbed("xdp", "gpn");
+    let mut args = guest_args("ping", true);
+    // An address on the segment that no host owns: ARP goes unanswered.
+    args.extend([
+        "--peer".to_string(),
+        "10.77.0.99".into(),
+        "--count".into(),
+        "1".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let vm = VmProcess::start(&bed, "xdp", &args, "gpn");
+    let serial = vm.serial.clone();
+    let (code, _) = vm.wait_exit(Duration::from_secs(180));
+    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("did not answer ARP"), "{text}");
+}

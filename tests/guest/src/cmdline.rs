@@ -1,4 +1,4 @@
-//! The guest command line: `prog=echo|sink|blast|hostile mode=irq|poll ip=A.B.C.D/N [peer=A.B.C.D]
+//! The guest command line: `prog=echo|sink|blast|ping|hostile mode=irq|poll ip=A.B.C.D/N [peer=A.B.C.D]
 //! [count=N] [size=N] [port=N] [kick=0|1|lazy]`, space separated; unknown keys are ignored.
 
 /// Longest command line read from guest memory.
@@ -9,6 +9,8 @@ pub const DEFAULT_ECHO_PORT: u16 = 7;
 pub const DEFAULT_FRAME_SIZE: usize = 64;
 /// Frames sent by blast when `count=` is absent.
 pub const DEFAULT_BLAST_COUNT: u64 = 100_000;
+/// Echo requests sent by ping when `count=` is absent.
+pub const DEFAULT_PING_COUNT: u64 = 4;
 /// Smallest and largest frame blast can build (Ethernet + IPv4 + UDP headers .. 1514).
 pub const MIN_FRAME_SIZE: usize = 42;
 pub const MAX_FRAME_SIZE: usize = 1514;
@@ -20,6 +22,8 @@ pub enum Program {
     Blast,
     /// Programs the NIC like a malicious guest (bad rings, zero lengths, endless chains).
     Hostile,
+    /// ICMP echo requests to `peer=`, `count=` of them (default 4), one at a time.
+    Ping,
 }
 
 impl Program {
@@ -29,6 +33,7 @@ impl Program {
             Program::Sink => "sink",
             Program::Blast => "blast",
             Program::Hostile => "hostile",
+            Program::Ping => "ping",
         }
     }
 }
@@ -149,7 +154,10 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
                     b"sink" => Program::Sink,
                     b"blast" => Program::Blast,
                     b"hostile" => Program::Hostile,
-                    _ => return Err("bad cmdline: prog= must be echo, sink, blast or hostile"),
+                    b"ping" => Program::Ping,
+                    _ => {
+                        return Err("bad cmdline: prog= must be echo, sink, blast, ping or hostile")
+                    }
                 })
             }
             b"mode" => {
@@ -198,11 +206,17 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
     if program == Program::Blast && peer.is_none() {
         return Err("bad cmdline: blast needs peer=A.B.C.D");
     }
-    let count = count.unwrap_or(if program == Program::Blast {
-        DEFAULT_BLAST_COUNT
-    } else {
-        0
+    if program == Program::Ping && peer.is_none() {
+        return Err("bad cmdline: ping needs peer=A.B.C.D");
+    }
+    let count = count.unwrap_or(match program {
+        Program::Blast => DEFAULT_BLAST_COUNT,
+        Program::Ping => DEFAULT_PING_COUNT,
+        _ => 0,
     });
+    if program == Program::Ping && !(1..=u64::from(u16::MAX)).contains(&count) {
+        return Err("bad cmdline: ping count= must be 1..65535");
+    }
     Ok(Config {
         program,
         mode,
@@ -259,5 +273,15 @@ mod tests {
         assert!(parse(b"prog=echo ip=10.0.0.1/24 size=20").is_err());
         assert!(parse(b"mode=poll ip=10.0.0.1/24").is_err());
         assert!(parse(b"prog=sink").is_ok());
+    }
+
+    #[test]
+    fn ping_needs_a_peer_and_counts_four_by_default() {
+        let config = parse(b"prog=ping ip=10.0.0.9/24 peer=10.0.0.1").unwrap();
+        assert_eq!((config.program, config.count), (Program::Ping, 4));
+        assert_eq!(config.program.name(), "ping");
+        assert!(parse(b"prog=ping ip=10.0.0.9/24").is_err());
+        assert!(parse(b"prog=ping ip=10.0.0.9/24 peer=10.0.0.1 count=0").is_err());
+        assert!(parse(b"prog=ping ip=10.0.0.9/24 peer=10.0.0.1 count=70000").is_err());
     }
 }

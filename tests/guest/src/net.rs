@@ -233,6 +233,78 @@ fn ipv4_echo(
     Some((pad(out, len), kind))
 }
 
+/// Writes a 20-byte IPv4 header (DF, TTL 64, checksum) into `header`.
+fn ipv4_header(header: &mut [u8], total_len: usize, proto: u8, src: &[u8; 4], dst: &[u8; 4]) {
+    header.fill(0);
+    header[0] = 0x45;
+    put16(header, 2, total_len as u16);
+    put16(header, 6, IP_FLAG_DF);
+    header[8] = IP_DEFAULT_TTL;
+    header[9] = proto;
+    header[12..16].copy_from_slice(src);
+    header[16..20].copy_from_slice(dst);
+    let sum = checksum(header);
+    put16(header, 10, sum);
+}
+
+/// Builds an ICMP echo request `id`/`seq` from `flow.src_*` to `flow.dst_*` with `payload_len`
+/// pattern bytes; returns the frame length.
+pub fn icmp_echo_request(
+    out: &mut [u8],
+    flow: &UdpFlow,
+    id: u16,
+    seq: u16,
+    payload_len: usize,
+) -> usize {
+    let icmp_len = 8 + payload_len;
+    let total_len = IPV4_MIN_HEADER + icmp_len;
+    let len = ETH_HEADER_LEN + total_len;
+    ethernet(out, &flow.dst_mac, &flow.src_mac, ETHERTYPE_IPV4);
+    ipv4_header(
+        &mut out[ETH_HEADER_LEN..ETH_HEADER_LEN + IPV4_MIN_HEADER],
+        total_len,
+        IP_PROTO_ICMP,
+        &flow.src_ip,
+        &flow.dst_ip,
+    );
+    let icmp = &mut out[ETH_HEADER_LEN + IPV4_MIN_HEADER..len];
+    icmp[0] = ICMP_ECHO_REQUEST;
+    icmp[1] = 0;
+    put16(icmp, 2, 0);
+    put16(icmp, 4, id);
+    put16(icmp, 6, seq);
+    for (i, byte) in icmp[8..].iter_mut().enumerate() {
+        *byte = i as u8;
+    }
+    let sum = checksum(icmp);
+    put16(icmp, 2, sum);
+    pad(out, len)
+}
+
+/// If `frame` is an ICMP echo reply from `peer` to `ip` with identifier `id`, returns its sequence
+/// number.
+pub fn icmp_echo_reply_from(frame: &[u8], ip: &[u8; 4], peer: &[u8; 4], id: u16) -> Option<u16> {
+    if frame.len() < ETH_HEADER_LEN + IPV4_MIN_HEADER || be16(frame, 12) != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let packet = &frame[ETH_HEADER_LEN..];
+    let header_len = usize::from(packet[0] & 0xf) * 4;
+    let total_len = usize::from(be16(packet, 2));
+    if packet[0] >> 4 != 4
+        || header_len < IPV4_MIN_HEADER
+        || total_len < header_len + 8
+        || total_len > packet.len()
+        || packet[9] != IP_PROTO_ICMP
+        || packet[12..16] != peer[..]
+        || packet[16..20] != ip[..]
+    {
+        return None;
+    }
+    let icmp = &packet[header_len..total_len];
+    (icmp[0] == ICMP_ECHO_REPLY && icmp[1] == 0 && be16(icmp, 4) == id && checksum(icmp) == 0)
+        .then(|| be16(icmp, 6))
+}
+
 /// Addresses of a blast frame.
 pub struct UdpFlow {
     pub src_mac: [u8; 6],
@@ -248,15 +320,13 @@ pub fn blast_frame(out: &mut [u8], flow: &UdpFlow, size: usize) -> usize {
     out[..size].fill(0);
     ethernet(out, &flow.dst_mac, &flow.src_mac, ETHERTYPE_IPV4);
     let packet = &mut out[ETH_HEADER_LEN..size];
-    packet[0] = 0x45;
-    put16(packet, 2, ip_len as u16);
-    put16(packet, 6, IP_FLAG_DF);
-    packet[8] = IP_DEFAULT_TTL;
-    packet[9] = IP_PROTO_UDP;
-    packet[12..16].copy_from_slice(&flow.src_ip);
-    packet[16..20].copy_from_slice(&flow.dst_ip);
-    let sum = checksum(&packet[..IPV4_MIN_HEADER]);
-    put16(packet, 10, sum);
+    ipv4_header(
+        &mut packet[..IPV4_MIN_HEADER],
+        ip_len,
+        IP_PROTO_UDP,
+        &flow.src_ip,
+        &flow.dst_ip,
+    );
     let udp = &mut packet[IPV4_MIN_HEADER..];
     put16(udp, 0, BLAST_SRC_PORT);
     put16(udp, 2, BLAST_DST_PORT);
@@ -342,6 +412,34 @@ mod tests {
         assert_eq!(&reply[0..6], &PEER_MAC);
         let other = arp_request(&mut request, &PEER_MAC, &PEER, &[10, 77, 0, 3]);
         assert!(echo_reply(&request[..other], &mut reply, &MAC, &IP, 7).is_none());
+    }
+
+    #[test]
+    fn icmp_echo_request_is_answered_and_the_reply_recognised() {
+        let flow = UdpFlow {
+            src_mac: PEER_MAC,
+            dst_mac: MAC,
+            src_ip: PEER,
+            dst_ip: IP,
+        };
+        let mut request = [0u8; 128];
+        let len = icmp_echo_request(&mut request, &flow, 0x4c54, 7, 32);
+        assert_eq!(len, 14 + 20 + 8 + 32);
+        assert_eq!(checksum(&request[14..34]), 0);
+        let mut reply = [0u8; 128];
+        let (reply_len, kind) = echo_reply(&request[..len], &mut reply, &MAC, &IP, 7).unwrap();
+        assert_eq!(kind, Echoed::Icmp);
+        let reply = &reply[..reply_len];
+        assert_eq!(icmp_echo_reply_from(reply, &PEER, &IP, 0x4c54), Some(7));
+        assert_eq!(icmp_echo_reply_from(reply, &PEER, &IP, 0x4c55), None);
+        assert_eq!(icmp_echo_reply_from(reply, &PEER, &PEER, 0x4c54), None);
+        assert_eq!(
+            icmp_echo_reply_from(&request[..len], &IP, &PEER, 0x4c54),
+            None
+        );
+        for cut in 0..reply.len() {
+            let _ = icmp_echo_reply_from(&reply[..cut], &PEER, &IP, 0x4c54);
+        }
     }
 
     #[test]

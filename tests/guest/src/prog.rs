@@ -24,6 +24,11 @@ const ARP_ATTEMPTS: u32 = 30;
 const ARP_WAIT_CYCLES: u64 = 1_000_000_000;
 /// Blast: give up when the TX ring makes no progress for this long (TSC cycles).
 const TX_STUCK_CYCLES: u64 = 30_000_000_000;
+/// Ping: how long each echo request waits for its reply (TSC cycles, ~1-3 s).
+const PING_WAIT_CYCLES: u64 = 3_000_000_000;
+/// Ping: the ICMP identifier ("LT") and the pattern bytes after the ICMP header.
+const PING_ID: u16 = 0x4c54;
+const PING_PAYLOAD_LEN: usize = 56;
 /// Highest PIC IRQ the ring-0 code can route.
 const MAX_PIC_IRQ: u8 = 15;
 
@@ -119,6 +124,7 @@ pub fn run(info: &BootInfo) -> ! {
         Program::Echo => echo(&mut lance, &config),
         Program::Sink => sink(&mut lance, &config),
         Program::Blast => blast(&mut lance, &config),
+        Program::Ping => ping(&mut lance, &config),
         Program::Hostile => user::fail("hostile runs before the NIC is started"),
     }
 }
@@ -234,8 +240,8 @@ fn sink(lance: &mut Lance, config: &Config) -> ! {
     }
 }
 
-/// Sends ARP requests for `peer` until it answers; returns its MAC.
-fn resolve(lance: &mut Lance, ip: &[u8; 4], peer: &[u8; 4]) -> [u8; 6] {
+/// Sends ARP requests for `peer` until it answers; returns its MAC (None: no answer).
+fn resolve(lance: &mut Lance, ip: &[u8; 4], peer: &[u8; 4]) -> Option<[u8; 6]> {
     let mac = lance.mac;
     for _ in 0..ARP_ATTEMPTS {
         lance
@@ -258,19 +264,21 @@ fn resolve(lance: &mut Lance, ip: &[u8; 4], peer: &[u8; 4]) -> [u8; 6] {
             });
             lance.kick();
             if let Some(peer_mac) = found {
-                return peer_mac;
+                return Some(peer_mac);
             }
             spin_loop();
         }
     }
-    user::fail("blast: the peer did not answer ARP (check peer= and the network)")
+    None
 }
 
 fn blast(lance: &mut Lance, config: &Config) -> ! {
     let Some(peer) = config.peer else {
         user::fail("bad cmdline: blast needs peer=A.B.C.D")
     };
-    let peer_mac = resolve(lance, &config.ip, &peer);
+    let Some(peer_mac) = resolve(lance, &config.ip, &peer) else {
+        user::fail("blast: the peer did not answer ARP (check peer= and the network)")
+    };
     // Let the ARP traffic complete so the counters below hold blast frames only.
     let settle = user::rdtsc();
     while lance.tx_in_flight() > 0 && user::rdtsc().wrapping_sub(settle) < ARP_WAIT_CYCLES {
@@ -336,4 +344,79 @@ fn blast(lance: &mut Lance, config: &Config) -> ! {
             .print();
     }
     user::exit(0)
+}
+
+/// Waits up to PING_WAIT_CYCLES for the echo reply `seq` from `peer`, answering ARP and echo
+/// requests meanwhile (the peer may ARP for us before it can reply).
+fn await_echo_reply(lance: &mut Lance, config: &Config, peer: &[u8; 4], seq: u16) -> bool {
+    let mac = lance.mac;
+    let start = user::rdtsc();
+    while user::rdtsc().wrapping_sub(start) < PING_WAIT_CYCLES {
+        let mut answered = false;
+        lance.receive(BATCH, |frame, tx| {
+            if net::icmp_echo_reply_from(frame, &config.ip, peer, PING_ID) == Some(seq) {
+                answered = true;
+            } else {
+                tx.send(|buffer| {
+                    match net::echo_reply(frame, buffer, &mac, &config.ip, config.port) {
+                        Some((length, _)) => length,
+                        None => 0,
+                    }
+                });
+            }
+        });
+        lance.kick();
+        if answered {
+            return true;
+        }
+        spin_loop();
+    }
+    false
+}
+
+/// `prog=ping`: resolves `peer` by ARP, sends `count` ICMP echo requests one at a time, prints
+/// each reply, and exits 0 only if every request was answered.
+fn ping(lance: &mut Lance, config: &Config) -> ! {
+    let Some(peer) = config.peer else {
+        user::fail("bad cmdline: ping needs peer=A.B.C.D")
+    };
+    let Some(peer_mac) = resolve(lance, &config.ip, &peer) else {
+        user::fail("ping: the peer did not answer ARP (check peer= and the network)")
+    };
+    let flow = UdpFlow {
+        src_mac: lance.mac,
+        dst_mac: peer_mac,
+        src_ip: config.ip,
+        dst_ip: peer,
+    };
+    let mut received: u64 = 0;
+    for seq in 1..=config.count {
+        let seq = seq as u16;
+        lance
+            .tx()
+            .send(|buffer| net::icmp_echo_request(buffer, &flow, PING_ID, seq, PING_PAYLOAD_LEN));
+        lance.kick();
+        let answered = await_echo_reply(lance, config, &peer, seq);
+        received += u64::from(answered);
+        Line::new()
+            .text(if answered {
+                "ping reply seq="
+            } else {
+                "ping timeout seq="
+            })
+            .dec(u64::from(seq))
+            .text(" from=")
+            .ip(&peer)
+            .print();
+    }
+    Line::new()
+        .text("ping done sent=")
+        .dec(config.count)
+        .text(" received=")
+        .dec(received)
+        .print();
+    if received == config.count {
+        user::exit(0)
+    }
+    user::exit(crate::ring0::EXIT_FAILURE)
 }
