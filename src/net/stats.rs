@@ -60,10 +60,18 @@ impl StatsPublisher {
 
     /// Publish `counters` if [`PUBLISH_INTERVAL`] passed since the last time.
     pub fn maybe_publish(&mut self, counters: &impl Serialize) {
-        if self.last.is_some_and(|t| t.elapsed() < PUBLISH_INTERVAL) {
-            return;
+        if self.is_due() {
+            self.publish(counters);
         }
-        self.publish(counters);
+    }
+
+    /// Whether the publish interval has passed: callers check this before gathering counters,
+    /// which costs system calls (per-CPU map reads, XDP_STATISTICS) that must not be paid per pass.
+    pub fn is_due(&self) -> bool {
+        match self.last {
+            None => true,
+            Some(t) => t.elapsed() >= PUBLISH_INTERVAL,
+        }
     }
 
     /// Publish `counters` now (errors are logged, never fatal to the VM).
