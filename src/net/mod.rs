@@ -29,6 +29,7 @@ use serde::Serialize;
 
 pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 
+pub mod liblog;
 pub mod nic;
 pub mod pcap;
 pub mod pin;
