@@ -516,10 +516,10 @@ fn guest_pings_the_lan_over(backend: &str, tag: &str) {
         "5".into(),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let vm = VmProcess::start(&bed, backend, &args, tag);
-    let serial = vm.serial.clone();
-    let (code, stats) = vm.wait_exit(Duration::from_secs(120));
-    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    let mut vm = VmProcess::start(&bed, backend, &args, tag);
+    vm.wait_for("ping done", Duration::from_secs(120));
+    let text = vm.serial_text();
+    let (code, stats) = vm.wait_exit(Duration::from_secs(30));
     assert_eq!(code, 0, "ping guest over {backend}: {stats}\n{text}");
     for seq in 1..=5 {
         let line = format!("ping reply seq={seq} from={}", Testbed::PEER_IP);
@@ -550,10 +550,119 @@ fn ping_guest_fails_when_nobody_answers() {
         "1".into(),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let vm = VmProcess::start(&bed, "xdp", &args, "gpn");
-    let serial = vm.serial.clone();
-    let (code, _) = vm.wait_exit(Duration::from_secs(180));
-    let text = std::fs::read_to_string(&serial).unwrap_or_default();
+    let mut vm = VmProcess::start(&bed, "xdp", &args, "gpn");
+    vm.wait_for("did not answer ARP", Duration::from_secs(180));
+    let text = vm.serial_text();
+    let (code, _) = vm.wait_exit(Duration::from_secs(30));
     assert_ne!(code, 0, "{text}");
     assert!(text.contains("did not answer ARP"), "{text}");
+}
+
+/// dnsmasq serving DHCP on the peer namespace's side of the LAN; killed by its PID on drop.
+struct Dnsmasq {
+    child: Child,
+    leases: PathBuf,
+}
+
+/// The range dnsmasq leases from (a /24 that holds the testbed's addresses).
+const DHCP_FIRST: &str = "10.77.0.50";
+const DHCP_LAST: &str = "10.77.0.59";
+
+impl Dnsmasq {
+    fn start(bed: &Testbed, tag: &str) -> Self {
+        let leases =
+            std::env::temp_dir().join(format!("lancet-e2e-{}-{tag}.leases", std::process::id()));
+        let _ = std::fs::remove_file(&leases);
+        // `ip netns exec` execs dnsmasq in place: the child's PID is dnsmasq's.
+        let child = Command::new("ip")
+            .args(["netns", "exec", bed.ns_name(Side::Peer), "dnsmasq"])
+            .args([
+                "--no-daemon",
+                "--port=0",
+                "--conf-file=/dev/null",
+                "--bind-interfaces",
+            ])
+            .arg(format!("--interface={}", Testbed::PEER_NIC))
+            .arg(format!(
+                "--dhcp-range={DHCP_FIRST},{DHCP_LAST},255.255.255.0,10m"
+            ))
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .arg("--pid-file=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (Debian package dnsmasq-base; make test installs it)");
+        Self { child, leases }
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the PID of our own unreaped child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.leases);
+    }
+}
+
+/// The address the Linux kernel's DHCP client took (its `IP-Config` line: `ipaddr=A.B.C.D`).
+fn leased_address(serial: &str) -> Option<std::net::Ipv4Addr> {
+    serial
+        .split("ipaddr=")
+        .nth(1)?
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The small Linux guest boots with `ip=dhcp` and takes a lease from dnsmasq on the LAN (lancet
+/// is told no address); the peer then forgets every neighbour and pings the leased address, so
+/// its ARP request must reach the VM whose address nobody configured.
+fn linux_dhcp_over(backend: &str, tag: &str) {
+    let (kernel, initrd) = linux_guest_files("bzImage");
+    let bed = testbed(backend, tag);
+    let _dnsmasq = Dnsmasq::start(&bed, tag);
+    let args = [
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 ip=dhcp rdinit=/init",
+    ];
+    let mut vm = VmProcess::start(&bed, backend, &args, tag);
+    vm.wait_for("IP-Config: Complete", Duration::from_secs(300));
+    let serial = vm.serial_text();
+    let leased = leased_address(&serial).unwrap_or_else(|| panic!("no ipaddr= in:\n{serial}"));
+    let range = DHCP_FIRST.parse::<std::net::Ipv4Addr>().unwrap()
+        ..=DHCP_LAST.parse::<std::net::Ipv4Addr>().unwrap();
+    assert!(range.contains(&leased), "{leased} outside the DHCP range");
+    bed.run_in(Side::Peer, &["ip", "neigh", "flush", "all"])
+        .expect("ip neigh flush");
+    let start = Instant::now();
+    let mut answered = false;
+    while !answered && start.elapsed() < Duration::from_secs(240) {
+        let out = bed
+            .run_in(
+                Side::Peer,
+                &["ping", "-c", "1", "-W", "2", &leased.to_string()],
+            )
+            .expect("ping (iputils-ping)");
+        answered = out.status.success();
+    }
+    let (_, stats) = vm.stop();
+    assert!(
+        answered,
+        "the DHCP guest at {leased} never answered over {backend}; stats {stats}\nserial:\n{serial}"
+    );
+    eprintln!(
+        "Linux with ip=dhcp over {backend}: lease {leased}, answered {:?} after the neighbour flush",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn linux_guest_takes_a_dhcp_lease_and_answers_over_tap() {
+    linux_dhcp_over("tap", "dt");
 }
