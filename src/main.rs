@@ -210,9 +210,16 @@ struct RunArgs {
     /// Capture what the VM sends and receives into this pcap file (tcpdump -r FILE).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
-    /// Let the VM send frames with a source MAC other than its own (dropped and counted otherwise).
+    /// Turn anti-spoofing off: let the VM send any frame. Otherwise a frame is dropped (and counted
+    /// by reason) when its source MAC is not the VM's, it is VLAN-tagged (see --vlan), it goes to
+    /// an 802.1 link-local control address (PAUSE, STP, LLDP...), or its ARP/IPv4/IPv6 source is
+    /// not the VM's (--guest-ip / the kernel's `ip=`, else the addresses it uses, up to 4 IPv4 + 8 IPv6).
     #[arg(long)]
     allow_spoof: bool,
+    /// The VM is on this VLAN: its frames must carry exactly one 802.1Q tag with this VID
+    /// (default: untagged frames only).
+    #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
+    vlan: Option<u16>,
     /// TAP device that receives the host copy of frames a `mirror vm NAME` rule sends to the VM.
     #[arg(long, value_name = "NAME")]
     mirror_tap: Option<String>,
@@ -451,6 +458,8 @@ mod net_setup {
         let opts = net::vmnet::VmNetOptions {
             vm_name: Some(args.vm_name.clone()),
             allow_spoof: args.allow_spoof,
+            vlan: args.vlan,
+            addresses: spec.vm_ip.map(std::net::IpAddr::V4).into_iter().collect(),
             pcap: args.pcap.clone(),
             mirror_tap: args.mirror_tap.clone(),
         };

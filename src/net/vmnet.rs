@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::{
     pcap::{Direction, PcapWriter},
-    spoof::SpoofGuard,
+    spoof::{GuardPolicy, SpoofGuard},
     stats::StatsPublisher,
     xdp::MirrorStats,
     Backend, BackendKind, BackendSpec, BackendStats, FrameTx, NetError, XdpBackend, XdpConfig,
@@ -25,8 +25,13 @@ use super::{
 pub struct VmNetOptions {
     /// The VM's name for rules and stats (`to vm NAME`); default `vm`.
     pub vm_name: Option<String>,
-    /// `--allow-spoof`: let the VM send frames with any source MAC.
+    /// `--allow-spoof`: let the VM send any frame (no anti-spoofing checks).
     pub allow_spoof: bool,
+    /// `--vlan VID`: the VM sends frames tagged with this VID (None: untagged only).
+    pub vlan: Option<u16>,
+    /// The VM's configured addresses (`--guest-ip`, the kernel's `ip=`): its only source
+    /// addresses of their family. Empty: the addresses it uses are learned (see [`super::learn`]).
+    pub addresses: Vec<std::net::IpAddr>,
     /// `--pcap FILE`.
     pub pcap: Option<PathBuf>,
     /// A TAP device for the host copies of mirrored frames (AF_XDP only).
@@ -54,7 +59,7 @@ pub struct PublishedStats {
 
 enum Inner {
     Xdp(Box<SpoofGuard<XdpBackend>>),
-    Other(SpoofGuard<Box<dyn Backend>>),
+    Other(Box<SpoofGuard<Box<dyn Backend>>>),
 }
 
 /// The backend of one VM with anti-spoofing, capture and stats publishing.
@@ -78,6 +83,12 @@ impl VmNet {
             .vm_name
             .clone()
             .unwrap_or_else(|| DEFAULT_VM_NAME.to_string());
+        let policy = GuardPolicy {
+            allow_spoof: opts.allow_spoof,
+            vlan: opts.vlan,
+            addresses: opts.addresses.clone(),
+            ..GuardPolicy::default()
+        };
         let inner = match spec.kind {
             BackendKind::Xdp => {
                 let mut cfg = XdpConfig::new(spec.nic.clone(), spec.vm_mac);
@@ -86,17 +97,17 @@ impl VmNet {
                 cfg.pin = true;
                 cfg.vm_name = Some(name.clone());
                 cfg.mirror_tap = opts.mirror_tap.clone();
-                Inner::Xdp(Box::new(SpoofGuard::new(
+                Inner::Xdp(Box::new(SpoofGuard::with_policy(
                     XdpBackend::open(&cfg)?,
                     spec.vm_mac,
-                    opts.allow_spoof,
+                    &policy,
                 )))
             }
-            BackendKind::Tap => Inner::Other(SpoofGuard::new(
+            BackendKind::Tap => Inner::Other(Box::new(SpoofGuard::with_policy(
                 super::open_backend(spec)?,
                 spec.vm_mac,
-                opts.allow_spoof,
-            )),
+                &policy,
+            ))),
         };
         let pcap = match &opts.pcap {
             Some(path) => Some(PcapWriter::create(path).map_err(|e| {
@@ -116,14 +127,14 @@ impl VmNet {
     fn backend(&self) -> &dyn Backend {
         match &self.inner {
             Inner::Xdp(b) => b.as_ref(),
-            Inner::Other(b) => b,
+            Inner::Other(b) => b.as_ref(),
         }
     }
 
     fn backend_mut(&mut self) -> &mut dyn Backend {
         match &mut self.inner {
             Inner::Xdp(b) => b.as_mut(),
-            Inner::Other(b) => b,
+            Inner::Other(b) => b.as_mut(),
         }
     }
 
@@ -190,7 +201,7 @@ impl Backend for VmNet {
         let Self { inner, pcap, .. } = self;
         let backend: &mut dyn Backend = match inner {
             Inner::Xdp(b) => b.as_mut(),
-            Inner::Other(b) => b,
+            Inner::Other(b) => b.as_mut(),
         };
         match pcap.as_mut() {
             Some(pcap) => backend.recv_batch(max, &mut |frame| {
