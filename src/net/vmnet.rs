@@ -34,6 +34,8 @@ pub struct VmNetOptions {
     pub addresses: Vec<std::net::IpAddr>,
     /// `--pcap FILE`.
     pub pcap: Option<PathBuf>,
+    /// `--pcap-max-mb`: the capture stops at this file size (None: [`super::pcap::DEFAULT_MAX_BYTES`]).
+    pub pcap_max_bytes: Option<u64>,
     /// A TAP device for the host copies of mirrored frames (AF_XDP only).
     pub mirror_tap: Option<String>,
 }
@@ -53,8 +55,9 @@ pub struct PublishedStats {
     pub counters: BackendStats,
     /// Mirror counters (AF_XDP).
     pub mirror: Option<MirrorStats>,
-    /// Frames captured (rx, tx) and capture write errors.
-    pub pcap: Option<(u64, u64, u64)>,
+    /// Frames captured (rx, tx), capture write errors, frames not captured (capture stopped at
+    /// its size cap or a write error).
+    pub pcap: Option<(u64, u64, u64, u64)>,
 }
 
 enum Inner {
@@ -110,9 +113,16 @@ impl VmNet {
             ))),
         };
         let pcap = match &opts.pcap {
-            Some(path) => Some(PcapWriter::create(path).map_err(|e| {
-                NetError::io(format!("creating the capture file {}", path.display()), e)
-            })?),
+            Some(path) => Some(
+                PcapWriter::create_capped(
+                    path,
+                    opts.pcap_max_bytes
+                        .unwrap_or(super::pcap::DEFAULT_MAX_BYTES),
+                )
+                .map_err(|e| {
+                    NetError::io(format!("creating the capture file {}", path.display()), e)
+                })?,
+            ),
             None => None,
         };
         let publisher = StatsPublisher::new(&super::stats::key_here(&spec.nic), &name).ok();
@@ -150,7 +160,7 @@ impl VmNet {
             pcap: self
                 .pcap
                 .as_ref()
-                .map(|p| (p.rx_frames(), p.tx_frames(), p.errors())),
+                .map(|p| (p.rx_frames(), p.tx_frames(), p.errors(), p.not_captured())),
         }
     }
 }
