@@ -14,7 +14,10 @@
 //!   decided by the guard, never learned.
 //!
 //! Every learned and expired address is queued as an [`AddressEvent`] ([`AddressBook::take_events`]),
-//! for whoever registers a VM's addresses elsewhere (the steering maps).
+//! for whoever registers a VM's addresses elsewhere (the steering maps). The queue holds at most
+//! [`MAX_PENDING_EVENTS`] (the oldest go first, counted in [`AddressBook::lost_events`]; a consumer
+//! that lost some resynchronises from [`AddressBook::addresses`]), so a VM nobody consumes the
+//! events of cannot grow it.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -46,6 +49,26 @@ impl Default for Limits {
             max_v6: DEFAULT_MAX_V6,
             ttl: DEFAULT_TTL,
         }
+    }
+}
+
+/// Events kept until [`AddressBook::take_events`].
+pub const MAX_PENDING_EVENTS: usize = 1024;
+
+/// The bounded queue of pending events.
+#[derive(Debug, Clone, Default)]
+struct EventQueue {
+    events: Vec<AddressEvent>,
+    lost: u64,
+}
+
+impl EventQueue {
+    fn push(&mut self, e: AddressEvent) {
+        if self.events.len() >= MAX_PENDING_EVENTS {
+            self.events.remove(0);
+            self.lost += 1;
+        }
+        self.events.push(e);
     }
 }
 
@@ -83,7 +106,7 @@ impl<A> Default for Learned<A> {
 
 impl<A: Copy + PartialEq + Into<IpAddr>> Learned<A> {
     /// Drop entries older than `ttl`, queueing their events.
-    fn expire(&mut self, now: Duration, ttl: Duration, events: &mut Vec<AddressEvent>) {
+    fn expire(&mut self, now: Duration, ttl: Duration, events: &mut EventQueue) {
         self.entries.retain(|&(addr, seen)| {
             let alive = now.saturating_sub(seen) < ttl;
             if !alive {
@@ -98,7 +121,7 @@ impl<A: Copy + PartialEq + Into<IpAddr>> Learned<A> {
         addr: A,
         now: Duration,
         cap: usize,
-        events: &mut Vec<AddressEvent>,
+        events: &mut EventQueue,
     ) -> Result<(), Refusal> {
         if let Some(entry) = self.entries.iter_mut().find(|(a, _)| *a == addr) {
             entry.1 = now;
@@ -121,7 +144,7 @@ pub struct AddressBook {
     configured_v6: Vec<Ipv6Addr>,
     learned_v4: Learned<Ipv4Addr>,
     learned_v6: Learned<Ipv6Addr>,
-    events: Vec<AddressEvent>,
+    events: EventQueue,
 }
 
 /// An IPv4 address no VM may send from (besides 0.0.0.0, which the caller decides).
@@ -202,7 +225,12 @@ impl AddressBook {
 
     /// The learned/expired events since the last call, oldest first.
     pub fn take_events(&mut self) -> Vec<AddressEvent> {
-        std::mem::take(&mut self.events)
+        std::mem::take(&mut self.events.events)
+    }
+
+    /// Events dropped from a full queue (not taken in time).
+    pub fn lost_events(&self) -> u64 {
+        self.events.lost
     }
 }
 
@@ -266,6 +294,27 @@ mod tests {
         // IPv6 is not configured: learned.
         assert_eq!(book.check_v6("fd00::10".parse().unwrap(), S(0)), Ok(()));
         assert_eq!(book.take_events().len(), 1);
+    }
+
+    #[test]
+    fn unconsumed_events_stay_bounded() {
+        let limits = Limits {
+            max_v4: 1,
+            max_v6: 1,
+            ttl: S(1),
+        };
+        let mut book = AddressBook::new(&[], limits);
+        let rounds = MAX_PENDING_EVENTS as u64;
+        for t in 0..rounds {
+            let a = Ipv4Addr::from(0x0a00_0000 + t as u32 + 1);
+            assert_eq!(book.check_v4(a, S(t)), Ok(()));
+        }
+        // One learned per round, one expired per round after the first.
+        assert_eq!(
+            book.lost_events(),
+            2 * rounds - 1 - MAX_PENDING_EVENTS as u64
+        );
+        assert_eq!(book.take_events().len(), MAX_PENDING_EVENTS);
     }
 
     #[test]
