@@ -5,6 +5,8 @@
 //! "32 masks" = the rules spread over 32 prefix lengths (the most masks a table holds, so the
 //! program's worst case). Frames: one that matches no rule (walks every mask, then the MAC
 //! steering) and one that matches the best-ranked rule (stops after the first mask).
+//! Then the cost of the IPv6 extension header walk: TCP behind 0, 6 and 7 (one more than the
+//! program walks) Destination Options headers, with one rule `ip6 tcp dport 22 drop`.
 //! Run as root: `cargo bench --bench filter`.
 
 use lancet::net::{rules::Rule, steer::DetachedProgram};
@@ -25,6 +27,24 @@ fn udp_frame(src: [u8; 4], proto: u8, dport: u16) -> Vec<u8> {
     f[30..34].copy_from_slice(&[10, 77, 0, 10]);
     f[34..36].copy_from_slice(&1000u16.to_be_bytes());
     f[36..38].copy_from_slice(&dport.to_be_bytes());
+    f
+}
+
+/// IPv6 TCP to port 22 behind `ext` 8-byte Destination Options headers.
+fn ipv6_frame(ext: usize) -> Vec<u8> {
+    const NEXTHDR_DEST: u8 = 60;
+    const PROTO_TCP: u8 = 6;
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x86, 0xdd];
+    let first = if ext > 0 { NEXTHDR_DEST } else { PROTO_TCP };
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, first, 64]);
+    f.extend_from_slice(&[0xfd; 32]);
+    for i in 0..ext {
+        let next = if i + 1 < ext { NEXTHDR_DEST } else { PROTO_TCP };
+        f.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    f.extend_from_slice(&1000u16.to_be_bytes());
+    f.extend_from_slice(&22u16.to_be_bytes());
+    f.resize(f.len() + 16, 0);
     f
 }
 
@@ -95,6 +115,26 @@ fn main() {
         println!(
             "{n:>7} {used_masks:>6} {:>8} {miss_ns:>14.1} {hit_ns:>14}",
             n
+        );
+    }
+    let Ok(mut prog) = DetachedProgram::load() else {
+        return;
+    };
+    prog.rules()
+        .add(Rule::parse_str("ip6 tcp dport 22 drop").unwrap())
+        .unwrap();
+    println!(
+        "\n{:>24} {:>8} {:>10}",
+        "IPv6 TCP dport 22 behind", "verdict", "ns"
+    );
+    for ext in [0, 6, 7] {
+        let frame = ipv6_frame(ext);
+        let (action, _) = prog.test_run(&frame, 1).unwrap();
+        let verdict = if action == 1 { "drop" } else { "pass" };
+        println!(
+            "{:>24} {verdict:>8} {:>10.1}",
+            format!("{ext} ext headers"),
+            ns_per_frame(&mut prog, &frame)
         );
     }
 }

@@ -146,10 +146,36 @@ struct {
 #define ETH_P_8021AD_ 0x88A8
 #define VLAN_PRESENT 0x1000 /* flow_key.vlan = VLAN_PRESENT | VID for a tagged frame */
 #define VLAN_VID_MASK 0x0fff
+#define VLAN_TAG_LEN 4
 #define IPFLAG_IP 1 /* flow_key.ipflags: an IPv4 or IPv6 frame */
 #define IPFLAG_V6 2 /* ... and it is IPv6 */
+#define IPFLAG_NO_L4 4 /* IPv6 whose extension header chain was not parsed: no transport */
 #define IPV4_MIN_HDR_LEN 20
 #define IPV4_FRAG_OFFSET_MASK 0x1fff /* ports only in the fragment at offset 0 */
+
+/*
+ * IPv6 extension headers walked to find the transport (at most IPV6_MAX_EXT_HDRS). Hop-by-Hop,
+ * Routing and Destination Options: length in 8-byte units not counting the first 8; AH: in 4-byte
+ * units not counting the first 8 (len + 2); Fragment: 8 bytes, and a fragment at a non-zero
+ * offset carries no ports. A chain that is longer, truncated, or holds a header not parsed here
+ * (ESP, Mobility, HIP, Shim6, experimental) sets IPFLAG_NO_L4 and leaves proto and ports 0.
+ */
+#define IPV6_MAX_EXT_HDRS 6
+#define IPV6_EXT_MIN_LEN 8
+#define IPV6_EXT_LEN_SHIFT 3     /* (len + 1) << 3 */
+#define IPV6_AH_LEN_SHIFT 2      /* (len + 2) << 2 */
+#define IPV6_FRAG_OFFSET_MASK 0xfff8 /* bytes 2..3 of the Fragment header: offset << 3 | flags */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_ESP 50
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+#define NEXTHDR_MOBILITY 135
+#define NEXTHDR_HIP 139
+#define NEXTHDR_SHIM6 140
+#define NEXTHDR_EXP1 253
+#define NEXTHDR_EXP2 254
 
 enum rule_action_kind {
 	RULE_ACT_VM = 1,
@@ -357,6 +383,56 @@ static __always_inline int steer_ipv6_multicast(struct xdp_md *ctx, void *l3, vo
 }
 
 
+static __always_inline int ipv6_is_ext(__u8 next)
+{
+	return next == NEXTHDR_HOP || next == NEXTHDR_ROUTING || next == NEXTHDR_FRAGMENT ||
+	       next == NEXTHDR_AUTH || next == NEXTHDR_DEST;
+}
+
+static __always_inline int ipv6_is_unparsed(__u8 next)
+{
+	return next == NEXTHDR_ESP || next == NEXTHDR_MOBILITY || next == NEXTHDR_HIP ||
+	       next == NEXTHDR_SHIM6 || next == NEXTHDR_EXP1 || next == NEXTHDR_EXP2;
+}
+
+/* Walk the IPv6 extension headers of the packet at `ip6` (its fixed header checked): set
+ * key->proto to the transport, or IPFLAG_NO_L4; return where the ports are, or NULL. */
+static __always_inline __u8 *ipv6_transport(struct flow_key *key, __u8 *ip6, void *data_end)
+{
+	__u8 next = ip6[IPV6_NEXTHDR_OFFSET];
+	__u32 off = IPV6_HDR_LEN;
+	int first_fragment = 1;
+	int i;
+
+	for (i = 0; i < IPV6_MAX_EXT_HDRS; i++) {
+		__u8 *h;
+
+		if (!ipv6_is_ext(next))
+			break;
+		h = ip6 + off;
+		if ((void *)(h + IPV6_EXT_MIN_LEN) > data_end)
+			goto unparsed;
+		if (next == NEXTHDR_FRAGMENT) {
+			if (((h[2] << 8) | h[3]) & IPV6_FRAG_OFFSET_MASK)
+				first_fragment = 0;
+			off += IPV6_EXT_MIN_LEN;
+		} else if (next == NEXTHDR_AUTH) {
+			off += ((__u32)h[1] + 2) << IPV6_AH_LEN_SHIFT;
+		} else {
+			off += ((__u32)h[1] + 1) << IPV6_EXT_LEN_SHIFT;
+		}
+		next = h[0];
+	}
+	if (ipv6_is_ext(next) || ipv6_is_unparsed(next))
+		goto unparsed;
+	key->proto = next;
+	return first_fragment ? ip6 + off : 0;
+unparsed:
+	key->proto = 0;
+	key->ipflags |= IPFLAG_NO_L4;
+	return 0;
+}
+
 /* Fill `key` from the frame. Returns 0, or -1 when the Ethernet header is incomplete. */
 static __always_inline int flow_key_from_frame(struct flow_key *key, void *data, void *data_end)
 {
@@ -372,11 +448,19 @@ static __always_inline int flow_key_from_frame(struct flow_key *key, void *data,
 	proto = bpf_ntohs(eth->h_proto);
 	l3 = (__u8 *)(eth + 1);
 	if (proto == ETH_P_8021Q_ || proto == ETH_P_8021AD_) {
-		if ((void *)(l3 + 4) > data_end)
+		/* `vlan` rules match the outer VID (the tag on this link) */
+		if ((void *)(l3 + VLAN_TAG_LEN) > data_end)
 			return 0;
 		key->vlan = VLAN_PRESENT | (((l3[0] << 8) | l3[1]) & VLAN_VID_MASK);
 		proto = (l3[2] << 8) | l3[3];
-		l3 += 4;
+		l3 += VLAN_TAG_LEN;
+		if (proto == ETH_P_8021Q_) {
+			/* QinQ: the inner (customer) tag; a third tag is not parsed (ethertype 0x8100) */
+			if ((void *)(l3 + VLAN_TAG_LEN) > data_end)
+				return 0;
+			proto = (l3[2] << 8) | l3[3];
+			l3 += VLAN_TAG_LEN;
+		}
 	}
 	key->ethertype = bpf_htons(proto);
 	if (proto == ETH_P_IP) {
@@ -396,10 +480,9 @@ static __always_inline int flow_key_from_frame(struct flow_key *key, void *data,
 		if ((void *)(l3 + IPV6_HDR_LEN) > data_end)
 			return 0;
 		key->ipflags = IPFLAG_IP | IPFLAG_V6;
-		key->proto = l3[IPV6_NEXTHDR_OFFSET];
 		__builtin_memcpy(key->src_ip, l3 + 8, IPV6_ADDR_LEN);
 		__builtin_memcpy(key->dst_ip, l3 + 24, IPV6_ADDR_LEN);
-		l4 = l3 + IPV6_HDR_LEN;
+		l4 = ipv6_transport(key, l3, data_end);
 	}
 	if (l4 && (key->proto == IPPROTO_TCP || key->proto == IPPROTO_UDP) &&
 	    (void *)(l4 + 4) <= data_end) {

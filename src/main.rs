@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use lancet::bench::vmm_path::PollKick;
 use lancet::vmm::boot::BootSpec;
 use lancet::vmm::memory::parse_size;
+use lancet::vmm::serial::{CappedWriter, SerialDrops, DEFAULT_SERIAL_MAX_BYTES};
 use lancet::vmm::{run_vm, HiddenFeatures, VmConfig, DEFAULT_HIDDEN};
 
 #[derive(Parser, Debug)]
@@ -176,9 +177,12 @@ struct RunArgs {
     #[arg(long, value_name = "FILE", requires = "guest")]
     guest_elf: Option<PathBuf>,
 
-    /// Where the serial console goes: `stdio` or a file path.
+    /// Where the serial console goes: `stdio` or a file path (created mode 0600).
     #[arg(long, value_name = "FILE|stdio", default_value = "stdio")]
     serial: String,
+    /// Cap of the --serial FILE in MiB: further guest output is dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SERIAL_MAX_BYTES >> 20)]
+    serial_max_mb: u64,
     /// Pin the vCPU thread(s) to this host CPU.
     #[arg(long, value_name = "N")]
     pin_vcpu: Option<usize>,
@@ -210,12 +214,23 @@ struct RunArgs {
     /// The VM's name for filter rules (`lancet filter add IFACE ... to vm NAME`) and `lancet stats`.
     #[arg(long, value_name = "NAME", default_value = "vm")]
     vm_name: String,
-    /// Capture what the VM sends and receives into this pcap file (tcpdump -r FILE).
+    /// Capture what the VM sends and receives into this pcap file (tcpdump -r FILE; mode 0600).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
-    /// Let the VM send frames with a source MAC other than its own (dropped and counted otherwise).
+    /// Cap of the --pcap FILE in MiB: the capture stops there and further frames are counted as
+    /// not captured (`lancet stats`).
+    #[arg(long, value_name = "N", default_value_t = lancet::net::pcap::DEFAULT_MAX_BYTES >> 20)]
+    pcap_max_mb: u64,
+    /// Turn anti-spoofing off: let the VM send any frame. Otherwise a frame is dropped (and counted
+    /// by reason) when its source MAC is not the VM's, it is VLAN-tagged (see --vlan), it goes to
+    /// an 802.1 link-local control address (PAUSE, STP, LLDP...), or its ARP/IPv4/IPv6 source is
+    /// not the VM's (--guest-ip / the kernel's `ip=`, else the addresses it uses, up to 4 IPv4 + 8 IPv6).
     #[arg(long)]
     allow_spoof: bool,
+    /// The VM is on this VLAN: its frames must carry exactly one 802.1Q tag with this VID
+    /// (default: untagged frames only).
+    #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
+    vlan: Option<u16>,
     /// TAP device that receives the host copy of frames a `mirror vm NAME` rule sends to the VM.
     #[arg(long, value_name = "NAME")]
     mirror_tap: Option<String>,
@@ -275,6 +290,11 @@ fn linux_cmdline(user: &str, hidden: &HiddenFeatures) -> String {
     }
 }
 
+/// `n` MiB in bytes (saturating).
+fn mib(n: u64) -> u64 {
+    n.saturating_mul(1 << 20)
+}
+
 /// Everything that can go wrong in the CLI, for one error line.
 type CliResult<T> = Result<T, String>;
 
@@ -326,13 +346,20 @@ fn guest_cmdline(args: &RunArgs, program: GuestProgram) -> CliResult<String> {
     Ok(line)
 }
 
-fn serial_sink(spec: &str) -> CliResult<Box<dyn Write + Send>> {
+/// The serial console's output: stdout, or a log file (mode 0600, not through a symlink) capped
+/// at `max_bytes`, with the counter of what the cap dropped.
+fn serial_sink(
+    spec: &str,
+    max_bytes: u64,
+) -> CliResult<(Box<dyn Write + Send>, Option<SerialDrops>)> {
     if spec == "stdio" {
-        return Ok(Box::new(std::io::stdout()));
+        return Ok((Box::new(std::io::stdout()), None));
     }
-    let file =
-        std::fs::File::create(spec).map_err(|e| format!("cannot create serial log {spec}: {e}"))?;
-    Ok(Box::new(std::io::LineWriter::new(file)))
+    let file = lancet::net::pcap::create_private(std::path::Path::new(spec))
+        .map_err(|e| format!("cannot create serial log {spec}: {e}"))?;
+    let capped = CappedWriter::new(std::io::LineWriter::new(file), max_bytes);
+    let drops = capped.drops();
+    Ok((Box::new(capped), Some(drops)))
 }
 
 fn enter_netns(name: &str) -> CliResult<()> {
@@ -366,12 +393,13 @@ fn run(args: RunArgs) -> CliResult<i32> {
         (None, None) => return Err("give --kernel FILE or --guest echo|sink|blast".into()),
     };
     let net = net_setup::net_config(&args)?;
+    let (serial_out, serial_drops) = serial_sink(&args.serial, mib(args.serial_max_mb))?;
     let config = VmConfig {
         mem_bytes: args.mem,
         cpus: args.cpus,
         boot,
         hidden,
-        serial_out: serial_sink(&args.serial)?,
+        serial_out,
         net,
         pin_vcpu: args.pin_vcpu,
         pin_io: args.pin_io,
@@ -382,7 +410,18 @@ fn run(args: RunArgs) -> CliResult<i32> {
     let report = run_vm(config).map_err(|e| e.to_string())?;
     let _ = std::io::stdout().flush();
     eprintln!("lancet: {}", report.outcome);
-    let json = report.to_json();
+    let mut json = report.to_json();
+    if let Some(d) = &serial_drops {
+        if d.bytes() > 0 {
+            eprintln!(
+                "lancet: serial log {} reached --serial-max-mb {}: {} bytes of guest output dropped",
+                args.serial,
+                args.serial_max_mb,
+                d.bytes()
+            );
+        }
+        json["serial"] = serde_json::json!({ "dropped_bytes": d.bytes() });
+    }
     eprintln!(
         "lancet: NIC tx {} / rx {} frames, {} vCPU exits ({} to the NIC, {} per frame)",
         json["nic"]["tx_frames"],
@@ -395,7 +434,7 @@ fn run(args: RunArgs) -> CliResult<i32> {
         }
     );
     if let Some(path) = &args.stats_json {
-        let text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
         std::fs::write(path, text + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
@@ -457,7 +496,10 @@ mod net_setup {
         let opts = net::vmnet::VmNetOptions {
             vm_name: Some(args.vm_name.clone()),
             allow_spoof: args.allow_spoof,
+            vlan: args.vlan,
+            addresses: spec.vm_ip.map(std::net::IpAddr::V4).into_iter().collect(),
             pcap: args.pcap.clone(),
+            pcap_max_bytes: Some(super::mib(args.pcap_max_mb)),
             mirror_tap: args.mirror_tap.clone(),
         };
         let backend = net::vmnet::VmNet::open(&spec, &opts).map_err(|e| e.to_string())?;

@@ -29,6 +29,7 @@ use serde::Serialize;
 
 pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 
+pub mod learn;
 pub mod liblog;
 pub mod nic;
 pub mod pcap;
@@ -107,6 +108,21 @@ pub struct DropStats {
     pub tx_error: u64,
     /// Frames the VM sent with a source MAC not its own, dropped ([`spoof::SpoofGuard`]).
     pub tx_spoofed: u64,
+    /// Frames the VM committed shorter than an Ethernet header, or with a truncated ARP/IP
+    /// header, dropped ([`spoof::SpoofGuard`]).
+    pub tx_bad_length: u64,
+    /// VLAN-tagged frames (or, with `--vlan`, untagged or of another VID), dropped.
+    pub tx_vlan: u64,
+    /// Frames to an IEEE 802.1 link-local control address (PAUSE, STP, LACP, LLDP), dropped.
+    pub tx_link_local: u64,
+    /// ARP claiming a MAC or IPv4 address not the VM's, dropped.
+    pub tx_arp_sender: u64,
+    /// IPv4 frames from an address not the VM's, dropped.
+    pub tx_ipv4_source: u64,
+    /// IPv6 frames from (or neighbour advertisements for) an address not the VM's, dropped.
+    pub tx_ipv6_source: u64,
+    /// Frames from a new address beyond the VM's address cap, dropped.
+    pub tx_address_cap: u64,
 }
 
 impl DropStats {
@@ -121,7 +137,17 @@ impl DropStats {
 
     /// Every frame lost on the transmit side.
     pub fn tx_total(&self) -> u64 {
-        self.tx_invalid + self.tx_oversize + self.tx_error + self.tx_spoofed
+        self.tx_invalid
+            + self.tx_oversize
+            + self.tx_error
+            + self.tx_spoofed
+            + self.tx_bad_length
+            + self.tx_vlan
+            + self.tx_link_local
+            + self.tx_arp_sender
+            + self.tx_ipv4_source
+            + self.tx_ipv6_source
+            + self.tx_address_cap
     }
 }
 

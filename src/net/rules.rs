@@ -16,6 +16,14 @@
 //!
 //! Port ranges are expanded into prefix-aligned blocks (8000-8080 = 8000/10 + 8064/12 + 8080/16
 //! as bit prefixes of the 16-bit port), each block one hash entry under its own mask.
+//!
+//! What the program reads from a frame (its flow key): `vlan` is the OUTER VID (the tag on this
+//! link; of a QinQ frame, 0x88a8 or 0x8100 then 0x8100, the service tag), and the ethertype, IP
+//! and ports are those after both tags (a third tag is not parsed: ethertype 0x8100, no IP).
+//! IPv6 `proto` is the transport after up to 6 extension headers (Hop-by-Hop, Routing, Fragment,
+//! Destination Options, AH), ports only in a first fragment; a chain the program cannot parse
+//! (longer, truncated, ESP...) has no transport ([`IPFLAG_NO_L4`]): a rule with a protocol or ports
+//! does not match it, a rule on `ip6` alone does.
 
 use std::{
     fmt,
@@ -71,6 +79,10 @@ pub const VLAN_PRESENT: u16 = 0x1000;
 pub const IPFLAG_IP: u8 = 1;
 /// `flow_key.ipflags`: IPv6.
 pub const IPFLAG_V6: u8 = 2;
+/// `flow_key.ipflags`: IPv6 whose extension header chain the program did not parse (more than 6
+/// headers, truncated, ESP...): the frame has no transport, so no rule with a protocol or ports
+/// matches it (a rule on `ip6` alone still does).
+pub const IPFLAG_NO_L4: u8 = 4;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
@@ -660,6 +672,8 @@ impl Rule {
         if let Some(p) = m.proto {
             mask.0[key::PROTO] = 0xff;
             value.0[key::PROTO] = p;
+            // A transport that was found: never a frame whose chain was not parsed.
+            mask.0[key::IPFLAGS] |= IPFLAG_NO_L4;
         }
         let blocks = |r: Option<PortRange>| match r {
             Some(r) => r.blocks().into_iter().map(Some).collect::<Vec<_>>(),

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::{
     pcap::{Direction, PcapWriter},
-    spoof::SpoofGuard,
+    spoof::{GuardPolicy, SpoofGuard},
     stats::StatsPublisher,
     xdp::MirrorStats,
     Backend, BackendKind, BackendSpec, BackendStats, FrameTx, NetError, XdpBackend, XdpConfig,
@@ -25,10 +25,17 @@ use super::{
 pub struct VmNetOptions {
     /// The VM's name for rules and stats (`to vm NAME`); default `vm`.
     pub vm_name: Option<String>,
-    /// `--allow-spoof`: let the VM send frames with any source MAC.
+    /// `--allow-spoof`: let the VM send any frame (no anti-spoofing checks).
     pub allow_spoof: bool,
+    /// `--vlan VID`: the VM sends frames tagged with this VID (None: untagged only).
+    pub vlan: Option<u16>,
+    /// The VM's configured addresses (`--guest-ip`, the kernel's `ip=`): its only source
+    /// addresses of their family. Empty: the addresses it uses are learned (see [`super::learn`]).
+    pub addresses: Vec<std::net::IpAddr>,
     /// `--pcap FILE`.
     pub pcap: Option<PathBuf>,
+    /// `--pcap-max-mb`: the capture stops at this file size (None: [`super::pcap::DEFAULT_MAX_BYTES`]).
+    pub pcap_max_bytes: Option<u64>,
     /// A TAP device for the host copies of mirrored frames (AF_XDP only).
     pub mirror_tap: Option<String>,
 }
@@ -48,13 +55,14 @@ pub struct PublishedStats {
     pub counters: BackendStats,
     /// Mirror counters (AF_XDP).
     pub mirror: Option<MirrorStats>,
-    /// Frames captured (rx, tx) and capture write errors.
-    pub pcap: Option<(u64, u64, u64)>,
+    /// Frames captured (rx, tx), capture write errors, frames not captured (capture stopped at
+    /// its size cap or a write error).
+    pub pcap: Option<(u64, u64, u64, u64)>,
 }
 
 enum Inner {
     Xdp(Box<SpoofGuard<XdpBackend>>),
-    Other(SpoofGuard<Box<dyn Backend>>),
+    Other(Box<SpoofGuard<Box<dyn Backend>>>),
 }
 
 /// The backend of one VM with anti-spoofing, capture and stats publishing.
@@ -78,6 +86,12 @@ impl VmNet {
             .vm_name
             .clone()
             .unwrap_or_else(|| DEFAULT_VM_NAME.to_string());
+        let policy = GuardPolicy {
+            allow_spoof: opts.allow_spoof,
+            vlan: opts.vlan,
+            addresses: opts.addresses.clone(),
+            ..GuardPolicy::default()
+        };
         let inner = match spec.kind {
             BackendKind::Xdp => {
                 let mut cfg = XdpConfig::new(spec.nic.clone(), spec.vm_mac);
@@ -86,22 +100,29 @@ impl VmNet {
                 cfg.pin = true;
                 cfg.vm_name = Some(name.clone());
                 cfg.mirror_tap = opts.mirror_tap.clone();
-                Inner::Xdp(Box::new(SpoofGuard::new(
+                Inner::Xdp(Box::new(SpoofGuard::with_policy(
                     XdpBackend::open(&cfg)?,
                     spec.vm_mac,
-                    opts.allow_spoof,
+                    &policy,
                 )))
             }
-            BackendKind::Tap => Inner::Other(SpoofGuard::new(
+            BackendKind::Tap => Inner::Other(Box::new(SpoofGuard::with_policy(
                 super::open_backend(spec)?,
                 spec.vm_mac,
-                opts.allow_spoof,
-            )),
+                &policy,
+            ))),
         };
         let pcap = match &opts.pcap {
-            Some(path) => Some(PcapWriter::create(path).map_err(|e| {
-                NetError::io(format!("creating the capture file {}", path.display()), e)
-            })?),
+            Some(path) => Some(
+                PcapWriter::create_capped(
+                    path,
+                    opts.pcap_max_bytes
+                        .unwrap_or(super::pcap::DEFAULT_MAX_BYTES),
+                )
+                .map_err(|e| {
+                    NetError::io(format!("creating the capture file {}", path.display()), e)
+                })?,
+            ),
             None => None,
         };
         let publisher = StatsPublisher::new(&super::stats::key_here(&spec.nic), &name).ok();
@@ -116,14 +137,14 @@ impl VmNet {
     fn backend(&self) -> &dyn Backend {
         match &self.inner {
             Inner::Xdp(b) => b.as_ref(),
-            Inner::Other(b) => b,
+            Inner::Other(b) => b.as_ref(),
         }
     }
 
     fn backend_mut(&mut self) -> &mut dyn Backend {
         match &mut self.inner {
             Inner::Xdp(b) => b.as_mut(),
-            Inner::Other(b) => b,
+            Inner::Other(b) => b.as_mut(),
         }
     }
 
@@ -139,7 +160,7 @@ impl VmNet {
             pcap: self
                 .pcap
                 .as_ref()
-                .map(|p| (p.rx_frames(), p.tx_frames(), p.errors())),
+                .map(|p| (p.rx_frames(), p.tx_frames(), p.errors(), p.not_captured())),
         }
     }
 }
@@ -190,7 +211,7 @@ impl Backend for VmNet {
         let Self { inner, pcap, .. } = self;
         let backend: &mut dyn Backend = match inner {
             Inner::Xdp(b) => b.as_mut(),
-            Inner::Other(b) => b,
+            Inner::Other(b) => b.as_mut(),
         };
         match pcap.as_mut() {
             Some(pcap) => backend.recv_batch(max, &mut |frame| {
