@@ -8,6 +8,8 @@ pub const CMDLINE_LIMIT: usize = 1024;
 pub const DEFAULT_ECHO_PORT: u16 = 7;
 /// TCP port tcp-sink listens on when `port=` is absent (discard).
 pub const DEFAULT_TCP_SINK_PORT: u16 = 9;
+/// Connections tcp-sink serves before exiting when `count=` is absent (`count=0`: forever).
+pub const DEFAULT_TCP_SINK_CONNECTIONS: u64 = 1;
 /// Blast frame length (bytes handed to the NIC, FCS excluded) when `size=` is absent.
 pub const DEFAULT_FRAME_SIZE: usize = 64;
 /// Frames sent by blast when `count=` is absent.
@@ -95,7 +97,8 @@ pub struct Config {
     pub peer: Option<[u8; 4]>,
     /// The `:PORT` of `peer=` (tcp-source connects to it).
     pub peer_port: Option<u16>,
-    /// sink: frames to receive before exiting (0 = forever); blast: frames to send.
+    /// sink: frames to receive before exiting (0 = forever); blast: frames to send; ping: echo
+    /// requests; tcp-sink: connections to serve (default 1, 0 = forever).
     pub count: u64,
     pub size: usize,
     pub port: u16,
@@ -277,6 +280,7 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
     let count = count.unwrap_or(match program {
         Program::Blast => DEFAULT_BLAST_COUNT,
         Program::Ping => DEFAULT_PING_COUNT,
+        Program::TcpSink => DEFAULT_TCP_SINK_CONNECTIONS,
         _ => 0,
     });
     if program == Program::Ping && !(1..=u64::from(u16::MAX)).contains(&count) {
@@ -359,6 +363,8 @@ mod tests {
         assert_eq!(config.program, Program::TcpSink);
         assert_eq!(config.program.name(), "tcp-sink");
         assert_eq!((config.port, config.tsc_khz), (9, Some(2_500_000)));
+        assert_eq!(config.count, 1, "one connection, then exit");
+        assert_eq!(parse(b"prog=tcp-sink ip=10.0.0.9/24 count=0").unwrap().count, 0);
         assert_eq!(
             parse(b"prog=tcp-sink ip=10.0.0.9/24 port=5001")
                 .unwrap()
