@@ -364,7 +364,12 @@ mod tests {
         assert_eq!(config.program.name(), "tcp-sink");
         assert_eq!((config.port, config.tsc_khz), (9, Some(2_500_000)));
         assert_eq!(config.count, 1, "one connection, then exit");
-        assert_eq!(parse(b"prog=tcp-sink ip=10.0.0.9/24 count=0").unwrap().count, 0);
+        assert_eq!(
+            parse(b"prog=tcp-sink ip=10.0.0.9/24 count=0")
+                .unwrap()
+                .count,
+            0
+        );
         assert_eq!(
             parse(b"prog=tcp-sink ip=10.0.0.9/24 port=5001")
                 .unwrap()
