@@ -26,11 +26,19 @@ const CLOSE_TIMEOUT_MS: u64 = 2_000;
 const EPHEMERAL_BASE: u16 = 49_152;
 const EPHEMERAL_SPAN: u64 = 16_384;
 
-/// Appends `ms=M` when the TSC frequency came from the VMM (not assumed).
-fn timing(line: &mut Line, config: &Config, cycles: u64) {
+/// Appends ` cycles=C`, ` ms=M` when the TSC frequency came from the VMM (not assumed), and the
+/// frames lost in the guest (` tx_full_drops=N rx_errors=E`) when there were any.
+fn timing(line: &mut Line, config: &Config, cycles: u64, stack: &Stack) {
     line.text(" cycles=").dec(cycles);
     if let Some(khz) = config.tsc_khz {
         line.text(" ms=").dec(cycles_to_millis(cycles, khz));
+    }
+    let (tx_drops, rx_errors) = (stack.device.tx_full_drops, stack.device.lance.rx_errors);
+    if tx_drops != 0 || rx_errors != 0 {
+        line.text(" tx_full_drops=")
+            .dec(tx_drops)
+            .text(" rx_errors=")
+            .dec(rx_errors);
     }
 }
 
@@ -62,7 +70,7 @@ pub fn sink(lance: &mut Lance, config: &Config, clock: TscClock) -> ! {
         served += 1;
         let mut line = Line::new();
         line.text("tcp-sink bytes=").dec(bytes);
-        timing(&mut line, config, cycles);
+        timing(&mut line, config, cycles, &stack);
         line.print();
         // Close our side too (the peer may wait for our FIN, e.g. `nc -N`), then listen again.
         stack.tcp().close();
@@ -210,7 +218,7 @@ pub fn source(lance: &mut Lance, config: &Config, clock: TscClock) -> ! {
                 let cycles = started.map_or(0, |start| end.wrapping_sub(start));
                 let mut line = Line::new();
                 line.text("tcp-source bytes=").dec(queued);
-                timing(&mut line, config, cycles);
+                timing(&mut line, config, cycles, &stack);
                 line.print();
                 user::exit(0);
             }
