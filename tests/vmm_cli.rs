@@ -34,6 +34,7 @@ fn run_help_documents_every_option() {
         "--poll",
         "--peer",
         "--count",
+        "--bytes",
         "--size",
         "--serial",
         "--pin-vcpu",

@@ -1,7 +1,8 @@
 //! TCP end to end over the real backends, in network namespaces from `src/testbed.rs`: the test
 //! guest's smoltcp stack (`--guest tcp-sink` / `tcp-source`) against the peer namespace's kernel.
 //! - tcp-sink: a real client (`nc -N`, netcat-openbsd) in the peer namespace sends 4 MiB; the guest
-//!   reports exactly that many bytes and exits 0 when the client closes.
+//!   reports exactly that many bytes and exits 0 when the client closes; with `--count 2` it serves
+//!   two connections one after the other.
 //! - tcp-source: the guest connects to a kernel TCP listener in the peer namespace and sends N
 //!   bytes; the listener counts exactly N, and the guest exits 0 once all were acknowledged.
 //! - tcp-source to a port nobody listens on: the guest reports the refusal and exits non-zero.
@@ -200,6 +201,48 @@ fn tcp_source_delivers_every_byte_over_xdp() {
 #[test]
 fn tcp_source_delivers_every_byte_over_tap() {
     tcp_source_over("tap", "tst");
+}
+
+/// `--count 2`: tcp-sink reports each connection on its own line, listens again after the first,
+/// and exits 0 after the second.
+#[test]
+fn tcp_sink_serves_count_connections_one_after_another() {
+    let bed = tcp_testbed("xdp", "tkc");
+    let mut args = guest_args("tcp-sink", true);
+    args.extend(["--count".to_string(), "2".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut vm = VmProcess::start(&bed, "xdp", &args, "tkc");
+    vm.wait_for("lancet-guest: ready prog=tcp-sink", Duration::from_secs(60));
+    let sizes = [1_048_576u64, 65_537];
+    for (i, size) in sizes.iter().enumerate() {
+        let client = format!(
+            "head -c {size} /dev/zero | timeout {} nc -N {} 9",
+            TRANSFER_TIMEOUT.as_secs(),
+            Testbed::VM_IP
+        );
+        let out = bed.run_in(Side::Peer, &["sh", "-c", &client]).unwrap();
+        assert!(
+            out.status.success(),
+            "connection {i}:\n{}",
+            vm.serial_text()
+        );
+        vm.wait_for(
+            &format!("lancet-guest: tcp-sink bytes={size} "),
+            Duration::from_secs(30),
+        );
+    }
+    let (code, _, text) = vm.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        text.matches("lancet-guest: tcp-sink bytes=").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("tcp-sink connected from=").count(),
+        2,
+        "{text}"
+    );
 }
 
 /// Nobody listens on the port: the peer's kernel answers the SYN with a reset, and the guest says
