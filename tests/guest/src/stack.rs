@@ -233,7 +233,7 @@ impl<'a> Stack<'a> {
         self.sockets.get_mut::<tcp::Socket>(self.handle)
     }
 
-    /// The interface's context, for `tcp::Socket::connect`.
+    /// Starts connecting the TCP socket to `remote` from `local_port` (SYN on the next poll).
     pub fn connect(
         &mut self,
         remote: (Ipv4Address, u16),
