@@ -89,6 +89,12 @@ enum GuestProgram {
     /// Program the NIC like a broken or malicious driver (bad rings, zero lengths, descriptors
     /// outside RAM, endless chains), resetting it after each step; exits 0 when the chip stayed sane.
     Hostile,
+    /// TCP (smoltcp in the guest): listen on --port (default 9), discard, print bytes and time
+    /// when the peer closes; serves --count connections (default 1, 0 = forever).
+    TcpSink,
+    /// TCP (smoltcp in the guest): connect to --peer IP:PORT, send --bytes N, exit 0 once all were
+    /// acknowledged and the connection closed.
+    TcpSource,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -161,16 +167,20 @@ struct RunArgs {
         default_value = "lazy"
     )]
     kick: PollKick,
-    /// Test guest: the peer's IPv4 address (blast and ping send to it).
-    #[arg(long, value_name = "IP", requires = "guest")]
-    peer: Option<Ipv4Addr>,
+    /// Test guest: the peer's IPv4 address (blast and ping send to it), with the port for
+    /// tcp-source (IP:PORT).
+    #[arg(long, value_name = "IP[:PORT]", requires = "guest", value_parser = parse_peer)]
+    peer: Option<(Ipv4Addr, Option<u16>)>,
     /// Test guest: frames to receive (sink; 0 = forever) or send (blast), echo requests (ping).
     #[arg(long, value_name = "N", requires = "guest")]
     count: Option<u64>,
     /// Test guest: Ethernet frame length for blast (default 64).
     #[arg(long, value_name = "N", requires = "guest")]
     size: Option<u32>,
-    /// Test guest: the UDP echo port (default 7).
+    /// Test guest: bytes tcp-source sends.
+    #[arg(long, value_name = "N", requires = "guest")]
+    bytes: Option<u64>,
+    /// Test guest: the UDP echo port (default 7), the port tcp-sink listens on (default 9).
     #[arg(long, value_name = "N", requires = "guest")]
     port: Option<u16>,
     /// The test guest image (default: $LANCET_GUEST_ELF, else the one `make guest` built).
@@ -265,6 +275,50 @@ fn parse_mac(text: &str) -> Result<[u8; 6], String> {
 }
 
 /// The `--guest-ip A/N` pair.
+fn parse_peer(text: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+    let bad = || format!("--peer '{text}' is not IP or IP:PORT (e.g. 10.77.0.2 or 10.77.0.2:5001)");
+    match text.split_once(':') {
+        Some((ip, port)) => Ok((
+            ip.parse().map_err(|_| bad())?,
+            Some(port.parse().map_err(|_| bad())?),
+        )),
+        None => Ok((text.parse().map_err(|_| bad())?, None)),
+    }
+}
+
+/// The TSC frequency (kHz) the test guest's clock runs at: as KVM gives it to a new vCPU (from a
+/// throw-away VM), else the CPU's own report (CPUID 0x15, then 0x16); None if neither tells (the
+/// guest then assumes 2 GHz and says so on its ready line).
+fn guest_tsc_khz() -> Option<u32> {
+    let from_kvm = || {
+        let kvm = kvm_ioctls::Kvm::new().ok()?;
+        let vcpu = kvm.create_vm().ok()?.create_vcpu(0).ok()?;
+        vcpu.get_tsc_khz().ok().filter(|&khz| khz > 0)
+    };
+    from_kvm().or_else(cpuid_tsc_khz)
+}
+
+/// CPUID leaf 0x15 (TSC/crystal ratio x crystal Hz), else 0x16 (base MHz).
+fn cpuid_tsc_khz() -> Option<u32> {
+    use std::arch::x86_64::__cpuid;
+    const LEAF_TSC: u32 = 0x15;
+    const LEAF_FREQUENCY: u32 = 0x16;
+    // CPUID is always available on x86-64 and has no side effects.
+    let max_leaf = __cpuid(0).eax;
+    if max_leaf >= LEAF_TSC {
+        let tsc = __cpuid(LEAF_TSC);
+        if tsc.eax != 0 && tsc.ebx != 0 && tsc.ecx != 0 {
+            let hz = u64::from(tsc.ecx) * u64::from(tsc.ebx) / u64::from(tsc.eax);
+            return u32::try_from(hz / 1000).ok().filter(|&khz| khz > 0);
+        }
+    }
+    if max_leaf >= LEAF_FREQUENCY {
+        let mhz = __cpuid(LEAF_FREQUENCY).eax & 0xffff;
+        return (mhz != 0).then_some(mhz * 1000);
+    }
+    None
+}
+
 fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
     let bad = || format!("--guest-ip '{text}' is not ADDRESS/PREFIX (e.g. 10.77.0.10/24)");
     let (ip, len) = text.split_once('/').ok_or_else(bad)?;
@@ -320,14 +374,21 @@ fn guest_cmdline(args: &RunArgs, program: GuestProgram) -> CliResult<String> {
         GuestProgram::Blast => "blast",
         GuestProgram::Ping => "ping",
         GuestProgram::Hostile => "hostile",
+        GuestProgram::TcpSink => "tcp-sink",
+        GuestProgram::TcpSource => "tcp-source",
     };
     let mode = if args.poll { "poll" } else { "irq" };
     let mut line = format!("prog={prog} mode={mode} ip={ip}/{len}");
     if args.poll && args.kick != PollKick::Always {
         line += &format!(" kick={}", args.kick.guest_value());
     }
-    if let Some(peer) = args.peer {
-        line += &format!(" peer={peer}");
+    match args.peer {
+        Some((ip, Some(port))) => line += &format!(" peer={ip}:{port}"),
+        Some((ip, None)) => line += &format!(" peer={ip}"),
+        None => {}
+    }
+    if let Some(bytes) = args.bytes {
+        line += &format!(" bytes={bytes}");
     }
     if let Some(count) = args.count {
         line += &format!(" count={count}");
@@ -342,6 +403,19 @@ fn guest_cmdline(args: &RunArgs, program: GuestProgram) -> CliResult<String> {
         return Err(format!(
             "--guest {prog} needs --peer IP (the address to send to)"
         ));
+    }
+    if program == GuestProgram::TcpSource {
+        if !matches!(args.peer, Some((_, Some(_)))) {
+            return Err("--guest tcp-source needs --peer IP:PORT (where to connect)".into());
+        }
+        if !matches!(args.bytes, Some(1..)) {
+            return Err("--guest tcp-source needs --bytes N (N > 0: how much to send)".into());
+        }
+    }
+    if matches!(program, GuestProgram::TcpSink | GuestProgram::TcpSource) {
+        if let Some(khz) = guest_tsc_khz() {
+            line += &format!(" tsc_khz={khz}");
+        }
     }
     Ok(line)
 }
@@ -586,6 +660,16 @@ mod tests {
         );
         assert!(parse_cidr("10.0.0.2").is_err());
         assert!(parse_cidr("10.0.0.2/40").is_err());
+    }
+
+    #[test]
+    fn peer_is_an_address_with_an_optional_port() {
+        let ip = Ipv4Addr::new(10, 77, 0, 2);
+        assert_eq!(parse_peer("10.77.0.2"), Ok((ip, None)));
+        assert_eq!(parse_peer("10.77.0.2:5001"), Ok((ip, Some(5001))));
+        for bad in ["10.77.0.2:", "10.77.0.2:70000", "10.77.0:9", "host:9", ""] {
+            assert!(parse_peer(bad).unwrap_err().contains("IP:PORT"), "{bad}");
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ fn run_help_documents_every_option() {
         "--poll",
         "--peer",
         "--count",
+        "--bytes",
         "--size",
         "--serial",
         "--pin-vcpu",
@@ -183,4 +184,25 @@ fn a_missing_nic_is_reported() {
         );
     }
     std::fs::remove_file(&elf).unwrap();
+}
+
+#[test]
+fn tcp_source_needs_a_peer_port_and_a_byte_count() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--guest", "tcp-source", "--guest-elf", "/bin/true"];
+        args.extend_from_slice(extra);
+        lancet(&args)
+    };
+    let (code, _, stderr) = run(&["--peer", "10.77.0.2", "--bytes", "5"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--peer IP:PORT"), "{stderr}");
+    let (code, _, stderr) = run(&["--peer", "10.77.0.2:5001"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--bytes N"), "{stderr}");
+    let (code, _, stderr) = run(&["--peer", "10.77.0.2:port", "--bytes", "5"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("IP:PORT"), "{stderr}");
+    // blast keeps taking a bare address.
+    let (code, _, stderr) = lancet(&["run", "--guest", "blast", "--peer", "10.77.0.2:x"]);
+    assert_eq!(code, 2, "{stderr}");
 }

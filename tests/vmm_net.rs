@@ -14,169 +14,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lancet::testbed::{frames, Side, Testbed, TestbedConfig};
-
-/// A `lancet run` child process in a testbed; killed (by its PID) and reaped on drop.
-struct VmProcess {
-    child: Option<Child>,
-    serial: PathBuf,
-    stats: PathBuf,
-}
-
-impl VmProcess {
-    fn start(bed: &Testbed, backend: &str, guest: &[&str], tag: &str) -> Self {
-        let dir = std::env::temp_dir();
-        let id = format!("{}-{tag}", std::process::id());
-        let serial = dir.join(format!("lancet-e2e-{id}.serial"));
-        let stats = dir.join(format!("lancet-e2e-{id}.json"));
-        let nic = if backend == "tap" {
-            Testbed::BRIDGE
-        } else {
-            Testbed::NIC
-        };
-        let mac = Testbed::VM_MAC.map(|b| format!("{b:02x}")).join(":");
-        let child = Command::new(env!("CARGO_BIN_EXE_lancet"))
-            .args([
-                "run",
-                "--netns",
-                bed.ns_name(Side::Host),
-                "--nic",
-                nic,
-                "--backend",
-                backend,
-            ])
-            .args(["--mac", &mac, "--mem", "128M", "--timeout", "300"])
-            .args([
-                "--serial",
-                serial.to_str().unwrap(),
-                "--stats-json",
-                stats.to_str().unwrap(),
-            ])
-            .args(guest)
-            // Extra `lancet run` options for measurements (e.g. "--tx-mode io-thread").
-            .args(
-                std::env::var("LANCET_E2E_RUN_ARGS")
-                    .unwrap_or_default()
-                    .split_whitespace(),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start lancet");
-        Self {
-            child: Some(child),
-            serial,
-            stats,
-        }
-    }
-
-    fn serial_text(&self) -> String {
-        std::fs::read_to_string(&self.serial).unwrap_or_default()
-    }
-
-    /// Waits until the serial console shows `needle`; panics with the console if the VM exits or
-    /// the time runs out.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        loop {
-            let text = self.serial_text();
-            if text.contains(needle) {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let mut stderr = String::new();
-                use std::io::Read;
-                let _ = self
-                    .child
-                    .as_mut()
-                    .unwrap()
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr);
-                panic!("lancet exited ({status}) before {needle:?}:\n{stderr}\nserial:\n{text}");
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "no {needle:?} within {timeout:?}; serial:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, wait, and return the exit code and the stats document.
-    fn stop(mut self) -> (i32, serde_json::Value) {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().unwrap();
-        let stats = std::fs::read_to_string(&self.stats).unwrap_or_default();
-        (
-            status.code().unwrap_or(-1),
-            serde_json::from_str(&stats).unwrap_or(serde_json::Value::Null),
-        )
-    }
-
-    /// Waits for the VM to exit on its own; returns the exit code and the stats.
-    fn wait_exit(mut self, timeout: Duration) -> (i32, serde_json::Value) {
-        let start = Instant::now();
-        let child = self.child.as_mut().unwrap();
-        let code = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status.code().unwrap_or(-1);
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "the VM did not exit; serial:\n{}",
-                self.serial_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        self.child = None;
-        let stats = std::fs::read_to_string(&self.stats).unwrap_or_default();
-        (
-            code,
-            serde_json::from_str(&stats).unwrap_or(serde_json::Value::Null),
-        )
-    }
-}
-
-impl Drop for VmProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on the PID of our own unreaped child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.serial);
-        let _ = std::fs::remove_file(&self.stats);
-    }
-}
-
-fn testbed(backend: &str, tag: &str) -> Testbed {
-    Testbed::new(TestbedConfig {
-        name_prefix: tag.into(),
-        with_bridge: backend == "tap",
-        mtu: None,
-    })
-    .expect("testbed (needs root and iproute2)")
-}
-
-fn guest_args(program: &str, poll: bool) -> Vec<String> {
-    let elf = common::test_guest_elf();
-    let mut args = vec![
-        "--guest".to_string(),
-        program.to_string(),
-        "--guest-elf".into(),
-        elf.to_string_lossy().into_owned(),
-        "--guest-ip".into(),
-        format!("{}/{}", Testbed::VM_IP, Testbed::PREFIX_LEN),
-    ];
-    if poll {
-        args.push("--poll".into());
-    }
-    args
-}
+use common::vm::{guest_args, testbed, VmProcess};
+use lancet::testbed::{frames, Side, Testbed};
 
 /// Pings the VM from the peer namespace: `count` requests, returns how many were answered.
 fn ping(bed: &Testbed, count: u32) -> (u32, String) {
@@ -369,7 +208,7 @@ fn blast_over(backend: &str, poll: bool, tag: &str) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let vm = VmProcess::start(&bed, backend, &args, tag);
     let start = Instant::now();
-    let (code, stats) = vm.wait_exit(Duration::from_secs(240));
+    let (code, stats, _) = vm.wait_exit(Duration::from_secs(240));
     let received = counter.join().unwrap();
     eprintln!(
         "{backend} blast {}: the peer counted {received} frames; VM run (boot included) {:?}",
@@ -516,10 +355,8 @@ fn guest_pings_the_lan_over(backend: &str, tag: &str) {
         "5".into(),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut vm = VmProcess::start(&bed, backend, &args, tag);
-    vm.wait_for("ping done", Duration::from_secs(120));
-    let text = vm.serial_text();
-    let (code, stats) = vm.wait_exit(Duration::from_secs(30));
+    let vm = VmProcess::start(&bed, backend, &args, tag);
+    let (code, stats, text) = vm.wait_exit(Duration::from_secs(120));
     assert_eq!(code, 0, "ping guest over {backend}: {stats}\n{text}");
     for seq in 1..=5 {
         let line = format!("ping reply seq={seq} from={}", Testbed::PEER_IP);
@@ -550,10 +387,8 @@ fn ping_guest_fails_when_nobody_answers() {
         "1".into(),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut vm = VmProcess::start(&bed, "xdp", &args, "gpn");
-    vm.wait_for("did not answer ARP", Duration::from_secs(180));
-    let text = vm.serial_text();
-    let (code, _) = vm.wait_exit(Duration::from_secs(30));
+    let vm = VmProcess::start(&bed, "xdp", &args, "gpn");
+    let (code, _, text) = vm.wait_exit(Duration::from_secs(180));
     assert_ne!(code, 0, "{text}");
     assert!(text.contains("did not answer ARP"), "{text}");
 }

@@ -2,6 +2,8 @@
 //! ELF image builder, a fake NIC model and a captured serial console.
 #![allow(dead_code)]
 
+pub mod vm;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

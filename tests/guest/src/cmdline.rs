@@ -1,10 +1,15 @@
-//! The guest command line: `prog=echo|sink|blast|ping|hostile mode=irq|poll ip=A.B.C.D/N [peer=A.B.C.D]
-//! [count=N] [size=N] [port=N] [kick=0|1|lazy]`, space separated; unknown keys are ignored.
+//! The guest command line: `prog=echo|sink|blast|ping|hostile|tcp-sink|tcp-source mode=irq|poll
+//! ip=A.B.C.D/N [peer=A.B.C.D[:PORT]] [count=N] [size=N] [port=N] [kick=0|1|lazy] [bytes=N]
+//! [tsc_khz=N]`, space separated; unknown keys are ignored.
 
 /// Longest command line read from guest memory.
 pub const CMDLINE_LIMIT: usize = 1024;
 /// UDP echo port when `port=` is absent.
 pub const DEFAULT_ECHO_PORT: u16 = 7;
+/// TCP port tcp-sink listens on when `port=` is absent (discard).
+pub const DEFAULT_TCP_SINK_PORT: u16 = 9;
+/// Connections tcp-sink serves before exiting when `count=` is absent (`count=0`: forever).
+pub const DEFAULT_TCP_SINK_CONNECTIONS: u64 = 1;
 /// Blast frame length (bytes handed to the NIC, FCS excluded) when `size=` is absent.
 pub const DEFAULT_FRAME_SIZE: usize = 64;
 /// Frames sent by blast when `count=` is absent.
@@ -24,6 +29,10 @@ pub enum Program {
     Hostile,
     /// ICMP echo requests to `peer=`, `count=` of them (default 4), one at a time.
     Ping,
+    /// TCP (smoltcp): listen on `port=` (default 9), discard, report bytes and time per connection.
+    TcpSink,
+    /// TCP (smoltcp): connect to `peer=A.B.C.D:PORT`, send `bytes=` bytes, close.
+    TcpSource,
 }
 
 impl Program {
@@ -34,6 +43,8 @@ impl Program {
             Program::Blast => "blast",
             Program::Hostile => "hostile",
             Program::Ping => "ping",
+            Program::TcpSink => "tcp-sink",
+            Program::TcpSource => "tcp-source",
         }
     }
 }
@@ -84,12 +95,19 @@ pub struct Config {
     pub ip: [u8; 4],
     pub prefix_len: u8,
     pub peer: Option<[u8; 4]>,
-    /// sink: frames to receive before exiting (0 = forever); blast: frames to send.
+    /// The `:PORT` of `peer=` (tcp-source connects to it).
+    pub peer_port: Option<u16>,
+    /// sink: frames to receive before exiting (0 = forever); blast: frames to send; ping: echo
+    /// requests; tcp-sink: connections to serve (default 1, 0 = forever).
     pub count: u64,
     pub size: usize,
     pub port: u16,
     /// TDMD policy in poll mode (interrupt mode always kicks).
     pub kick: Kick,
+    /// tcp-source: bytes to send (required, > 0).
+    pub bytes: u64,
+    /// The TSC frequency the VMM reported (`tsc_khz=`), None when absent.
+    pub tsc_khz: Option<u32>,
 }
 
 fn parse_u64(text: &[u8]) -> Option<u64> {
@@ -119,6 +137,17 @@ fn parse_ip(text: &[u8]) -> Option<[u8; 4]> {
     Some(ip)
 }
 
+/// `A.B.C.D` or `A.B.C.D:PORT`.
+fn parse_endpoint(text: &[u8]) -> Option<([u8; 4], Option<u16>)> {
+    match text.iter().position(|&b| b == b':') {
+        Some(colon) => {
+            let port = u16::try_from(parse_u64(&text[colon + 1..])?).ok()?;
+            Some((parse_ip(&text[..colon])?, Some(port)))
+        }
+        None => Some((parse_ip(text)?, None)),
+    }
+}
+
 fn parse_ip_prefix(text: &[u8]) -> Option<([u8; 4], u8)> {
     match text.iter().position(|&b| b == b'/') {
         Some(slash) => {
@@ -138,10 +167,13 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
     let mut mode = Mode::Irq;
     let mut ip = None;
     let mut peer = None;
+    let mut peer_port = None;
     let mut count = None;
     let mut size = DEFAULT_FRAME_SIZE;
-    let mut port = DEFAULT_ECHO_PORT;
+    let mut port = None;
     let mut kick = Kick::Always;
+    let mut bytes = None;
+    let mut tsc_khz = None;
     for word in line.split(|&b| b == b' ' || b == b'\t' || b == b'\n') {
         let Some(eq) = word.iter().position(|&b| b == b'=') else {
             continue;
@@ -155,8 +187,13 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
                     b"blast" => Program::Blast,
                     b"hostile" => Program::Hostile,
                     b"ping" => Program::Ping,
+                    b"tcp-sink" => Program::TcpSink,
+                    b"tcp-source" => Program::TcpSource,
                     _ => {
-                        return Err("bad cmdline: prog= must be echo, sink, blast, ping or hostile")
+                        return Err(
+                            "bad cmdline: prog= must be echo, sink, blast, ping, hostile, \
+                                    tcp-sink or tcp-source",
+                        )
                     }
                 })
             }
@@ -168,7 +205,12 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
                 }
             }
             b"ip" => ip = Some(parse_ip_prefix(value).ok_or("bad cmdline: ip= must be A.B.C.D/N")?),
-            b"peer" => peer = Some(parse_ip(value).ok_or("bad cmdline: peer= must be A.B.C.D")?),
+            b"peer" => {
+                let (ip, port) =
+                    parse_endpoint(value).ok_or("bad cmdline: peer= must be A.B.C.D[:PORT]")?;
+                peer = Some(ip);
+                peer_port = port;
+            }
             b"count" => {
                 count =
                     Some(parse_u64(value).ok_or("bad cmdline: count= must be a decimal number")?)
@@ -184,7 +226,8 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
             b"port" => {
                 let value =
                     parse_u64(value).ok_or("bad cmdline: port= must be a decimal number")?;
-                port = u16::try_from(value).map_err(|_| "bad cmdline: port= must be 0..65535")?;
+                port =
+                    Some(u16::try_from(value).map_err(|_| "bad cmdline: port= must be 0..65535")?);
             }
             b"kick" => {
                 kick = match value {
@@ -193,6 +236,20 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
                     b"lazy" => Kick::Lazy,
                     _ => return Err("bad cmdline: kick= must be 0, 1 or lazy"),
                 }
+            }
+            b"bytes" => {
+                bytes =
+                    Some(parse_u64(value).ok_or("bad cmdline: bytes= must be a decimal number")?)
+            }
+            b"tsc_khz" => {
+                let value =
+                    parse_u64(value).ok_or("bad cmdline: tsc_khz= must be a decimal number")?;
+                tsc_khz = Some(
+                    u32::try_from(value)
+                        .ok()
+                        .filter(|&khz| khz > 0)
+                        .ok_or("bad cmdline: tsc_khz= must be 1..4294967295")?,
+                );
             }
             _ => {}
         }
@@ -209,9 +266,21 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
     if program == Program::Ping && peer.is_none() {
         return Err("bad cmdline: ping needs peer=A.B.C.D");
     }
+    if program == Program::TcpSource && (peer.is_none() || peer_port.is_none()) {
+        return Err("bad cmdline: tcp-source needs peer=A.B.C.D:PORT");
+    }
+    let bytes = bytes.unwrap_or(0);
+    if program == Program::TcpSource && bytes == 0 {
+        return Err("bad cmdline: tcp-source needs bytes=N (N > 0)");
+    }
+    let port = port.unwrap_or(match program {
+        Program::TcpSink => DEFAULT_TCP_SINK_PORT,
+        _ => DEFAULT_ECHO_PORT,
+    });
     let count = count.unwrap_or(match program {
         Program::Blast => DEFAULT_BLAST_COUNT,
         Program::Ping => DEFAULT_PING_COUNT,
+        Program::TcpSink => DEFAULT_TCP_SINK_CONNECTIONS,
         _ => 0,
     });
     if program == Program::Ping && !(1..=u64::from(u16::MAX)).contains(&count) {
@@ -223,10 +292,13 @@ pub fn parse(line: &[u8]) -> Result<Config, &'static str> {
         ip,
         prefix_len,
         peer,
+        peer_port,
         count,
         size,
         port,
         kick,
+        bytes,
+        tsc_khz,
     })
 }
 
@@ -283,5 +355,54 @@ mod tests {
         assert!(parse(b"prog=ping ip=10.0.0.9/24").is_err());
         assert!(parse(b"prog=ping ip=10.0.0.9/24 peer=10.0.0.1 count=0").is_err());
         assert!(parse(b"prog=ping ip=10.0.0.9/24 peer=10.0.0.1 count=70000").is_err());
+    }
+
+    #[test]
+    fn tcp_sink_listens_on_port_9_unless_told() {
+        let config = parse(b"prog=tcp-sink mode=poll ip=10.0.0.9/24 tsc_khz=2500000").unwrap();
+        assert_eq!(config.program, Program::TcpSink);
+        assert_eq!(config.program.name(), "tcp-sink");
+        assert_eq!((config.port, config.tsc_khz), (9, Some(2_500_000)));
+        assert_eq!(config.count, 1, "one connection, then exit");
+        assert_eq!(
+            parse(b"prog=tcp-sink ip=10.0.0.9/24 count=0")
+                .unwrap()
+                .count,
+            0
+        );
+        assert_eq!(
+            parse(b"prog=tcp-sink ip=10.0.0.9/24 port=5001")
+                .unwrap()
+                .port,
+            5001
+        );
+        assert_eq!(
+            parse(b"prog=tcp-sink ip=10.0.0.9/24").unwrap().tsc_khz,
+            None
+        );
+        assert!(parse(b"prog=tcp-sink").is_err(), "TCP needs an address");
+        assert!(parse(b"prog=tcp-sink ip=10.0.0.9/24 tsc_khz=0").is_err());
+        assert!(parse(b"prog=tcp-sink ip=10.0.0.9/24 tsc_khz=5000000000").is_err());
+        assert!(parse(b"prog=tcp-sink ip=10.0.0.9/24 tsc_khz=fast").is_err());
+        // Other programs keep the UDP echo default.
+        assert_eq!(parse(b"prog=echo ip=10.0.0.9/24").unwrap().port, 7);
+    }
+
+    #[test]
+    fn tcp_source_needs_peer_port_and_bytes() {
+        let config =
+            parse(b"prog=tcp-source ip=10.0.0.9/24 peer=10.0.0.2:5001 bytes=4194304").unwrap();
+        assert_eq!(config.program.name(), "tcp-source");
+        assert_eq!(config.peer, Some([10, 0, 0, 2]));
+        assert_eq!(config.peer_port, Some(5001));
+        assert_eq!(config.bytes, 4_194_304);
+        assert!(parse(b"prog=tcp-source ip=10.0.0.9/24 peer=10.0.0.2 bytes=5").is_err());
+        assert!(parse(b"prog=tcp-source ip=10.0.0.9/24 peer=10.0.0.2:5001").is_err());
+        assert!(parse(b"prog=tcp-source ip=10.0.0.9/24 peer=10.0.0.2:5001 bytes=0").is_err());
+        assert!(parse(b"prog=tcp-source ip=10.0.0.9/24 peer=10.0.0.2:70000 bytes=5").is_err());
+        assert!(parse(b"prog=tcp-source ip=10.0.0.9/24 peer=10.0.0.2: bytes=5").is_err());
+        // A port on peer= is accepted (and ignored) by the raw-frame programs.
+        let ping = parse(b"prog=ping ip=10.0.0.9/24 peer=10.0.0.1:7").unwrap();
+        assert_eq!((ping.peer, ping.peer_port), (Some([10, 0, 0, 1]), Some(7)));
     }
 }

@@ -1,9 +1,11 @@
-//! The ring-3 programs: echo, sink and blast, each in interrupt or poll mode, on top of the
+//! The ring-3 entry and the raw-frame programs: echo, sink, blast and ping (the TCP ones are in
+//! `tcp.rs`), each in interrupt or poll mode, on top of the
 //! driver in `lance.rs`. Poll mode exits to the VMM only for TDMD writes (one per batch);
 //! interrupt mode sleeps through the ring-0 wait request after re-arming IENA.
 
 use core::hint::spin_loop;
 
+use crate::clock::{TscClock, DEFAULT_TSC_KHZ};
 use crate::cmdline::{self, Config, Kick, Mode, Program};
 use crate::fmt::Line;
 use crate::lance::{Lance, ProbeError, BUF_SIZE};
@@ -106,7 +108,10 @@ pub fn run(info: &BootInfo) -> ! {
     // write that re-arms IENA anyway).
     let kick = if irq_mode { Kick::Always } else { config.kick };
     lance.set_kick_policy(kick);
-    Line::new()
+    let tcp = matches!(config.program, Program::TcpSink | Program::TcpSource);
+    let clock = TscClock::new(user::rdtsc(), config.tsc_khz.unwrap_or(DEFAULT_TSC_KHZ));
+    let mut ready = Line::new();
+    ready
         .text("ready prog=")
         .text(config.program.name())
         .text(" ip=")
@@ -118,13 +123,22 @@ pub fn run(info: &BootInfo) -> ! {
             ""
         } else {
             kick.name()
-        })
-        .print();
+        });
+    if tcp {
+        // The TCP programs' clock: from the VMM, or assumed (then said so).
+        ready.text(" tsc_khz=").dec(u64::from(clock.khz()));
+        if config.tsc_khz.is_none() {
+            ready.text(" tsc_khz_assumed");
+        }
+    }
+    ready.print();
     match config.program {
         Program::Echo => echo(&mut lance, &config),
         Program::Sink => sink(&mut lance, &config),
         Program::Blast => blast(&mut lance, &config),
         Program::Ping => ping(&mut lance, &config),
+        Program::TcpSink => crate::tcp::sink(&mut lance, &config, clock),
+        Program::TcpSource => crate::tcp::source(&mut lance, &config, clock),
         Program::Hostile => user::fail("hostile runs before the NIC is started"),
     }
 }

@@ -1,0 +1,172 @@
+//! `lancet run` as a child process in a testbed (`src/testbed.rs`) booting the test guest: start
+//! it, watch its serial console, stop it or wait for its exit, and kill it (by PID) on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lancet::testbed::{Side, Testbed, TestbedConfig};
+
+/// A `lancet run` child process in a testbed; killed (by its PID) and reaped on drop.
+pub struct VmProcess {
+    pub child: Option<Child>,
+    pub serial: PathBuf,
+    pub stats: PathBuf,
+}
+
+impl VmProcess {
+    pub fn start(bed: &Testbed, backend: &str, guest: &[&str], tag: &str) -> Self {
+        let dir = std::env::temp_dir();
+        let id = format!("{}-{tag}", std::process::id());
+        let serial = dir.join(format!("lancet-e2e-{id}.serial"));
+        let stats = dir.join(format!("lancet-e2e-{id}.json"));
+        let nic = if backend == "tap" {
+            Testbed::BRIDGE
+        } else {
+            Testbed::NIC
+        };
+        let mac = Testbed::VM_MAC.map(|b| format!("{b:02x}")).join(":");
+        let child = Command::new(env!("CARGO_BIN_EXE_lancet"))
+            .args([
+                "run",
+                "--netns",
+                bed.ns_name(Side::Host),
+                "--nic",
+                nic,
+                "--backend",
+                backend,
+            ])
+            .args(["--mac", &mac, "--mem", "128M", "--timeout", "300"])
+            .args([
+                "--serial",
+                serial.to_str().unwrap(),
+                "--stats-json",
+                stats.to_str().unwrap(),
+            ])
+            .args(guest)
+            // Extra `lancet run` options for measurements (e.g. "--tx-mode io-thread").
+            .args(
+                std::env::var("LANCET_E2E_RUN_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lancet");
+        Self {
+            child: Some(child),
+            serial,
+            stats,
+        }
+    }
+
+    pub fn serial_text(&self) -> String {
+        std::fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    /// Waits until the serial console shows `needle`; panics with the console if the VM exits or
+    /// the time runs out.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let text = self.serial_text();
+            if text.contains(needle) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let mut stderr = String::new();
+                use std::io::Read;
+                let _ = self
+                    .child
+                    .as_mut()
+                    .unwrap()
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr);
+                panic!("lancet exited ({status}) before {needle:?}:\n{stderr}\nserial:\n{text}");
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no {needle:?} within {timeout:?}; serial:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, wait, and return the exit code and the stats document.
+    pub fn stop(mut self) -> (i32, serde_json::Value) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        let stats = std::fs::read_to_string(&self.stats).unwrap_or_default();
+        (
+            status.code().unwrap_or(-1),
+            serde_json::from_str(&stats).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Waits for the VM to exit on its own; returns the exit code, the stats and the serial
+    /// console (read before drop removes the files).
+    pub fn wait_exit(mut self, timeout: Duration) -> (i32, serde_json::Value, String) {
+        let start = Instant::now();
+        let child = self.child.as_mut().unwrap();
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "the VM did not exit; serial:\n{}",
+                self.serial_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.child = None;
+        let stats = std::fs::read_to_string(&self.stats).unwrap_or_default();
+        (
+            code,
+            serde_json::from_str(&stats).unwrap_or(serde_json::Value::Null),
+            self.serial_text(),
+        )
+    }
+}
+
+impl Drop for VmProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the PID of our own unreaped child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.serial);
+        let _ = std::fs::remove_file(&self.stats);
+    }
+}
+
+pub fn testbed(backend: &str, tag: &str) -> Testbed {
+    Testbed::new(TestbedConfig {
+        name_prefix: tag.into(),
+        with_bridge: backend == "tap",
+        mtu: None,
+    })
+    .expect("testbed (needs root and iproute2)")
+}
+
+pub fn guest_args(program: &str, poll: bool) -> Vec<String> {
+    let elf = super::test_guest_elf();
+    let mut args = vec![
+        "--guest".to_string(),
+        program.to_string(),
+        "--guest-elf".into(),
+        elf.to_string_lossy().into_owned(),
+        "--guest-ip".into(),
+        format!("{}/{}", Testbed::VM_IP, Testbed::PREFIX_LEN),
+    ];
+    if poll {
+        args.push("--poll".into());
+    }
+    args
+}
