@@ -154,9 +154,29 @@ thread_local! {
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     let flag = IMMEDIATE_EXIT.with(Cell::get);
     if !flag.is_null() {
-        // SAFETY: the pointer is this thread's own mapped kvm_run, set by `run_vcpu` before KVM_RUN and
-        // cleared before the vCPU fd (and its mapping) is dropped; a byte store is async-signal-safe.
+        // SAFETY: the pointer is this thread's own mapped kvm_run: `KickableVcpu::new` sets it and
+        // `KickableVcpu::drop` clears it before the VcpuFd (and with it the mapping) is dropped, on
+        // a normal return and when the thread unwinds from a panic alike; a byte store is
+        // async-signal-safe.
         unsafe { std::ptr::write_volatile(flag, 1) };
+    }
+}
+
+/// A vCPU fd whose `kvm_run.immediate_exit` is published to this thread's kick handler for exactly
+/// as long as the fd (and so the kvm_run mapping) lives: `drop` clears the pointer first, then the
+/// fd field is dropped, also during unwinding, so the handler never sees a dangling pointer.
+struct KickableVcpu(VcpuFd);
+
+impl KickableVcpu {
+    fn new(mut vcpu: VcpuFd) -> Self {
+        IMMEDIATE_EXIT.with(|c| c.set(&mut vcpu.get_kvm_run().immediate_exit as *mut u8));
+        Self(vcpu)
+    }
+}
+
+impl Drop for KickableVcpu {
+    fn drop(&mut self) {
+        IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
     }
 }
 
@@ -193,8 +213,9 @@ fn io_access_size(run: *const kvm_run) -> usize {
 }
 
 /// Runs vCPU `index` until the VM stops; records the outcome in `control` when this vCPU ends it.
-pub fn run_vcpu(mut vcpu: VcpuFd, index: usize, bus: Arc<Bus>, control: Arc<VmControl>) {
-    IMMEDIATE_EXIT.with(|c| c.set(&mut vcpu.get_kvm_run().immediate_exit as *mut u8));
+pub fn run_vcpu(vcpu: VcpuFd, index: usize, bus: Arc<Bus>, control: Arc<VmControl>) {
+    let mut kickable = KickableVcpu::new(vcpu);
+    let vcpu = &mut kickable.0;
     let run_ptr: *const kvm_run = vcpu.get_kvm_run();
     let stats = Arc::clone(bus.stats());
     while !control.stopping() {
@@ -271,5 +292,4 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: usize, bus: Arc<Bus>, control: Arc<VmCo
             }
         }
     }
-    IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
 }
