@@ -350,6 +350,10 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
         return Err(VmmError::CpuCount(config.cpus));
     }
     boot::kernel_format(&config.boot.kernel)?;
+    if let Some(initrd) = &config.boot.initrd {
+        // Refused before any guest memory exists; checked again (same rule) when it is loaded.
+        boot::open_initrd(initrd, boot::initrd_limit(config.mem_bytes))?;
+    }
     let kvm = open_kvm()?;
     let vm: Arc<VmFd> = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
     vm.set_tss_address(KVM_TSS_ADDRESS)
