@@ -293,6 +293,7 @@ impl RunReport {
             "exits": self.exits.to_json(),
             "unhandled_accesses": self.exits.unhandled_accesses.load(Ordering::Relaxed),
             "io_thread_wakeups": self.exits.io_wakeups.load(Ordering::Relaxed),
+            "backend_lost": self.exits.backend_lost.load(Ordering::Relaxed),
             "frames_moved": self.frames_moved,
             "nic_exits_per_frame": per_frame,
             "nic": self.nic,
