@@ -90,7 +90,9 @@ impl Bus {
     /// (an access that runs past the last UART port touches nothing there).
     fn serial_reg(port: u16, i: usize) -> Option<u8> {
         let reg = usize::from(port.checked_sub(SERIAL_PORT_BASE)?).checked_add(i)?;
-        (reg < usize::from(SERIAL_PORT_COUNT)).then(|| reg as u8)
+        u8::try_from(reg)
+            .ok()
+            .filter(|r| u16::from(*r) < SERIAL_PORT_COUNT)
     }
 
     /// `size` when `len` bytes are a whole number of accesses of that size (1, 2 or 4).
