@@ -13,12 +13,14 @@ LINUX_APT_PKGS := linux-source-6.1 build-essential bc flex bison libssl-dev libe
 # `make linux-guest-smoke`: boots that guest under QEMU/KVM as a reference (not needed by `make test`).
 LINUX_SMOKE_APT_PKGS := qemu-system-x86 iproute2 iputils-ping
 
-.PHONY: help deps build test lint run bench clean linux-guest linux-guest-smoke guest guest-check guest-smoke
+.PHONY: help deps build test lint run bench fuzz clean linux-guest linux-guest-smoke guest guest-check guest-smoke
 
 help:
 	@echo "make run   - build everything, bring up a demo topology, run a VM bridged over AF_XDP"
 	@echo "make test  - install what is missing, then fmt, clippy and every test"
 	@echo "make bench - lancet bench: AF_XDP vs TAP vs QEMU pcnet + TAP vs raw AF_XDP, side by side"
+	@echo "make fuzz  - random register accesses, string I/O and ring memory against the Lance model and"
+	@echo "             the bus dispatch, FUZZ_CASES per driver (default 10 million; FUZZ_SEED to vary)"
 	@echo "make linux-guest       - build (cached) the small Linux 6.1 guest into .cache/linux-guest/"
 	@echo "make linux-guest-smoke - boot that guest under QEMU/KVM and ping it (reference check)"
 	@echo "make guest             - build the freestanding test guest (target/guest/release/lancet-guest)"
@@ -55,6 +57,11 @@ run: build
 # Side-by-side comparison (AF_XDP vs TAP vs QEMU pcnet + TAP vs raw AF_XDP): table, JSON, plots.
 bench: build
 	target/release/lancet bench --json target/bench/report.json --out target/bench
+
+# tests/fuzz_lance.rs with many cases (`make test` runs it with its default of 20 000 per driver).
+FUZZ_CASES ?= 10000000
+fuzz: deps
+	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --release --test fuzz_lance -- --nocapture
 
 clean:
 	$(CARGO) clean

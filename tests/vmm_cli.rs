@@ -205,4 +205,54 @@ fn tcp_source_needs_a_peer_port_and_a_byte_count() {
     // blast keeps taking a bare address.
     let (code, _, stderr) = lancet(&["run", "--guest", "blast", "--peer", "10.77.0.2:x"]);
     assert_eq!(code, 2, "{stderr}");
+
+/// `lancet run` with `args`, its address space capped at 4 GiB so that a regression that reads an
+/// endless initrd into memory fails the test instead of exhausting the machine.
+fn lancet_capped(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_lancet"))
+        .args(args)
+        .env_remove("LANCET_GUEST_ELF")
+        .output()
+        .expect("run lancet under sh");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn an_initrd_that_is_a_device_or_too_big_is_refused_before_it_is_read() {
+    let kernel = tiny_kernel("initrd");
+    let kernel = kernel.to_str().unwrap();
+    let (code, stderr) = lancet_capped(&["run", "--kernel", kernel, "--initrd", "/dev/zero"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+    // A sparse 1 TiB file: its size alone says it cannot fit in 64 MiB of guest RAM.
+    let huge = std::env::temp_dir().join(format!("lancet-cli-huge-{}", std::process::id()));
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let (code, stderr) = lancet_capped(&[
+        "run",
+        "--kernel",
+        kernel,
+        "--mem",
+        "64M",
+        "--initrd",
+        huge.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&huge).unwrap();
+    std::fs::remove_file(kernel).unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1099511627776 bytes") && stderr.contains("raise --mem"),
+        "{stderr}"
+    );
 }

@@ -1,6 +1,10 @@
 //! Port I/O and MMIO dispatch for the vCPU threads: COM1, PCI config mechanism #1, the debug-exit
 //! port, a minimal CMOS, and the NIC's BAR0 (I/O) and BAR1 (MMIO) windows at their *current*
 //! addresses (the guest may move them). Everything else reads as all ones and ignores writes.
+//!
+//! String port I/O (`rep insb/insw/insd/outs*`): KVM reports one exit with `count` accesses of
+//! `size` bytes packed in one buffer; [`Bus::pio_in`] / [`Bus::pio_out`] dispatch them as `count`
+//! separate accesses, exactly as the CPU would issue them, never as one wide access.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -24,6 +28,8 @@ const CMOS_REG_D: u8 = 0x0d;
 const CMOS_REG_D_VRT: u8 = 0x80;
 /// CMOS index bits (bit 7 is the NMI mask).
 const CMOS_INDEX_MASK: u8 = 0x7f;
+/// The sizes one port access can have (KVM_EXIT_IO `size`).
+const PIO_ACCESS_SIZES: [usize; 3] = [1, 2, 4];
 
 /// What the vCPU loop must do after an access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,17 +82,73 @@ impl Bus {
     /// window currently starts at `base`.
     fn window_offset(base: Option<u64>, addr: u64, len: usize) -> Option<u64> {
         let offset = addr.checked_sub(base?)?;
-        (offset + len as u64 <= NIC_REGISTER_WINDOW).then_some(offset)
+        let end = offset.checked_add(u64::try_from(len).ok()?)?;
+        (end <= NIC_REGISTER_WINDOW).then_some(offset)
     }
 
-    pub fn pio_read(&self, port: u16, data: &mut [u8]) {
+    /// The UART register for byte `i` of an access at `port` inside COM1, if still inside COM1
+    /// (an access that runs past the last UART port touches nothing there).
+    fn serial_reg(port: u16, i: usize) -> Option<u8> {
+        let reg = usize::from(port.checked_sub(SERIAL_PORT_BASE)?).checked_add(i)?;
+        u8::try_from(reg)
+            .ok()
+            .filter(|r| u16::from(*r) < SERIAL_PORT_COUNT)
+    }
+
+    /// `size` when `len` bytes are a whole number of accesses of that size (1, 2 or 4).
+    fn access_size(size: usize, len: usize) -> Option<usize> {
+        (PIO_ACCESS_SIZES.contains(&size) && len % size == 0).then_some(size)
+    }
+
+    fn count_unhandled(&self, reason: ExitReason) {
+        self.stats.count(reason);
+        self.stats
+            .unhandled_accesses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A KVM_EXIT_IO IN: `data.len() / size` reads of `size` bytes from `port` (more than one for
+    /// `rep ins*`), result `i` stored at `data[i * size..]`. A size other than 1/2/4, or data that
+    /// is not a whole number of accesses, reads as all ones and is counted as unhandled.
+    pub fn pio_in(&self, port: u16, size: usize, data: &mut [u8]) {
+        let Some(size) = Self::access_size(size, data.len()) else {
+            data.fill(0xff);
+            self.count_unhandled(ExitReason::PioOther);
+            return;
+        };
+        for access in data.chunks_exact_mut(size) {
+            self.pio_read(port, access);
+        }
+    }
+
+    /// A KVM_EXIT_IO OUT: `data.len() / size` writes of `size` bytes to `port` (more than one for
+    /// `rep outs*`), write `i` taken from `data[i * size..]`. Stops at a debug-exit write. A bad
+    /// size is dropped and counted as unhandled.
+    pub fn pio_out(&self, port: u16, size: usize, data: &[u8]) -> BusAction {
+        let Some(size) = Self::access_size(size, data.len()) else {
+            self.count_unhandled(ExitReason::PioOther);
+            return BusAction::Continue;
+        };
+        for access in data.chunks_exact(size) {
+            if let BusAction::GuestExit(code) = self.pio_write(port, access) {
+                return BusAction::GuestExit(code);
+            }
+        }
+        BusAction::Continue
+    }
+
+    /// One port read of `data.len()` bytes (string I/O goes through [`Bus::pio_in`]).
+    fn pio_read(&self, port: u16, data: &mut [u8]) {
         data.fill(0xff);
         match port {
             p if (SERIAL_PORT_BASE..SERIAL_PORT_BASE + SERIAL_PORT_COUNT).contains(&p) => {
                 self.stats.count(ExitReason::PioSerial);
                 let mut serial = lock(&self.serial);
                 for (i, b) in data.iter_mut().enumerate() {
-                    *b = serial.read((p - SERIAL_PORT_BASE) as u8 + i as u8);
+                    let Some(reg) = Self::serial_reg(p, i) else {
+                        break;
+                    };
+                    *b = serial.read(reg);
                 }
             }
             CONFIG_ADDRESS_PORT => {
@@ -110,13 +172,17 @@ impl Bus {
         }
     }
 
-    pub fn pio_write(&self, port: u16, data: &[u8]) -> BusAction {
+    /// One port write of `data.len()` bytes (string I/O goes through [`Bus::pio_out`]).
+    fn pio_write(&self, port: u16, data: &[u8]) -> BusAction {
         match port {
             p if (SERIAL_PORT_BASE..SERIAL_PORT_BASE + SERIAL_PORT_COUNT).contains(&p) => {
                 self.stats.count(ExitReason::PioSerial);
                 let mut serial = lock(&self.serial);
                 for (i, b) in data.iter().enumerate() {
-                    serial.write((p - SERIAL_PORT_BASE) as u8 + i as u8, *b);
+                    let Some(reg) = Self::serial_reg(p, i) else {
+                        break;
+                    };
+                    serial.write(reg, *b);
                 }
             }
             DEBUG_EXIT_PORT => {
@@ -153,10 +219,7 @@ impl Bus {
                 return;
             }
         }
-        self.stats.count(ExitReason::PioOther);
-        self.stats
-            .unhandled_accesses
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.count_unhandled(ExitReason::PioOther);
     }
 
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
@@ -180,10 +243,7 @@ impl Bus {
                 return;
             }
         }
-        self.stats.count(ExitReason::MmioOther);
-        self.stats
-            .unhandled_accesses
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.count_unhandled(ExitReason::MmioOther);
     }
 
     /// A register access to the NIC, on this vCPU thread, with the NIC lock already held (the same
@@ -238,5 +298,150 @@ impl Bus {
         if let (ConfigTarget::Nic(offset), Some(net)) = (target, &self.net) {
             net.lock().nic.pci_config_write(offset, data);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+
+    use vm_memory::GuestAddress;
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    use super::*;
+    use crate::lance::{IrqLine, Lance};
+    use crate::vmm::serial::IrqFdTrigger;
+    use crate::vmm::{NIC_IO_BAR, NIC_MMIO_BAR};
+
+    const RDP: u16 = 0x10;
+    const RAP: u16 = 0x12;
+    const RESET: u16 = 0x14;
+    /// CSR1 (IADR low): freely writable while the chip is stopped, as it is after reset.
+    const CSR_IADR_LO: u16 = 1;
+    const PCI_BAR1: usize = 0x14;
+
+    struct NoIrq;
+    impl IrqLine for NoIrq {
+        fn set_level(&mut self, _: bool) {}
+    }
+
+    /// Console output shared with the test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A bus with COM1 and a Lance at the firmware-assigned BARs, and the console's output.
+    fn bus() -> (Bus, Arc<NetShared>, Captured) {
+        let mut nic = Lance::new([0x52, 0x54, 0, 1, 2, 3], NoIrq);
+        crate::vmm::assign_nic_resources(&mut nic);
+        let net = Arc::new(NetShared::new(Box::new(nic), None, true).unwrap());
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
+        let out = Captured::default();
+        let serial = SerialConsole::new(
+            IrqFdTrigger(EventFd::new(EFD_NONBLOCK).unwrap()),
+            Box::new(out.clone()),
+        );
+        let bus = Bus::new(
+            serial,
+            Some(Arc::clone(&net)),
+            mem,
+            Arc::new(ExitStats::default()),
+        );
+        (bus, net, out)
+    }
+
+    fn nic_port(offset: u16) -> u16 {
+        NIC_IO_BAR as u16 + offset
+    }
+
+    fn read_rap(bus: &Bus) -> u16 {
+        let mut rap = [0u8; 2];
+        bus.pio_in(nic_port(RAP), 2, &mut rap);
+        u16::from_le_bytes(rap)
+    }
+
+    #[test]
+    fn rep_insb_twice_at_reset_is_two_byte_reads_not_a_reset() {
+        let (bus, _, _) = bus();
+        assert_eq!(
+            bus.pio_out(nic_port(RAP), 2, &5u16.to_le_bytes()),
+            BusAction::Continue
+        );
+        assert_eq!(read_rap(&bus), 5);
+        // `rep insb` with count 2: two byte reads of RESET, which the chip ignores (a reset needs
+        // a 16-bit read in WIO mode); one 16-bit read would reset it (RAP back to 0).
+        let mut data = [0u8; 2];
+        bus.pio_in(nic_port(RESET), 1, &mut data);
+        assert_eq!(data, [0xff, 0xff]);
+        assert_eq!(read_rap(&bus), 5, "the chip was reset");
+    }
+
+    #[test]
+    fn rep_outsw_and_insw_twice_at_rdp_are_two_16_bit_accesses() {
+        let (bus, _, _) = bus();
+        bus.pio_out(nic_port(RAP), 2, &CSR_IADR_LO.to_le_bytes());
+        // Two 16-bit writes of CSR1 (the last one stays); one 32-bit write would switch the chip
+        // to DWIO mode instead.
+        bus.pio_out(nic_port(RDP), 2, &[0x34, 0x12, 0x78, 0x56]);
+        let mut data = [0u8; 4];
+        bus.pio_in(nic_port(RDP), 2, &mut data);
+        assert_eq!(data, [0x78, 0x56, 0x78, 0x56]);
+        assert_eq!(read_rap(&bus), CSR_IADR_LO, "still in WIO mode");
+    }
+
+    #[test]
+    fn rep_outsb_to_the_console_writes_every_byte() {
+        let (bus, _, out) = bus();
+        // 300 bytes to THR in one `rep outsb`: more than a u8 register offset can count.
+        let text: Vec<u8> = (0..300).map(|i| b'a' + (i % 26) as u8).collect();
+        bus.pio_out(SERIAL_PORT_BASE, 1, &text);
+        bus.flush_serial();
+        assert_eq!(*out.0.lock().unwrap(), text);
+    }
+
+    #[test]
+    fn accesses_past_the_end_of_a_window_do_not_reach_the_device() {
+        let (bus, net, _) = bus();
+        let unhandled = |bus: &Bus| bus.stats().unhandled_accesses.load(Ordering::Relaxed);
+        // A dword straddling the end of BAR0.
+        let mut data = [0u8; 4];
+        bus.pio_in(nic_port(0x1e), 4, &mut data);
+        assert_eq!(data, [0xff; 4]);
+        assert_eq!(unhandled(&bus), 1);
+        // The guest moves BAR1 to 0; an 8-byte access at the top of the address space must not
+        // wrap around into the window.
+        net.lock()
+            .nic
+            .pci_config_write(PCI_BAR1, &0u32.to_le_bytes());
+        let mut data = [0u8; 8];
+        bus.mmio_read(u64::MAX - 3, &mut data);
+        bus.mmio_write(u64::MAX - 3, &[0; 8]);
+        assert_eq!(bus.stats().get(ExitReason::MmioNic), 0);
+        assert_eq!(unhandled(&bus), 3);
+        net.lock()
+            .nic
+            .pci_config_write(PCI_BAR1, &NIC_MMIO_BAR.to_le_bytes());
+        // A dword at the last COM1 port, and malformed sizes.
+        let mut data = [0u8; 4];
+        bus.pio_in(SERIAL_PORT_BASE + SERIAL_PORT_COUNT - 1, 4, &mut data);
+        assert_eq!(&data[1..], [0xff; 3]);
+        let mut data = [0u8; 6];
+        bus.pio_in(nic_port(RDP), 4, &mut data);
+        assert_eq!(data, [0xff; 6]);
+        bus.pio_in(nic_port(RDP), 0, &mut data);
+        assert_eq!(
+            bus.pio_out(DEBUG_EXIT_PORT, 3, &[1, 2, 3]),
+            BusAction::Continue
+        );
+        assert_eq!(unhandled(&bus), 6);
     }
 }

@@ -50,6 +50,8 @@ pub enum VmmError {
         size: u64,
         limit: u64,
     },
+    #[error("initrd {0} is not a regular file (a device, FIFO or directory): pass an initramfs image file, e.g. .cache/linux-guest/initramfs.cpio")]
+    InitrdNotAFile(PathBuf),
     #[error("kernel command line is too long ({0} bytes, at most 4095)")]
     CmdlineTooLong(usize),
     #[error("--cpus {0} is invalid: use 1 to 8")]

@@ -9,6 +9,10 @@
 //! (kick) or backend traffic, with a slow safety poll every [`TX_POLL_IDLE_MS`] like the real chip's
 //! own poll timer. A guest that does not write TDMD (the test guest's `kick=0|lazy`) is served by
 //! this poll alone: no exit per frame.
+//!
+//! A backend whose fd reports an error or hang-up (its TAP device was deleted) is dropped from the
+//! poll set at once (epoll would report it forever: a 100% CPU spin), the model's link goes down
+//! (TX frames come back with LCAR, counted by the model) and `backend_lost` is counted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +28,8 @@ use super::stats::ExitStats;
 const TOKEN_KICK: u64 = 1;
 const TOKEN_BACKEND: u64 = 2;
 const TOKEN_STOP: u64 = 3;
+/// Events on the backend fd that mean it is gone (a deleted TAP device reports EPOLLERR forever).
+const BACKEND_FAILED: EventSet = EventSet::ERROR.union(EventSet::HANG_UP);
 /// Idle TX poll period while the chip has TX polling on (the real chip polls about every 1.6 ms).
 pub const TX_POLL_IDLE_MS: i32 = 2;
 /// Retry period for pending RX frames while the guest ring is full, and for TX frames the backend
@@ -71,6 +77,7 @@ pub fn run_io_thread(
         add(fd, TOKEN_BACKEND)?;
     }
     let mut backend_parked = false;
+    let mut backend_lost = false;
     let mut last_activity: Option<Instant> = None;
     let mut events = vec![EpollEvent::default(); 8];
     loop {
@@ -94,7 +101,7 @@ pub fn run_io_thread(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(format!("epoll_wait: {e}")),
         };
-        let (mut kicked, mut rx_ready) = (false, false);
+        let (mut kicked, mut rx_ready, mut lost) = (false, false, false);
         for ev in &events[..n] {
             match ev.data() {
                 TOKEN_STOP => return Ok(()),
@@ -102,9 +109,27 @@ pub fn run_io_thread(
                     let _ = net.kick.read();
                     kicked = true;
                 }
+                TOKEN_BACKEND if ev.event_set().intersects(BACKEND_FAILED) => lost = true,
                 TOKEN_BACKEND => rx_ready = true,
                 _ => {}
             }
+        }
+        if lost && !backend_lost {
+            // Error and hang-up are reported whatever the interest set, so only removing the fd
+            // stops the wake-ups.
+            if let Some(fd) = backend_fd {
+                let _ = epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default());
+            }
+            backend_lost = true;
+            backend_parked = false;
+            rx_ready = false;
+            net.lock().lose_backend();
+            stats
+                .backend_lost
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                "the network backend failed (device removed?): link down, polling stopped"
+            );
         }
         if n > 0 {
             stats
@@ -116,7 +141,7 @@ pub fn run_io_thread(
         if (kicked && !tx_inline) || tx_polling || tx_blocked {
             moved += state.transmit(&mem);
         }
-        let Some(backend) = state.backend.as_mut() else {
+        let Some(backend) = state.backend.as_mut().filter(|_| !backend_lost) else {
             continue;
         };
         backend.reap();

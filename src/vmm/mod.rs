@@ -200,6 +200,26 @@ impl VmControl {
     }
 }
 
+/// Runs `body` (a vCPU or the I/O thread's work); if it panics, the VM stops with outcome
+/// [`VmOutcome::Failed`] naming the thread and the panic message (a non-zero exit status), so the
+/// main thread never waits for a thread that is gone. Returns the message as the error.
+fn stop_vm_on_panic<T>(
+    control: &VmControl,
+    what: &str,
+    body: impl FnOnce() -> T,
+) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        let message = format!("the {what} thread panicked: {message}");
+        control.finish(VmOutcome::Failed(message.clone()));
+        message
+    })
+}
+
 /// The eventfd that SIGINT/SIGTERM write to (-1: none installed).
 static SIGNAL_EVENTFD: AtomicI32 = AtomicI32::new(-1);
 /// The last shutdown signal received.
@@ -273,6 +293,7 @@ impl RunReport {
             "exits": self.exits.to_json(),
             "unhandled_accesses": self.exits.unhandled_accesses.load(Ordering::Relaxed),
             "io_thread_wakeups": self.exits.io_wakeups.load(Ordering::Relaxed),
+            "backend_lost": self.exits.backend_lost.load(Ordering::Relaxed),
             "frames_moved": self.frames_moved,
             "nic_exits_per_frame": per_frame,
             "nic": self.nic,
@@ -330,6 +351,10 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
         return Err(VmmError::CpuCount(config.cpus));
     }
     boot::kernel_format(&config.boot.kernel)?;
+    if let Some(initrd) = &config.boot.initrd {
+        // Refused before any guest memory exists; checked again (same rule) when it is loaded.
+        boot::open_initrd(initrd, boot::initrd_limit(config.mem_bytes))?;
+    }
     let kvm = open_kvm()?;
     let vm: Arc<VmFd> = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
     vm.set_tss_address(KVM_TSS_ADDRESS)
@@ -425,12 +450,15 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
                 std::thread::Builder::new()
                     .name("lancet-io".into())
                     .spawn(move || {
-                        pin("I/O", pin_io).map_err(|e| e.to_string())?;
-                        let result = io_thread::run_io_thread(net, mem, stop, stats, io_tuning);
-                        if let Err(e) = &result {
-                            control.finish(VmOutcome::Failed(format!("I/O thread: {e}")));
-                        }
-                        result
+                        stop_vm_on_panic(&control, "I/O", || {
+                            pin("I/O", pin_io).map_err(|e| e.to_string())?;
+                            let result = io_thread::run_io_thread(net, mem, stop, stats, io_tuning);
+                            if let Err(e) = &result {
+                                control.finish(VmOutcome::Failed(format!("I/O thread: {e}")));
+                            }
+                            result
+                        })
+                        .and_then(|result| result)
                     })
                     .map_err(os_err("the I/O thread"))?,
             )
@@ -447,7 +475,11 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
                     control.finish(VmOutcome::Failed(e.to_string()));
                     return;
                 }
-                vcpu::run_vcpu(vcpu, index, bus, control);
+                let what = format!("vCPU {index}");
+                let run_control = Arc::clone(&control);
+                let _ = stop_vm_on_panic(&control, &what, move || {
+                    vcpu::run_vcpu(vcpu, index, bus, run_control)
+                });
             })
             .map_err(os_err("a vCPU thread"))?;
         vcpu_handles.push(handle);
@@ -516,7 +548,7 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
     }
     let io_thread_error = match io_handle.map(JoinHandle::join) {
         Some(Ok(Err(e))) => Some(e),
-        Some(Err(_)) => Some("the I/O thread panicked".into()),
+        Some(Err(_)) => Some("the I/O thread ended without a result".into()),
         _ => None,
     };
     if config.handle_signals {

@@ -59,6 +59,8 @@ pub trait NicModel: Send {
     fn stats_json(&self) -> serde_json::Value;
     /// Frames the chip moved (TX + RX), for exits-per-frame.
     fn frames_moved(&self) -> u64;
+    /// Carrier as the guest sees it (the link status the driver reads).
+    fn set_link(&mut self, _up: bool) {}
 }
 
 /// The host side of the wire as the machine drives it (implemented by the AF_XDP and TAP backends).
@@ -88,12 +90,15 @@ pub struct NetState {
     pub backend: Option<Box<dyn NetPort>>,
     /// The last TX walk stopped for lack of backend buffers: the I/O thread retries.
     pub tx_blocked: bool,
+    /// The backend is gone (its fd reported an error or hang-up, e.g. the TAP device was deleted):
+    /// carrier lost for good, TX frames are handed back with LCAR and counted by the model.
+    pub backend_lost: bool,
 }
 
 impl NetState {
     /// Reaps TX completions and walks the TX ring into the backend. Returns frames sent.
     pub fn transmit(&mut self, mem: &GuestMemoryMmap) -> usize {
-        let outcome = match self.backend.as_mut() {
+        let outcome = match self.backend.as_mut().filter(|_| !self.backend_lost) {
             Some(backend) => {
                 backend.reap();
                 self.nic.transmit(mem, backend.frame_tx())
@@ -102,6 +107,13 @@ impl NetState {
         };
         self.tx_blocked = outcome.blocked;
         outcome.frames
+    }
+    /// Takes the link down for good after the backend failed: the model shows no carrier and
+    /// further TX is dropped as LCAR (counted by the model), nothing more is read from the backend.
+    pub fn lose_backend(&mut self) {
+        self.backend_lost = true;
+        self.tx_blocked = false;
+        self.nic.set_link(false);
     }
 }
 
@@ -138,6 +150,7 @@ impl NetShared {
                 nic,
                 backend,
                 tx_blocked: false,
+                backend_lost: false,
             }),
             kick: EventFd::new(EFD_NONBLOCK).map_err(os_err("the NIC kick eventfd"))?,
             tx_inline,
@@ -204,6 +217,9 @@ impl<I: crate::lance::IrqLine + Send> NicModel for crate::lance::Lance<I> {
     fn frames_moved(&self) -> u64 {
         let s = self.stats();
         s.tx_frames + s.rx_frames
+    }
+    fn set_link(&mut self, up: bool) {
+        crate::lance::Lance::set_link(self, up)
     }
 }
 

@@ -46,6 +46,9 @@ pub struct ExitStats {
     pub io_wakeups: AtomicU64,
     /// Unhandled port/MMIO accesses (reads return all ones, writes are dropped).
     pub unhandled_accesses: AtomicU64,
+    /// Times the backend's fd reported an error or hang-up (e.g. its TAP device was deleted): the
+    /// I/O thread stopped polling it and took the NIC's link down.
+    pub backend_lost: AtomicU64,
 }
 
 impl ExitStats {

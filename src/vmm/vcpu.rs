@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, CpuId};
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_run, kvm_segment, kvm_sregs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
@@ -154,9 +154,29 @@ thread_local! {
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
     let flag = IMMEDIATE_EXIT.with(Cell::get);
     if !flag.is_null() {
-        // SAFETY: the pointer is this thread's own mapped kvm_run, set by `run_vcpu` before KVM_RUN and
-        // cleared before the vCPU fd (and its mapping) is dropped; a byte store is async-signal-safe.
+        // SAFETY: the pointer is this thread's own mapped kvm_run: `KickableVcpu::new` sets it and
+        // `KickableVcpu::drop` clears it before the VcpuFd (and with it the mapping) is dropped, on
+        // a normal return and when the thread unwinds from a panic alike; a byte store is
+        // async-signal-safe.
         unsafe { std::ptr::write_volatile(flag, 1) };
+    }
+}
+
+/// A vCPU fd whose `kvm_run.immediate_exit` is published to this thread's kick handler for exactly
+/// as long as the fd (and so the kvm_run mapping) lives: `drop` clears the pointer first, then the
+/// fd field is dropped, also during unwinding, so the handler never sees a dangling pointer.
+struct KickableVcpu(VcpuFd);
+
+impl KickableVcpu {
+    fn new(mut vcpu: VcpuFd) -> Self {
+        IMMEDIATE_EXIT.with(|c| c.set(&mut vcpu.get_kvm_run().immediate_exit as *mut u8));
+        Self(vcpu)
+    }
+}
+
+impl Drop for KickableVcpu {
+    fn drop(&mut self) {
+        IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
     }
 }
 
@@ -182,21 +202,35 @@ enum Step {
     InternalError,
 }
 
+/// The `size` of each access of the current KVM_EXIT_IO (the exit's data holds `count` of them;
+/// kvm-ioctls hands out only the whole `size * count` bytes).
+fn io_access_size(run: *const kvm_run) -> usize {
+    // SAFETY: `run` is this vCPU's kvm_run, mmap'd for as long as its VcpuFd lives (the caller's
+    // loop); the last exit was KVM_EXIT_IO, for which the kernel filled the `io` union member; the
+    // read copies one plain integer field of the kvm_run header, which no live reference covers (the
+    // exit's data slice starts at `io.data_offset`, a page past the header).
+    usize::from(unsafe { std::ptr::addr_of!((*run).__bindgen_anon_1.io.size).read_volatile() })
+}
+
 /// Runs vCPU `index` until the VM stops; records the outcome in `control` when this vCPU ends it.
-pub fn run_vcpu(mut vcpu: VcpuFd, index: usize, bus: Arc<Bus>, control: Arc<VmControl>) {
-    IMMEDIATE_EXIT.with(|c| c.set(&mut vcpu.get_kvm_run().immediate_exit as *mut u8));
+pub fn run_vcpu(vcpu: VcpuFd, index: usize, bus: Arc<Bus>, control: Arc<VmControl>) {
+    let mut kickable = KickableVcpu::new(vcpu);
+    let vcpu = &mut kickable.0;
+    let run_ptr: *const kvm_run = vcpu.get_kvm_run();
     let stats = Arc::clone(bus.stats());
     while !control.stopping() {
         let step = match vcpu.run() {
             Ok(exit) => match exit {
                 VcpuExit::IoIn(port, data) => {
-                    bus.pio_read(port, data);
+                    bus.pio_in(port, io_access_size(run_ptr), data);
                     Step::Continue
                 }
-                VcpuExit::IoOut(port, data) => match bus.pio_write(port, data) {
-                    BusAction::Continue => Step::Continue,
-                    BusAction::GuestExit(code) => Step::Stop(VmOutcome::GuestExit(code)),
-                },
+                VcpuExit::IoOut(port, data) => {
+                    match bus.pio_out(port, io_access_size(run_ptr), data) {
+                        BusAction::Continue => Step::Continue,
+                        BusAction::GuestExit(code) => Step::Stop(VmOutcome::GuestExit(code)),
+                    }
+                }
                 VcpuExit::MmioRead(addr, data) => {
                     bus.mmio_read(addr, data);
                     Step::Continue
@@ -258,5 +292,4 @@ pub fn run_vcpu(mut vcpu: VcpuFd, index: usize, bus: Arc<Bus>, control: Arc<VmCo
             }
         }
     }
-    IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
 }

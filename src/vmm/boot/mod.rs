@@ -18,6 +18,7 @@ pub mod pvh;
 
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -163,23 +164,63 @@ pub fn load_guest(mem: &GuestMemoryMmap, spec: &BootSpec) -> Result<BootEntry> {
     }
 }
 
-/// Loads the initrd at the highest page-aligned address that fits; returns (address, size).
-pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path, kernel_end: u64) -> Result<(u64, u64)> {
-    let data = std::fs::read(path).map_err(|source| VmmError::ReadFile {
+/// Highest address (exclusive) an initrd may end at in a guest with `mem_bytes` of RAM.
+pub fn initrd_limit(mem_bytes: u64) -> u64 {
+    mem_bytes.min(INITRD_ADDR_MAX)
+}
+
+/// Opens the initrd and checks, from its metadata and before reading a byte, that it is a regular
+/// file of at most `limit` bytes (a device such as /dev/zero, a FIFO or a huge file is refused).
+/// Returns the open file and its size.
+pub fn open_initrd(path: &Path, limit: u64) -> Result<(File, u64)> {
+    let read_err = |source| VmmError::ReadFile {
         path: path.to_path_buf(),
         source,
-    })?;
-    let size = data.len() as u64;
-    let top = (mem.last_addr().0 + 1).min(INITRD_ADDR_MAX);
+    };
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below anyway.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.file_type().is_file() {
+        return Err(VmmError::InitrdNotAFile(path.to_path_buf()));
+    }
+    let size = meta.len();
+    if size > limit {
+        return Err(VmmError::InitrdTooBig {
+            path: path.to_path_buf(),
+            size,
+            limit,
+        });
+    }
+    Ok((file, size))
+}
+
+/// Loads the initrd at the highest page-aligned address that fits; returns (address, size). The
+/// size is checked before anything is read, and the file is read straight into guest memory.
+pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path, kernel_end: u64) -> Result<(u64, u64)> {
+    let top = initrd_limit(mem.last_addr().0 + 1);
+    let (mut file, size) = open_initrd(path, top)?;
     let addr = top.saturating_sub(size) & !0xfff;
-    if addr < kernel_end.max(HIGH_MEMORY_START) || size > top {
+    if addr < kernel_end.max(HIGH_MEMORY_START) {
         return Err(VmmError::InitrdTooBig {
             path: path.to_path_buf(),
             size,
             limit: top,
         });
     }
-    write_bytes(mem, addr, &data, "loading the initrd")?;
+    let len = usize::try_from(size).map_err(|_| VmmError::InitrdTooBig {
+        path: path.to_path_buf(),
+        size,
+        limit: top,
+    })?;
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
+        .map_err(|e| VmmError::KernelLoad {
+            path: path.to_path_buf(),
+            detail: format!("reading the initrd ({size} bytes) into guest memory: {e}"),
+        })?;
     Ok((addr, size))
 }
 
@@ -224,6 +265,25 @@ pub fn write_gdt(mem: &GuestMemoryMmap, code64: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn initrd_is_read_into_the_top_of_ram_and_devices_are_refused() {
+        let path = std::env::temp_dir().join(format!("lancet-initrd-{}", std::process::id()));
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 16 << 20)]).unwrap();
+        let (addr, size) = load_initrd(&mem, &path, HIGH_MEMORY_START).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(size, 10_000);
+        assert_eq!(addr, ((16 << 20) - 10_000) & !0xfff);
+        let mut back = vec![0u8; data.len()];
+        mem.read_slice(&mut back, GuestAddress(addr)).unwrap();
+        assert_eq!(back, data);
+        assert!(matches!(
+            load_initrd(&mem, Path::new("/dev/zero"), HIGH_MEMORY_START),
+            Err(VmmError::InitrdNotAFile(_))
+        ));
+    }
 
     #[test]
     fn kernel_format_errors() {
