@@ -205,6 +205,7 @@ fn tcp_source_needs_a_peer_port_and_a_byte_count() {
     // blast keeps taking a bare address.
     let (code, _, stderr) = lancet(&["run", "--guest", "blast", "--peer", "10.77.0.2:x"]);
     assert_eq!(code, 2, "{stderr}");
+}
 
 /// `lancet run` with `args`, its address space capped at 4 GiB so that a regression that reads an
 /// endless initrd into memory fails the test instead of exhausting the machine.
