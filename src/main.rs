@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use lancet::bench::vmm_path::PollKick;
+use lancet::net::names::{IfName, VmName};
 use lancet::vmm::boot::BootSpec;
 use lancet::vmm::memory::parse_size;
 use lancet::vmm::{run_vm, HiddenFeatures, VmConfig, DEFAULT_HIDDEN};
@@ -100,7 +101,7 @@ struct RunArgs {
     /// Host network interface to bridge the VM to (AF_XDP: the NIC; TAP: a bridge, or a NIC enslaved to one).
     /// Without it the VM's NIC has no link.
     #[arg(long, value_name = "IFACE")]
-    nic: Option<String>,
+    nic: Option<IfName>,
     /// Host side of the wire.
     #[arg(long, value_enum, default_value = "xdp")]
     backend: BackendKind,
@@ -203,10 +204,10 @@ struct RunArgs {
     timeout: Option<u64>,
     /// Name of the TAP device (--backend tap).
     #[arg(long, value_name = "NAME", default_value = "lt-tap0")]
-    tap: String,
+    tap: IfName,
     /// The VM's name for filter rules (`lancet filter add IFACE ... to vm NAME`) and `lancet stats`.
     #[arg(long, value_name = "NAME", default_value = "vm")]
-    vm_name: String,
+    vm_name: VmName,
     /// Capture what the VM sends and receives into this pcap file (tcpdump -r FILE).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
@@ -215,7 +216,7 @@ struct RunArgs {
     allow_spoof: bool,
     /// TAP device that receives the host copy of frames a `mirror vm NAME` rule sends to the VM.
     #[arg(long, value_name = "NAME")]
-    mirror_tap: Option<String>,
+    mirror_tap: Option<IfName>,
 }
 
 /// Where `make guest` leaves the test guest in this checkout (used when neither --guest-elf nor
@@ -441,7 +442,7 @@ mod net_setup {
             nic: nic.to_string(),
             vm_mac: args.mac,
             vm_ip: vm_ipv4(args),
-            tap_name: Some(args.tap.clone()),
+            tap_name: Some(args.tap.to_string()),
             xdp_mode: match args.xdp_mode {
                 XdpModeArg::Auto => XdpMode::Auto,
                 XdpModeArg::Native => XdpMode::Native,
@@ -449,10 +450,10 @@ mod net_setup {
             },
         };
         let opts = net::vmnet::VmNetOptions {
-            vm_name: Some(args.vm_name.clone()),
+            vm_name: Some(args.vm_name.to_string()),
             allow_spoof: args.allow_spoof,
             pcap: args.pcap.clone(),
-            mirror_tap: args.mirror_tap.clone(),
+            mirror_tap: args.mirror_tap.as_ref().map(|t| t.to_string()),
         };
         let backend = net::vmnet::VmNet::open(&spec, &opts).map_err(|e| e.to_string())?;
         Ok(Box::new(BackendPort(Box::new(backend))))

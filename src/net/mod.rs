@@ -29,6 +29,7 @@ use serde::Serialize;
 
 pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 
+pub mod names;
 pub mod nic;
 pub mod pcap;
 pub mod pin;
@@ -152,6 +153,8 @@ pub enum NetError {
     NativeUnsupported { ifname: String },
     #[error("invalid backend configuration: {0}")]
     InvalidConfig(String),
+    #[error(transparent)]
+    Name(#[from] names::NameError),
     #[error("{context}: {source}")]
     Bpf {
         context: String,

@@ -30,7 +30,10 @@ use std::{
 use libbpf_rs::libbpf_sys;
 use serde::Serialize;
 
-use super::NetError;
+use super::{
+    names::{IfName, NicKey},
+    NetError,
+};
 
 /// Where the BPF filesystem is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -83,7 +86,8 @@ fn live_netns_inodes() -> std::collections::HashSet<u64> {
     live
 }
 
-/// The pin directory a NIC named `ifname` in the calling thread's namespace gets.
+/// The pin directory a NIC named `ifname` in the calling thread's namespace gets (`ifname` must
+/// be a valid [`IfName`]: [`pin_dir`] and [`ensure_pin_dir`] check).
 pub fn pin_dir_here(ifname: &str) -> PathBuf {
     match netns_tag() {
         Some(tag) => Path::new(PIN_ROOT).join(format!("{ifname}@{tag}")),
@@ -94,9 +98,13 @@ pub fn pin_dir_here(ifname: &str) -> PathBuf {
 /// The pin directory `name` (an interface name, or `<ifname>@<netns inode>`) refers to; may not
 /// exist. Errors when several namespaces pinned a NIC of that name.
 pub fn pin_dir(name: &str) -> Result<PathBuf, NetError> {
-    let here = pin_dir_here(name);
-    if here.exists() {
-        return Ok(here);
+    // Validated before any path is built: an absolute path or `..` would leave PIN_ROOT.
+    NicKey::new(name)?;
+    if IfName::new(name).is_ok() {
+        let here = pin_dir_here(name);
+        if here.exists() {
+            return Ok(here);
+        }
     }
     let exact = Path::new(PIN_ROOT).join(name);
     if exact.exists() || name.contains('@') {
@@ -140,11 +148,7 @@ pub fn pin_dir(name: &str) -> Result<PathBuf, NetError> {
 /// Mount bpffs at [`BPFFS`] unless it is already, and create the pin directory of `ifname` in
 /// the calling thread's namespace.
 pub fn ensure_pin_dir(ifname: &str) -> Result<PathBuf, NetError> {
-    if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
-        return Err(NetError::InvalidConfig(format!(
-            "{ifname:?} is not an interface name"
-        )));
-    }
+    let ifname = IfName::new(ifname)?;
     if !is_bpffs(Path::new(BPFFS)) {
         nix::mount::mount(
             Some("bpf"),
@@ -161,7 +165,7 @@ pub fn ensure_pin_dir(ifname: &str) -> Result<PathBuf, NetError> {
         })?;
     }
     sweep_dead_namespaces();
-    let dir = pin_dir_here(ifname);
+    let dir = pin_dir_here(&ifname);
     std::fs::create_dir_all(&dir)
         .map_err(|e| NetError::io(format!("creating {}", dir.display()), e))?;
     Ok(dir)

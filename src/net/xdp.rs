@@ -36,6 +36,7 @@ use xsk_rs::{
 };
 
 use super::{
+    names::{IfName, VmName as ValidVmName},
     nic::{self, LinkProbe, Membership, MembershipKind},
     port::{VethPort, PORT_QUEUE},
     rulemaps::VmName,
@@ -272,6 +273,11 @@ impl XdpBackend {
                 "VM MAC {} is not a unicast address",
                 super::format_mac(cfg.vm_mac)
             )));
+        }
+        IfName::new(&cfg.ifname)?;
+        if let Some(name) = &cfg.vm_name {
+            // The `vm_names` key holds 15 bytes: a longer name would be truncated there.
+            ValidVmName::new(name)?;
         }
         nic::ifindex(&cfg.ifname)?;
         let mtu = nic::mtu(&cfg.ifname)?;
