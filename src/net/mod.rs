@@ -155,6 +155,8 @@ pub enum NetError {
     InvalidConfig(String),
     #[error(transparent)]
     Name(#[from] names::NameError),
+    #[error("{path} is {why}: a local user could plant or replace lancet's pins there; remove it (as root) and run again")]
+    UntrustedDir { path: String, why: String },
     #[error("{context}: {source}")]
     Bpf {
         context: String,
