@@ -31,6 +31,7 @@ pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 
 pub mod names;
 pub mod nic;
+pub mod owner;
 pub mod pcap;
 pub mod pin;
 pub mod port;
@@ -147,7 +148,14 @@ pub enum NetError {
     MacInUse {
         mac: String,
         ifname: String,
-        by: &'static str,
+        by: String,
+    },
+    #[error("{what} address {addr} is already steered to {by} on {ifname:?}: give this VM another address, or stop that VM")]
+    AddressInUse {
+        what: &'static str,
+        addr: String,
+        ifname: String,
+        by: String,
     },
     #[error("native XDP is not supported by the driver of {ifname:?}: use generic mode (`XdpMode::Generic`) or `Auto`")]
     NativeUnsupported { ifname: String },
