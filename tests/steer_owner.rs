@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_support::{bed, pin_lock, pinned_nic_name, QUIET};
+use filter_support::{bed, pin_lock, pinned_nic_name, vm_receive, Frame, QUIET, WAIT};
 use lancet::net::{
     owner::OWNER_ROOT,
     pin,
@@ -254,4 +254,24 @@ fn liveness_is_the_owner_lock_not_a_pid_that_happens_to_exist() {
         .unwrap_err();
     assert!(err.to_string().contains("not a valid VM name"), "{err}");
     drop(b);
+}
+
+#[test]
+fn a_second_vm_never_takes_the_queue_of_a_running_unnamed_vm() {
+    let _pins = pin_lock();
+    // A has no VM name, so no `vm_names` entry: its queue is known by its owner record only.
+    let mut a = bed("sq", |c| {
+        c.pin = true;
+        c.vm_name = None;
+    });
+    let b = open_in(&a.bed, &config_b(|_| {})).expect("the second VM gets a veth port");
+    assert!(b.port().is_some(), "B did not bind A's queue");
+    // A's socket is still in its XSKMAP slot: A receives.
+    let to_a = Frame::udp(Testbed::VM_MAC, a.peer_mac);
+    a.peer.send(&to_a.build(7)).unwrap();
+    assert_eq!(vm_receive(&mut a.backend, 1, WAIT), vec![7]);
+    drop(b);
+    // B leaving removed only its own entries.
+    a.peer.send(&to_a.build(8)).unwrap();
+    assert_eq!(vm_receive(&mut a.backend, 1, WAIT), vec![8]);
 }
