@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::net::{
     format_mac,
-    names::{IfName, NicKey},
+    names::{IfName, NetnsName, NicKey},
     nic, pin,
     rulemaps::{FilterError, RuleMaps},
     rules::Rule,
@@ -111,7 +111,7 @@ pub enum NicCmd {
         /// Enter this network namespace (ip netns) first. Use it instead of `ip netns exec`,
         /// which gives the process a private /sys where pins vanish with it.
         #[arg(long, value_name = "NAME")]
-        netns: Option<String>,
+        netns: Option<NetnsName>,
     },
     /// Remove the pinned program, link and maps (the program detaches when no VMM holds it).
     Detach {
@@ -124,7 +124,7 @@ pub enum NicCmd {
         iface: NicKey,
         /// Enter this network namespace (ip netns) first (for the attach mode).
         #[arg(long, value_name = "NAME")]
-        netns: Option<String>,
+        netns: Option<NetnsName>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

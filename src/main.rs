@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use lancet::bench::vmm_path::PollKick;
-use lancet::net::names::{IfName, VmName};
+use lancet::net::names::{IfName, NetnsName, VmName};
 use lancet::vmm::boot::BootSpec;
 use lancet::vmm::memory::parse_size;
 use lancet::vmm::{run_vm, HiddenFeatures, VmConfig, DEFAULT_HIDDEN};
@@ -188,7 +188,7 @@ struct RunArgs {
     stats_json: Option<PathBuf>,
     /// Enter this network namespace (ip netns) before opening the backend.
     #[arg(long, value_name = "NAME")]
-    netns: Option<String>,
+    netns: Option<NetnsName>,
     /// CPU features hidden from the guest (comma-separated; "" hides none). For --kernel the matching
     /// `noxsave clearcpuid=...` parameters are appended to the command line unless it has its own.
     #[arg(long, value_name = "LIST", default_value = DEFAULT_HIDDEN)]

@@ -113,3 +113,28 @@ fn vm_names_too_long_for_the_map_key_are_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn netns_names_cannot_be_paths_out_of_run_netns() {
+    // /var/run/netns/../../proc/1/ns/net would be the initial namespace.
+    for args in [
+        &[
+            "run",
+            "--guest",
+            "echo",
+            "--guest-elf",
+            "/nonexistent/guest",
+            "--netns",
+            "../../proc/1/ns/net",
+        ][..],
+        &["nic", "attach", "lt-nic", "--netns", "../../proc/1/ns/net"],
+        &["nic", "status", "lt-nic", "--netns", ".."],
+    ] {
+        let (code, stderr) = lancet(args);
+        assert_ne!(code, 0, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("not a valid network namespace name"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

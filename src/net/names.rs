@@ -20,6 +20,8 @@ pub enum NameError {
     Interface { name: String, why: &'static str },
     #[error("{name:?} is not a valid VM name: {why} (1..=15 letters, digits, '_', '.', '-'; no leading '.')")]
     Vm { name: String, why: &'static str },
+    #[error("{name:?} is not a valid network namespace name: {why} (a name `ip netns list` shows: no '/', not '.' or '..')")]
+    Netns { name: String, why: &'static str },
 }
 
 /// Why `name` is not an interface name the kernel accepts (`dev_valid_name` in net/core/dev.c),
@@ -130,6 +132,40 @@ impl VmName {
     }
 }
 
+/// Longest file name (`NAME_MAX`): a named network namespace is a file under /run/netns.
+pub const NETNS_NAME_MAX: usize = 255;
+
+/// A network namespace name as `ip netns` makes them (a file name under /run/netns): no '/', not
+/// '.' or '..', no NUL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NetnsName(String);
+
+impl NetnsName {
+    /// Validate `name`.
+    pub fn new(name: &str) -> Result<Self, NameError> {
+        let why = if name.is_empty() {
+            Some("it is empty")
+        } else if name.len() > NETNS_NAME_MAX {
+            Some("it is longer than 255 bytes")
+        } else if name == "." || name == ".." {
+            Some("'.' and '..' are refused")
+        } else if name.contains('/') {
+            Some("it contains '/'")
+        } else if name.contains('\0') {
+            Some("it contains a NUL byte")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(NameError::Netns {
+                name: name.to_string(),
+                why,
+            }),
+            None => Ok(Self(name.to_string())),
+        }
+    }
+}
+
 macro_rules! name_traits {
     ($($ty:ident),*) => {$(
         impl FromStr for $ty {
@@ -156,7 +192,7 @@ macro_rules! name_traits {
         }
     )*};
 }
-name_traits!(IfName, NicKey, VmName);
+name_traits!(IfName, NicKey, VmName, NetnsName);
 
 #[cfg(test)]
 mod tests {
@@ -190,6 +226,14 @@ mod tests {
         assert!(NicKey::new("../x").is_err());
         assert!(NicKey::new("lt-nic-long-name@1").is_err());
         assert!(NicKey::new("@1").is_err());
+    }
+
+    #[test]
+    fn netns_names_stay_under_run_netns() {
+        assert!(NetnsName::new("lt-lx4a3007h").is_ok());
+        for bad in ["", ".", "..", "../../etc/x", "/proc/1/ns/net"] {
+            assert!(NetnsName::new(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
