@@ -987,9 +987,11 @@ impl DetachedProgram {
 
 impl Drop for Steering {
     fn drop(&mut self) {
-        // The VM using this steering unregistered its name before: any live name left is
-        // another VM's (of this or another process), still using the pins.
-        let others = self.rules.vms().iter().any(|v| !v.is_stale());
+        // The VM using this steering unregistered its name and dropped its registration before:
+        // any live name or owner left is another VM's (of this or another process, named or
+        // not), still using the pins.
+        let others =
+            self.rules.vms().iter().any(|v| !v.is_stale()) || !self.live_owners().is_empty();
         if self.pinning == Pinning::MapsOwned && !others {
             let removed = match &self.pin_dir {
                 Some(dir) => pin::remove_dir(dir),
