@@ -144,6 +144,8 @@ fn mac_key(mac: [u8; 6]) -> [u8; 8] {
 
 /// Slot and queue of a registration that has not claimed its slot yet.
 const UNCLAIMED: u32 = u32::MAX - 1;
+/// Tries to insert an entry that others keep changing before giving up.
+const INSERT_ATTEMPTS: u32 = 8;
 
 /// One VM's entries in the steering maps, owned: made by [`Steering::begin_registration`], it
 /// holds the VM's owner lock ([`owner`]) and records exactly the entries it inserted. Entries are
@@ -320,7 +322,7 @@ impl Registration {
     /// is taken over. `Some(owner)`: a live VM has it, nothing changed.
     fn insert(&self, map: &MapHandle, key: &[u8]) -> Result<Option<String>, NetError> {
         let value = self.value.to_bytes();
-        loop {
+        for _ in 0..INSERT_ATTEMPTS {
             match map.update(key, &value, MapFlags::NO_EXIST) {
                 Ok(()) => return Ok(None),
                 Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => {}
@@ -335,13 +337,22 @@ impl Registration {
                 EntryOwner::Stale => {
                     // Only if it still holds the dead VM's value.
                     if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(&old[..]) {
-                        map.update(key, &value, MapFlags::EXIST)
-                            .map_err(bpf_err("taking over a dead VM's steering entry"))?;
-                        return Ok(None);
+                        match map.update(key, &value, MapFlags::EXIST) {
+                            Ok(()) => return Ok(None),
+                            // Removed meanwhile: insert again.
+                            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                            Err(e) => {
+                                return Err(bpf_err("taking over a dead VM's steering entry")(e))
+                            }
+                        }
                     }
                 }
             }
         }
+        Err(NetError::InvalidConfig(format!(
+            "a steering entry of {:?} kept changing while registering the VM: try again",
+            self.ifname
+        )))
     }
 
     /// Who owns an entry whose value is `old`.
