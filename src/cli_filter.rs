@@ -22,7 +22,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::net::{
-    format_mac, nic, pin,
+    format_mac,
+    names::{IfName, NetnsName, NicKey},
+    nic, pin,
     rulemaps::{FilterError, RuleMaps},
     rules::Rule,
     stats,
@@ -37,7 +39,7 @@ pub enum FilterCmd {
     #[command(after_help = RULE_HELP)]
     Add {
         /// The NIC.
-        iface: String,
+        iface: NicKey,
         /// The rule words, e.g. `udp dport 4789 to vm web1 prio 10`.
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true, trailing_var_arg = true)]
         rule: Vec<String>,
@@ -45,14 +47,14 @@ pub enum FilterCmd {
     /// Delete a rule by id.
     Del {
         /// The NIC.
-        iface: String,
+        iface: NicKey,
         /// The rule id (`lancet filter list`).
         id: u32,
     },
     /// List rules with their hit counters.
     List {
         /// The NIC.
-        iface: String,
+        iface: NicKey,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -60,7 +62,7 @@ pub enum FilterCmd {
     /// Delete every rule.
     Flush {
         /// The NIC.
-        iface: String,
+        iface: NicKey,
     },
 }
 
@@ -102,27 +104,27 @@ pub enum NicCmd {
     /// Attach the steering program and pin it, so it stays without a running process.
     Attach {
         /// The NIC (in this network namespace).
-        iface: String,
+        iface: IfName,
         /// XDP mode.
         #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
         mode: ModeArg,
         /// Enter this network namespace (ip netns) first. Use it instead of `ip netns exec`,
         /// which gives the process a private /sys where pins vanish with it.
         #[arg(long, value_name = "NAME")]
-        netns: Option<String>,
+        netns: Option<NetnsName>,
     },
     /// Remove the pinned program, link and maps (the program detaches when no VMM holds it).
     Detach {
         /// The NIC.
-        iface: String,
+        iface: NicKey,
     },
     /// Show what is attached and pinned.
     Status {
         /// The NIC.
-        iface: String,
+        iface: NicKey,
         /// Enter this network namespace (ip netns) first (for the attach mode).
         #[arg(long, value_name = "NAME")]
-        netns: Option<String>,
+        netns: Option<NetnsName>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -134,7 +136,7 @@ pub enum NicCmd {
 pub struct StatsArgs {
     /// The NIC, or the name of a VM running on one (`lancet run --vm-name`).
     #[arg(value_name = "IFACE|VM")]
-    pub iface: String,
+    pub iface: NicKey,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

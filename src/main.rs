@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use lancet::bench::vmm_path::PollKick;
+use lancet::net::names::{IfName, NetnsName, VmName};
 use lancet::vmm::boot::BootSpec;
 use lancet::vmm::memory::parse_size;
 use lancet::vmm::serial::{CappedWriter, SerialDrops, DEFAULT_SERIAL_MAX_BYTES};
@@ -110,7 +111,7 @@ struct RunArgs {
     /// Host network interface to bridge the VM to (AF_XDP: the NIC; TAP: a bridge, or a NIC enslaved to one).
     /// Without it the VM's NIC has no link.
     #[arg(long, value_name = "IFACE")]
-    nic: Option<String>,
+    nic: Option<IfName>,
     /// Host side of the wire.
     #[arg(long, value_enum, default_value = "xdp")]
     backend: BackendKind,
@@ -204,7 +205,7 @@ struct RunArgs {
     stats_json: Option<PathBuf>,
     /// Enter this network namespace (ip netns) before opening the backend.
     #[arg(long, value_name = "NAME")]
-    netns: Option<String>,
+    netns: Option<NetnsName>,
     /// CPU features hidden from the guest (comma-separated; "" hides none). For --kernel the matching
     /// `noxsave clearcpuid=...` parameters are appended to the command line unless it has its own.
     #[arg(long, value_name = "LIST", default_value = DEFAULT_HIDDEN)]
@@ -220,10 +221,10 @@ struct RunArgs {
     timeout: Option<u64>,
     /// Name of the TAP device (--backend tap).
     #[arg(long, value_name = "NAME", default_value = "lt-tap0")]
-    tap: String,
+    tap: IfName,
     /// The VM's name for filter rules (`lancet filter add IFACE ... to vm NAME`) and `lancet stats`.
     #[arg(long, value_name = "NAME", default_value = "vm")]
-    vm_name: String,
+    vm_name: VmName,
     /// Capture what the VM sends and receives into this pcap file (tcpdump -r FILE; mode 0600).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
@@ -243,7 +244,7 @@ struct RunArgs {
     vlan: Option<u16>,
     /// TAP device that receives the host copy of frames a `mirror vm NAME` rule sends to the VM.
     #[arg(long, value_name = "NAME")]
-    mirror_tap: Option<String>,
+    mirror_tap: Option<IfName>,
 }
 
 /// Where `make guest` leaves the test guest in this checkout (used when neither --guest-elf nor
@@ -560,7 +561,7 @@ mod net_setup {
             nic: nic.to_string(),
             vm_mac: args.mac,
             vm_ip: vm_ipv4(args),
-            tap_name: Some(args.tap.clone()),
+            tap_name: Some(args.tap.to_string()),
             xdp_mode: match args.xdp_mode {
                 XdpModeArg::Auto => XdpMode::Auto,
                 XdpModeArg::Native => XdpMode::Native,
@@ -568,13 +569,13 @@ mod net_setup {
             },
         };
         let opts = net::vmnet::VmNetOptions {
-            vm_name: Some(args.vm_name.clone()),
+            vm_name: Some(args.vm_name.to_string()),
             allow_spoof: args.allow_spoof,
             vlan: args.vlan,
             addresses: spec.vm_ip.map(std::net::IpAddr::V4).into_iter().collect(),
             pcap: args.pcap.clone(),
             pcap_max_bytes: Some(super::mib(args.pcap_max_mb)),
-            mirror_tap: args.mirror_tap.clone(),
+            mirror_tap: args.mirror_tap.as_ref().map(|t| t.to_string()),
         };
         let backend = net::vmnet::VmNet::open(&spec, &opts).map_err(|e| e.to_string())?;
         Ok(Box::new(BackendPort(Box::new(backend))))

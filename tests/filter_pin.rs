@@ -47,7 +47,7 @@ fn cli_changes_the_rules_of_a_running_backend() {
         dir.display()
     );
     let out = cli_filter(FilterCmd::Add {
-        iface: iface.clone(),
+        iface: iface.parse().unwrap(),
         rule: words(&format!("udp dport 4789 to vm {VM} prio 10")),
     })
     .unwrap();
@@ -57,7 +57,7 @@ fn cli_changes_the_rules_of_a_running_backend() {
     );
     // Invalid: a clear error, nothing changed.
     let err = cli_filter(FilterCmd::Add {
-        iface: iface.clone(),
+        iface: iface.parse().unwrap(),
         rule: words("udp dport 99999 drop"),
     })
     .unwrap_err();
@@ -68,7 +68,7 @@ fn cli_changes_the_rules_of_a_running_backend() {
     }
     assert_eq!(vm_receive(&mut b.backend, 5, filter_support::WAIT).len(), 5);
     let list = cli_filter(FilterCmd::List {
-        iface: iface.clone(),
+        iface: iface.parse().unwrap(),
         json: true,
     })
     .unwrap();
@@ -80,7 +80,7 @@ fn cli_changes_the_rules_of_a_running_backend() {
     let mut out = Vec::new();
     run_stats(
         &StatsArgs {
-            iface: iface.clone(),
+            iface: iface.parse().unwrap(),
             json: true,
             watch: None,
         },
@@ -94,7 +94,7 @@ fn cli_changes_the_rules_of_a_running_backend() {
     let mut out = Vec::new();
     run_stats(
         &StatsArgs {
-            iface: VM.into(),
+            iface: VM.parse().unwrap(),
             json: true,
             watch: None,
         },
@@ -109,7 +109,7 @@ fn cli_changes_the_rules_of_a_running_backend() {
     let mut out = Vec::new();
     let err = run_stats(
         &StatsArgs {
-            iface: "no-such-vm".into(),
+            iface: "no-such-vm".parse().unwrap(),
             json: true,
             watch: None,
         },
@@ -118,7 +118,7 @@ fn cli_changes_the_rules_of_a_running_backend() {
     .unwrap_err();
     assert!(err.to_string().contains("nor a running VM"), "{err}");
     let out = cli_filter(FilterCmd::Del {
-        iface: iface.clone(),
+        iface: iface.parse().unwrap(),
         id: 1,
     })
     .unwrap();
@@ -150,7 +150,7 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
     let mut out = Vec::new();
     run_nic(
         &NicCmd::Attach {
-            iface: iface.clone(),
+            iface: iface.parse().unwrap(),
             mode: ModeArg::Native,
             netns: None,
         },
@@ -163,7 +163,7 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
         "program stays attached after the attaching Steering is gone"
     );
     cli_filter(FilterCmd::Add {
-        iface: iface.clone(),
+        iface: iface.parse().unwrap(),
         rule: words("udp dport 4789 drop"),
     })
     .unwrap();
@@ -178,7 +178,7 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
     let mut out = Vec::new();
     run_nic(
         &NicCmd::Status {
-            iface: iface.clone(),
+            iface: iface.parse().unwrap(),
             json: true,
             netns: None,
         },
@@ -198,7 +198,7 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
     assert_eq!(RuleMaps::open_pinned(&iface).unwrap().vms().len(), 0);
     run_nic(
         &NicCmd::Detach {
-            iface: iface.clone(),
+            iface: iface.parse().unwrap(),
         },
         &mut Vec::new(),
     )

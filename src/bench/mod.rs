@@ -16,6 +16,7 @@ pub mod gen;
 mod guest_proc;
 pub mod netns;
 pub mod packet;
+pub mod private_dir;
 pub mod qemu_cpu;
 pub mod qemu_path;
 pub mod raw_path;

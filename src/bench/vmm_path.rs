@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::guest_proc::GuestProcess;
 use super::netns::VethPairNetns;
 use super::packet::{format_mac, Mac, ECHO_PORT, FCS_LEN};
+use super::private_dir::PrivateDir;
 use super::qemu_path::BLAST_LINE;
 use super::report::{DropCount, Pinning};
 use crate::testbed::Testbed;
@@ -113,22 +114,18 @@ pub struct VmmRunner {
     backend: VmmBackend,
     settings: VmmSettings,
     testbed: Option<VmmTestbed>,
-    stats_dir: PathBuf,
+    /// Where the VMM writes `--stats-json` (a private directory, made on first start).
+    stats_dir: Option<PrivateDir>,
     started: u64,
 }
 
 impl VmmRunner {
     pub fn new(backend: VmmBackend, settings: VmmSettings) -> Self {
-        let stats_dir = std::env::temp_dir().join(format!(
-            "lancet-bench-{}-{}",
-            backend.name(),
-            std::process::id()
-        ));
         VmmRunner {
             backend,
             settings,
             testbed: None,
-            stats_dir,
+            stats_dir: None,
             started: 0,
         }
     }
@@ -152,12 +149,6 @@ impl VmmRunner {
         self.testbed
             .as_ref()
             .ok_or_else(|| BenchError::Setup("VMM testbed missing".into()))
-    }
-}
-
-impl Drop for VmmRunner {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.stats_dir);
     }
 }
 
@@ -214,10 +205,16 @@ impl PathRunner for VmmRunner {
 
     fn start(&mut self, mode: GuestMode, role: &Role) -> Result<Box<dyn RunningPath>, BenchError> {
         let endpoint = self.prepare(mode)?;
-        std::fs::create_dir_all(&self.stats_dir)
-            .map_err(|e| BenchError::Io(format!("creating {}: {e}", self.stats_dir.display())))?;
+        let stats_dir = match &self.stats_dir {
+            Some(dir) => dir.path().to_path_buf(),
+            None => self
+                .stats_dir
+                .insert(PrivateDir::new()?)
+                .path()
+                .to_path_buf(),
+        };
         self.started += 1;
-        let stats_file = self.stats_dir.join(format!("run-{}.json", self.started));
+        let stats_file = stats_dir.join(format!("run-{}.json", self.started));
         let _ = std::fs::remove_file(&stats_file);
         let settings = self.settings.clone();
         let backend = self.backend;

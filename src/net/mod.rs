@@ -31,7 +31,9 @@ pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 
 pub mod learn;
 pub mod liblog;
+pub mod names;
 pub mod nic;
+pub mod owner;
 pub mod pcap;
 pub mod pin;
 pub mod port;
@@ -173,12 +175,23 @@ pub enum NetError {
     MacInUse {
         mac: String,
         ifname: String,
-        by: &'static str,
+        by: String,
+    },
+    #[error("{what} address {addr} is already steered to {by} on {ifname:?}: give this VM another address, or stop that VM")]
+    AddressInUse {
+        what: &'static str,
+        addr: String,
+        ifname: String,
+        by: String,
     },
     #[error("native XDP is not supported by the driver of {ifname:?}: use generic mode (`XdpMode::Generic`) or `Auto`")]
     NativeUnsupported { ifname: String },
     #[error("invalid backend configuration: {0}")]
     InvalidConfig(String),
+    #[error(transparent)]
+    Name(#[from] names::NameError),
+    #[error("{path} is {why}: a local user could plant or replace lancet's pins there; remove it (as root) and run again")]
+    UntrustedDir { path: String, why: String },
     #[error("{context}: {source}")]
     Bpf {
         context: String,

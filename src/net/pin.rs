@@ -18,19 +18,23 @@
 //! namespace, else `<ifname>`, else the only `<ifname>@*` (several: they ask for the full name).
 
 use std::{
-    ffi::CString,
+    ffi::{CStr, CString},
     io,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::ffi::OsStrExt,
     },
     path::{Path, PathBuf},
 };
 
 use libbpf_rs::libbpf_sys;
+use nix::{errno::Errno, fcntl::OFlag, sys::stat::Mode, unistd::UnlinkatFlags};
 use serde::Serialize;
 
-use super::NetError;
+use super::{
+    names::{IfName, NicKey},
+    NetError,
+};
 
 /// Where the BPF filesystem is mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
@@ -40,6 +44,17 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/lancet";
 pub const LINK_PIN: &str = "link";
 /// statfs magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+/// Options of a bpffs lancet mounts itself: its root is root's alone (the default is 0777).
+const BPFFS_MOUNT_OPTIONS: &str = "mode=0700";
+/// Mode of the directories lancet creates under bpffs.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode bits that let others than the owner add or remove entries.
+const GROUP_OTHER_WRITE: u32 = 0o022;
+/// How pin directories are opened: a directory, never through a symlink.
+const DIR_NOFOLLOW: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
 
 /// The inode of the calling thread's network namespace when it is not the initial one.
 fn netns_tag() -> Option<u64> {
@@ -83,7 +98,8 @@ fn live_netns_inodes() -> std::collections::HashSet<u64> {
     live
 }
 
-/// The pin directory a NIC named `ifname` in the calling thread's namespace gets.
+/// The pin directory a NIC named `ifname` in the calling thread's namespace gets (`ifname` must
+/// be a valid [`IfName`]: [`pin_dir`] and [`ensure_pin_dir`] check).
 pub fn pin_dir_here(ifname: &str) -> PathBuf {
     match netns_tag() {
         Some(tag) => Path::new(PIN_ROOT).join(format!("{ifname}@{tag}")),
@@ -94,9 +110,13 @@ pub fn pin_dir_here(ifname: &str) -> PathBuf {
 /// The pin directory `name` (an interface name, or `<ifname>@<netns inode>`) refers to; may not
 /// exist. Errors when several namespaces pinned a NIC of that name.
 pub fn pin_dir(name: &str) -> Result<PathBuf, NetError> {
-    let here = pin_dir_here(name);
-    if here.exists() {
-        return Ok(here);
+    // Validated before any path is built: an absolute path or `..` would leave PIN_ROOT.
+    NicKey::new(name)?;
+    if IfName::new(name).is_ok() {
+        let here = pin_dir_here(name);
+        if here.exists() {
+            return Ok(here);
+        }
     }
     let exact = Path::new(PIN_ROOT).join(name);
     if exact.exists() || name.contains('@') {
@@ -137,54 +157,178 @@ pub fn pin_dir(name: &str) -> Result<PathBuf, NetError> {
     }
 }
 
-/// Mount bpffs at [`BPFFS`] unless it is already, and create the pin directory of `ifname` in
-/// the calling thread's namespace.
+/// Mount bpffs at [`BPFFS`] unless it is already (mode 0700: only root enters), and create the
+/// pin directory of `ifname` in the calling thread's namespace. [`PIN_ROOT`] and the NIC's
+/// directory are created 0700; existing ones are used only when [`open_trusted_dir`] accepts them.
 pub fn ensure_pin_dir(ifname: &str) -> Result<PathBuf, NetError> {
-    if ifname.is_empty() || ifname.contains('/') || ifname.starts_with('.') {
-        return Err(NetError::InvalidConfig(format!(
-            "{ifname:?} is not an interface name"
-        )));
-    }
+    let ifname = IfName::new(ifname)?;
     if !is_bpffs(Path::new(BPFFS)) {
         nix::mount::mount(
             Some("bpf"),
             BPFFS,
             Some("bpf"),
             nix::mount::MsFlags::empty(),
-            None::<&str>,
+            Some(BPFFS_MOUNT_OPTIONS),
         )
         .map_err(|e| {
             NetError::io(
-                format!("mounting the BPF filesystem at {BPFFS} (`mount -t bpf bpf {BPFFS}`)"),
+                format!("mounting the BPF filesystem at {BPFFS} (`mount -t bpf -o {BPFFS_MOUNT_OPTIONS} bpf {BPFFS}`)"),
                 io::Error::from(e),
             )
         })?;
     }
-    sweep_dead_namespaces();
-    let dir = pin_dir_here(ifname);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| NetError::io(format!("creating {}", dir.display()), e))?;
+    let root = ensure_trusted_dir(None, Path::new(PIN_ROOT))?;
+    sweep_dead_namespaces(&root);
+    let dir = pin_dir_here(&ifname);
+    let name = dir.file_name().unwrap_or_default();
+    ensure_trusted_dir(Some(&root), Path::new(name)).map_err(|e| match e {
+        NetError::UntrustedDir { why, .. } => NetError::UntrustedDir {
+            path: dir.display().to_string(),
+            why,
+        },
+        other => other,
+    })?;
     Ok(dir)
+}
+
+/// Create directory `path` (relative to `at`, else to the working directory) with mode 0700
+/// unless it exists, then open it with [`open_trusted_dir`].
+fn ensure_trusted_dir(at: Option<&OwnedFd>, path: &Path) -> Result<OwnedFd, NetError> {
+    let at_fd = at.map(|fd| fd.as_raw_fd());
+    match nix::sys::stat::mkdirat(at_fd, path, Mode::from_bits_truncate(PRIVATE_DIR_MODE)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => {
+            return Err(NetError::io(
+                format!("creating {}", path.display()),
+                io::Error::from(e),
+            ))
+        }
+    }
+    open_trusted_dir_at(at, path)
+}
+
+/// Open directory `path` for use as lancet's pin state, refusing one a local user could have
+/// planted or can change: a symlink (never followed), a non-directory, a directory owned by
+/// another user than root (or this process's own user), or one group or others can write.
+pub fn open_trusted_dir(path: &Path) -> Result<OwnedFd, NetError> {
+    open_trusted_dir_at(None, path)
+}
+
+fn open_trusted_dir_at(at: Option<&OwnedFd>, path: &Path) -> Result<OwnedFd, NetError> {
+    let untrusted = |why: String| NetError::UntrustedDir {
+        path: path.display().to_string(),
+        why,
+    };
+    let fd = match nix::fcntl::openat(
+        at.map(|fd| fd.as_raw_fd()),
+        path,
+        DIR_NOFOLLOW,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+            let is_link = nix::sys::stat::fstatat(
+                at.map(|fd| fd.as_raw_fd()),
+                path,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+            return Err(untrusted(
+                if is_link {
+                    "a symbolic link"
+                } else {
+                    "not a directory"
+                }
+                .into(),
+            ));
+        }
+        Err(e) => {
+            return Err(NetError::io(
+                format!("opening {}", path.display()),
+                io::Error::from(e),
+            ))
+        }
+    };
+    // SAFETY: `fd` is a fresh descriptor openat returned, owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd())
+        .map_err(|e| NetError::io(format!("reading {}", path.display()), io::Error::from(e)))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_uid != 0 && st.st_uid != me {
+        return Err(untrusted(format!(
+            "owned by uid {}, not by root",
+            st.st_uid
+        )));
+    }
+    if st.st_mode & GROUP_OTHER_WRITE != 0 {
+        return Err(untrusted(format!(
+            "writable by group or others (mode {:o})",
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok(fd)
 }
 
 /// Remove the pin directories (`<ifname>@<netns inode>`) of namespaces that no longer exist: a
 /// process killed with -9 leaves its pins, and once its namespace is gone nothing can use them, but
 /// pinned maps keep their kernel memory. Best effort; directories of live namespaces are kept.
-fn sweep_dead_namespaces() {
-    let Ok(entries) = std::fs::read_dir(PIN_ROOT) else {
-        return;
+/// Works relative to the open [`PIN_ROOT`] and never follows a symlink.
+fn sweep_dead_namespaces(root: &OwnedFd) {
+    let names = match list_dir(root) {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!("cannot list {PIN_ROOT}: {e}");
+            return;
+        }
     };
     let live = live_netns_inodes();
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some((_, tag)) = name.to_str().and_then(|n| n.rsplit_once('@')) else {
+    for name in names {
+        let Some((_, tag)) = name.to_str().ok().and_then(|n| n.rsplit_once('@')) else {
             continue;
         };
         if tag.parse::<u64>().is_ok_and(|tag| !live.contains(&tag)) {
-            if let Err(err) = remove_dir(&e.path()) {
+            let shown = Path::new(PIN_ROOT).join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+            if let Err(err) = remove_entry_at(root, &name, &shown) {
                 tracing::warn!("cannot remove stale pins: {err}");
             }
         }
+    }
+}
+
+/// The names in the open directory `dir` (without `.` and `..`).
+fn list_dir(dir: &OwnedFd) -> Result<Vec<CString>, Errno> {
+    let mut d = nix::dir::Dir::openat(Some(dir.as_raw_fd()), ".", DIR_NOFOLLOW, Mode::empty())?;
+    Ok(d.iter()
+        .flatten()
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
+        .collect())
+}
+
+/// Remove entry `name` of the open directory `parent`: a directory with the pins in it, or a
+/// symlink or file as such (never what a symlink points at). `shown` names it in errors.
+fn remove_entry_at(parent: &OwnedFd, name: &CStr, shown: &Path) -> Result<(), NetError> {
+    let err = |what: &str, e: Errno| NetError::io(format!("{what} {}", shown.display()), e.into());
+    let unlink = |fd: RawFd, name: &CStr, flag| nix::unistd::unlinkat(Some(fd), name, flag);
+    match nix::fcntl::openat(Some(parent.as_raw_fd()), name, DIR_NOFOLLOW, Mode::empty()) {
+        Ok(fd) => {
+            // SAFETY: `fd` is a fresh descriptor openat returned, owned by nobody else.
+            let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+            for entry in list_dir(&dir).map_err(|e| err("reading", e))? {
+                unlink(dir.as_raw_fd(), &entry, UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| err("unpinning an entry of", e))?;
+            }
+            drop(dir);
+            unlink(parent.as_raw_fd(), name, UnlinkatFlags::RemoveDir)
+                .map_err(|e| err("removing", e))
+        }
+        Err(Errno::ENOENT) => Ok(()),
+        // A symlink (ELOOP) or any other non-directory: remove the entry itself.
+        Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+            unlink(parent.as_raw_fd(), name, UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| err("removing", e))
+        }
+        Err(e) => Err(err("opening", e)),
     }
 }
 
@@ -199,22 +343,23 @@ pub fn remove_pins(name: &str) -> Result<(), NetError> {
     remove_dir(&pin_dir(name)?)
 }
 
-/// Remove pin directory `dir` and everything pinned in it.
+/// Remove pin directory `dir` (an entry of [`PIN_ROOT`]) and everything pinned in it, relative
+/// to the open, trusted parent directory and without following symlinks.
 pub fn remove_dir(dir: &Path) -> Result<(), NetError> {
-    let dir = dir.to_path_buf();
-    match std::fs::read_dir(&dir) {
-        Ok(entries) => {
-            for e in entries.flatten() {
-                std::fs::remove_file(e.path()).map_err(|err| {
-                    NetError::io(format!("unpinning {}", e.path().display()), err)
-                })?;
-            }
-            std::fs::remove_dir(&dir)
-                .map_err(|e| NetError::io(format!("removing {}", dir.display()), e))
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(NetError::InvalidConfig(format!(
+            "{} is not a pin directory",
+            dir.display()
+        )));
+    };
+    let parent = match open_trusted_dir(parent) {
+        Ok(fd) => fd,
+        Err(NetError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(())
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(NetError::io(format!("reading {}", dir.display()), e)),
-    }
+        Err(e) => return Err(e),
+    };
+    remove_entry_at(&parent, &c_path(Path::new(name))?, dir)
 }
 
 fn c_path(path: &Path) -> Result<CString, NetError> {

@@ -58,7 +58,8 @@ pub struct PortDrops {
     pub tx_no_nic: u64,
 }
 
-/// Name of the port end of VM port `slot` made by process `pid` (at most 15 characters).
+/// Name of the port end of VM port `slot` made by the VM with owner token `pid` (at most 15
+/// characters: tokens have at most 7 digits, slots 2).
 pub fn port_ifname(pid: u32, slot: u32) -> String {
     format!("lt-p{pid}n{slot}a")
 }
@@ -117,14 +118,14 @@ pub struct VethPort {
 }
 
 impl VethPort {
-    /// Create the pair for port `slot` of this process in the calling thread's namespace, attach
+    /// Create the pair for port `slot` of the VM with owner token `token` ([`super::owner`]:
+    /// unique among running VMs, so the names are too) in the calling thread's namespace, attach
     /// the port programs and point the peer end's program at `nic`.
-    pub fn create(nic_name: &str, slot: u32) -> Result<Self, NetError> {
-        let pid = std::process::id();
-        let (port, peer) = (port_ifname(pid, slot), peer_ifname(pid, slot));
+    pub fn create(nic_name: &str, slot: u32, token: u32) -> Result<Self, NetError> {
+        let (port, peer) = (port_ifname(token, slot), peer_ifname(token, slot));
         let nic_index = nic::ifindex(nic_name)?;
         let mtu = nic::mtu(nic_name)?.to_string();
-        // A pair of this name can only be left by an earlier port of this process that failed.
+        // A pair of this name can only be left by a dead VM that had this token.
         if nic::ifindex(&port).is_ok() {
             ip(&["link", "del", &port])?;
         }
@@ -227,8 +228,8 @@ impl VethPort {
         }
     }
 
-    /// Delete the pair a killed process `pid` left for port `slot` (in the calling thread's
-    /// namespace), if it is still there.
+    /// Delete the pair a killed VM with owner token `pid` left for port `slot` (in the calling
+    /// thread's namespace), if it is still there.
     pub fn remove_stale(pid: u32, slot: u32) {
         let port = port_ifname(pid, slot);
         if nic::ifindex(&port).is_ok() {

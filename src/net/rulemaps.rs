@@ -94,7 +94,9 @@ pub struct VmName {
     pub slot: u32,
     /// The queue its socket is bound to.
     pub queue: u32,
-    /// The process that registered it.
+    /// The owner token of the VM that registered it ([`super::owner`]): the registering process's
+    /// id unless that was taken (a second VM of the process, or a process of the same id in
+    /// another pid namespace).
     pub pid: u32,
     /// Its MAC.
     pub mac: [u8; 6],
@@ -131,11 +133,10 @@ impl VmName {
         })
     }
 
-    /// Whether the registering process is gone.
+    /// Whether the VM that registered it is gone: nobody holds its owner lock (a test that does
+    /// not depend on pid namespaces or pid reuse, see [`super::owner`]).
     pub fn is_stale(&self) -> bool {
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        let ret = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
-        ret != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        !super::owner::is_live(self.pid)
     }
 }
 
@@ -203,13 +204,16 @@ pub struct RuleMaps {
     lock_dir: Option<PathBuf>,
 }
 
-/// Holds an exclusive flock until dropped.
-struct DirLock {
+/// Holds an exclusive flock on a NIC's pin directory until dropped: serializes rule changes,
+/// VM name and steering registrations of every lancet process on that NIC.
+#[derive(Debug)]
+pub struct DirLock {
     _file: Option<File>,
 }
 
 impl DirLock {
-    fn take(dir: Option<&Path>) -> Result<Self, FilterError> {
+    /// Lock `dir` (waiting for the holder); `None`: nothing to lock (maps not pinned).
+    pub fn take(dir: Option<&Path>) -> Result<Self, FilterError> {
         let Some(dir) = dir else {
             return Ok(Self { _file: None });
         };
@@ -398,10 +402,27 @@ impl RuleMaps {
 
     /// Recompile the rule set (after a VM registered or left, so `to vm NAME` follows it).
     pub fn recommit(&self) -> Result<(), FilterError> {
-        let _lock = DirLock::take(self.lock_dir.as_deref())?;
+        let _lock = self.lock()?;
+        self.recommit_locked()
+    }
+
+    /// Serialize with the other lancet processes on this NIC until the guard drops.
+    pub fn lock(&self) -> Result<DirLock, FilterError> {
+        DirLock::take(self.lock_dir.as_deref())
+    }
+
+    fn recommit_locked(&self) -> Result<(), FilterError> {
         let rules = self.load_rules()?;
         let compiled = self.compile(&rules)?;
         self.install(&compiled)
+    }
+
+    /// A second handle of the `vm_names` map.
+    pub fn vms_handle(&self) -> Result<MapHandle, NetError> {
+        MapHandle::try_from(&self.vm_names).map_err(|source| NetError::Bpf {
+            context: "duplicating the vm_names map handle".into(),
+            source,
+        })
     }
 
     /// Registered VM names.
@@ -418,19 +439,30 @@ impl RuleMaps {
     /// Register `vm` under its name. Fails when a live process holds the name; a stale holder
     /// (its process is gone) is replaced. Recompiles the rules that name it.
     pub fn register_vm(&self, vm: &VmName) -> Result<(), FilterError> {
-        if let Some(old) = self.vms().into_iter().find(|v| v.name == vm.name) {
+        // A name that fits the key whole: a longer one would be compared in full but stored cut.
+        super::names::VmName::new(&vm.name).map_err(NetError::from)?;
+        // The check and the write under one lock: two VMs starting at once cannot both pass.
+        let _lock = self.lock()?;
+        let key = VmName::key(&vm.name);
+        let old = self
+            .vm_names
+            .lookup(&key, MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| VmName::from_map(&key, &v));
+        if let Some(old) = old {
             if old.pid != vm.pid && !old.is_stale() {
                 return Err(NetError::InvalidConfig(format!(
-                    "VM name {:?} is already used on {:?} by process {}: choose another name",
+                    "VM name {:?} is already used on {:?} by a running VM (owner {}): choose another name",
                     vm.name, self.ifname, old.pid
                 ))
                 .into());
             }
         }
         self.vm_names
-            .update(&VmName::key(&vm.name), &vm.value(), MapFlags::ANY)
+            .update(&key, &vm.value(), MapFlags::ANY)
             .map_err(bpf("registering the VM name"))?;
-        self.recommit()
+        self.recommit_locked()
     }
 
     /// Remove `name` from the registry (only if `pid` holds it) and recompile.

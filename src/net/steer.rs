@@ -2,6 +2,12 @@
 //! disappears with the process, also after kill -9), registers VMs in its maps and reads its
 //! per-CPU verdict counters.
 //!
+//! Registrations are owned ([`Registration`]): a VM's MAC and addresses are inserted only where no
+//! entry exists, an existing entry is taken over only from a VM that is gone (its owner lock,
+//! [`owner`], is free) and refused when a running VM has it; the guard removes exactly the entries
+//! it inserted, each only while it still holds its value. Slot choice and insertion happen under
+//! the pin directory's lock, so VMs starting at once on one NIC never collide.
+//!
 //! Broadcast and multicast: a VM gets the ARP requests for its IPv4 addresses and the neighbour
 //! solicitations for its IPv6 addresses (the MAC's link-local one included); every other broadcast
 //! or multicast frame goes to the host only. XDP cannot hand one frame to both the host and a
@@ -21,7 +27,9 @@ use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, Object, ObjectBuilder}
 use serde::Serialize;
 
 use super::{
-    format_mac, nic, pin,
+    format_mac, nic,
+    owner::{self, OwnerLock, OwnerRecord},
+    pin,
     rulemaps::{RuleMaps, MAP_VM_NAMES},
     NetError,
 };
@@ -134,19 +142,295 @@ fn mac_key(mac: [u8; 6]) -> [u8; 8] {
     key
 }
 
-/// One VM as the steering program knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmRegistration {
-    /// XSKMAP slot of the VM's socket (below [`MAX_VMS`]).
-    pub slot: u32,
-    /// The NIC queue the VM's socket is bound to.
-    pub queue: u32,
-    /// The VM's unicast MAC.
-    pub mac: [u8; 6],
-    /// IPv4 addresses whose ARP requests go to the VM.
-    pub ipv4: Vec<Ipv4Addr>,
-    /// IPv6 addresses whose neighbour solicitations go to the VM.
-    pub ipv6: Vec<Ipv6Addr>,
+/// Slot and queue of a registration that has not claimed its slot yet.
+const UNCLAIMED: u32 = u32::MAX - 1;
+/// Tries to insert an entry that others keep changing before giving up.
+const INSERT_ATTEMPTS: u32 = 8;
+
+/// One VM's entries in the steering maps, owned: made by [`Steering::begin_registration`], it
+/// holds the VM's owner lock ([`owner`]) and records exactly the entries it inserted. Entries are
+/// inserted only where no entry exists (BPF_NOEXIST); an existing one is taken over only when no
+/// live VM owns it, else refused. Dropping it removes exactly its entries, each only while it
+/// still holds this VM's value, so another VM's entries (and socket slot) are never touched.
+#[derive(Debug)]
+pub struct Registration {
+    ifname: String,
+    /// [`Steering::owner_key`].
+    key: String,
+    /// The pin directory, locked around changes that check owners.
+    lock_dir: Option<std::path::PathBuf>,
+    value: VmSlot,
+    mac: [u8; 6],
+    vm_macs: MapHandle,
+    vm_ipv4: MapHandle,
+    vm_ipv6: MapHandle,
+    xsks: MapHandle,
+    ports: MapHandle,
+    vm_names: MapHandle,
+    /// What this registration inserted (and removes on drop).
+    mac_inserted: bool,
+    ipv4: Vec<Ipv4Addr>,
+    ipv6: Vec<Ipv6Addr>,
+    socket_set: bool,
+    /// Declared last: the owner file goes after the entries.
+    owner: OwnerLock,
+}
+
+/// Whose an existing map entry is.
+enum EntryOwner {
+    /// This registration's.
+    Mine,
+    /// A running VM's (described for the error message).
+    Live(String),
+    /// Nobody running: a dead VM left it.
+    Stale,
+}
+
+impl Registration {
+    /// This VM's owner token (its `vm_names` `pid` and veth port name number).
+    pub fn token(&self) -> u32 {
+        self.owner.token()
+    }
+
+    /// The slot claimed (`None` before [`Registration::claim`]).
+    pub fn slot(&self) -> Option<(u32, u32)> {
+        (self.value.slot != UNCLAIMED).then_some((self.value.slot, self.value.queue))
+    }
+
+    /// Take `slot` on `queue` (or `ports` slot `slot` with [`PORT_QUEUE`]) and steer the VM's MAC
+    /// to it. Refuses a MAC a live VM has registered.
+    pub fn claim(&mut self, slot: u32, queue: u32) -> Result<(), NetError> {
+        if slot >= MAX_VMS {
+            return Err(NetError::InvalidConfig(format!(
+                "XSKMAP slot {slot} out of range (max {})",
+                MAX_VMS - 1
+            )));
+        }
+        if self.slot().is_some() {
+            return Err(NetError::InvalidConfig(
+                "the VM's slot is already claimed".into(),
+            ));
+        }
+        self.value = VmSlot { slot, queue };
+        self.owner.write(&OwnerRecord {
+            token: self.owner.token(),
+            key: self.key.clone(),
+            slot,
+            queue,
+            mac: self.mac,
+        })?;
+        let key = mac_key(self.mac);
+        match self.insert(&self.vm_macs, &key)? {
+            None => {
+                self.mac_inserted = true;
+                Ok(())
+            }
+            Some(by) => Err(NetError::MacInUse {
+                mac: format_mac(self.mac),
+                ifname: self.ifname.clone(),
+                by,
+            }),
+        }
+    }
+
+    /// Steer ARP requests for `ip` to this VM; refused when a running VM has it. Takes the pin
+    /// directory lock (for addresses learned while the VM runs).
+    pub fn add_ipv4(&mut self, ip: Ipv4Addr) -> Result<(), NetError> {
+        let _lock = self.lock()?;
+        self.add_ipv4_locked(ip)
+    }
+
+    /// Steer neighbour solicitations for `ip` to this VM; refused when a running VM has it.
+    pub fn add_ipv6(&mut self, ip: Ipv6Addr) -> Result<(), NetError> {
+        let _lock = self.lock()?;
+        self.add_ipv6_locked(ip)
+    }
+
+    /// [`Registration::add_ipv4`] for a caller that holds the pin directory lock.
+    pub fn add_ipv4_locked(&mut self, ip: Ipv4Addr) -> Result<(), NetError> {
+        if self.ipv4.contains(&ip) {
+            return Ok(());
+        }
+        match self.insert(&self.vm_ipv4, &ip.octets())? {
+            None => {
+                self.ipv4.push(ip);
+                Ok(())
+            }
+            Some(by) => Err(NetError::AddressInUse {
+                what: "IPv4",
+                addr: ip.to_string(),
+                ifname: self.ifname.clone(),
+                by,
+            }),
+        }
+    }
+
+    /// [`Registration::add_ipv6`] for a caller that holds the pin directory lock.
+    pub fn add_ipv6_locked(&mut self, ip: Ipv6Addr) -> Result<(), NetError> {
+        if self.ipv6.contains(&ip) {
+            return Ok(());
+        }
+        match self.insert(&self.vm_ipv6, &ip.octets())? {
+            None => {
+                self.ipv6.push(ip);
+                Ok(())
+            }
+            Some(by) => Err(NetError::AddressInUse {
+                what: "IPv6",
+                addr: ip.to_string(),
+                ifname: self.ifname.clone(),
+                by,
+            }),
+        }
+    }
+
+    /// Put the VM's AF_XDP socket `xsk_fd` into its XSKMAP slot (a queue VM).
+    pub fn set_socket(&mut self, xsk_fd: RawFd) -> Result<(), NetError> {
+        let fd = u32::try_from(xsk_fd)
+            .map_err(|_| NetError::InvalidConfig(format!("bad socket fd {xsk_fd}")))?;
+        self.set_slot(false, fd, "inserting the AF_XDP socket into the XSKMAP")
+    }
+
+    /// Point the VM's `ports` slot at `ifindex` (the peer end of its veth port; a port VM).
+    pub fn set_port(&mut self, ifindex: u32) -> Result<(), NetError> {
+        self.set_slot(
+            true,
+            ifindex,
+            "inserting the VM's veth port into the `ports` DEVMAP",
+        )
+    }
+
+    fn set_slot(&mut self, port: bool, value: u32, what: &str) -> Result<(), NetError> {
+        let Some((slot, _)) = self.slot() else {
+            return Err(NetError::InvalidConfig("claim a slot first".into()));
+        };
+        let map = if port { &self.ports } else { &self.xsks };
+        map.update(&slot.to_ne_bytes(), &value.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_err(what))?;
+        self.socket_set = true;
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<super::rulemaps::DirLock, NetError> {
+        super::rulemaps::DirLock::take(self.lock_dir.as_deref()).map_err(|e| match e {
+            super::rulemaps::FilterError::Net(n) => n,
+            other => NetError::InvalidConfig(other.to_string()),
+        })
+    }
+
+    /// Insert `key` -> this VM's value unless an entry exists (BPF_NOEXIST); an entry of a dead VM
+    /// is taken over. `Some(owner)`: a live VM has it, nothing changed.
+    fn insert(&self, map: &MapHandle, key: &[u8]) -> Result<Option<String>, NetError> {
+        let value = self.value.to_bytes();
+        for _ in 0..INSERT_ATTEMPTS {
+            match map.update(key, &value, MapFlags::NO_EXIST) {
+                Ok(()) => return Ok(None),
+                Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(bpf_err("registering a VM steering entry")(e)),
+            }
+            let Some(old) = map.lookup(key, MapFlags::ANY).ok().flatten() else {
+                continue; // removed meanwhile: insert again
+            };
+            match self.owner_of(&old) {
+                EntryOwner::Mine => return Ok(None),
+                EntryOwner::Live(by) => return Ok(Some(by)),
+                EntryOwner::Stale => {
+                    // Only if it still holds the dead VM's value.
+                    if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(&old[..]) {
+                        match map.update(key, &value, MapFlags::EXIST) {
+                            Ok(()) => return Ok(None),
+                            // Removed meanwhile: insert again.
+                            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
+                            Err(e) => {
+                                return Err(bpf_err("taking over a dead VM's steering entry")(e))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Err(NetError::InvalidConfig(format!(
+            "a steering entry of {:?} kept changing while registering the VM: try again",
+            self.ifname
+        )))
+    }
+
+    /// Who owns an entry whose value is `old`.
+    fn owner_of(&self, old: &[u8]) -> EntryOwner {
+        if old == self.value.to_bytes() {
+            return EntryOwner::Mine;
+        }
+        if self.key.is_empty() {
+            // Maps of this process alone: whatever is there is a live registration of it.
+            return EntryOwner::Live("another VM of this process".into());
+        }
+        let slot_of = |r: &OwnerRecord| {
+            VmSlot {
+                slot: r.slot,
+                queue: r.queue,
+            }
+            .to_bytes()
+        };
+        let live = owner::list()
+            .into_iter()
+            .find(|(r, live)| *live && r.key == self.key && slot_of(r) == old);
+        match live {
+            Some((r, _)) => {
+                let name = self
+                    .vm_names
+                    .keys()
+                    .filter_map(|k| {
+                        let v = self.vm_names.lookup(&k, MapFlags::ANY).ok().flatten()?;
+                        let pid = u32::from_ne_bytes(v.get(8..12)?.try_into().ok()?);
+                        let end = k.iter().position(|b| *b == 0).unwrap_or(k.len());
+                        (pid == r.token).then(|| String::from_utf8_lossy(&k[..end]).into_owned())
+                    })
+                    .next();
+                EntryOwner::Live(match name {
+                    Some(n) => format!(
+                        "the running VM {n:?} (MAC {}, owner {})",
+                        format_mac(r.mac),
+                        r.token
+                    ),
+                    None => format!(
+                        "a running VM (MAC {}, owner {})",
+                        format_mac(r.mac),
+                        r.token
+                    ),
+                })
+            }
+            None => EntryOwner::Stale,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mine = self.value.to_bytes();
+        let remove_if_mine = |map: &MapHandle, key: &[u8]| {
+            if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(&mine[..]) {
+                let _ = map.delete(key);
+            }
+        };
+        if self.mac_inserted {
+            remove_if_mine(&self.vm_macs, &mac_key(self.mac));
+        }
+        for ip in &self.ipv4 {
+            remove_if_mine(&self.vm_ipv4, &ip.octets());
+        }
+        for ip in &self.ipv6 {
+            remove_if_mine(&self.vm_ipv6, &ip.octets());
+        }
+        // The slot was claimed under the pin directory lock: it is this VM's alone.
+        if let (true, Some((slot, queue))) = (self.socket_set, self.slot()) {
+            let map = if queue == PORT_QUEUE {
+                &self.ports
+            } else {
+                &self.xsks
+            };
+            let _ = map.delete(&slot.to_ne_bytes());
+        }
+    }
 }
 
 /// The IPv6 link-local address a guest derives from its MAC (modified EUI-64), so neighbour
@@ -475,96 +759,145 @@ impl Steering {
         self.link.as_raw_fd()
     }
 
-    /// Register a VM: its MAC, ARP and neighbour-solicitation targets steer to `vm.slot`.
-    /// Fails with [`NetError::MacInUse`] when the MAC is the NIC's own or already registered.
-    pub fn register_vm(&self, vm: &VmRegistration) -> Result<(), NetError> {
-        if vm.slot >= MAX_VMS {
-            return Err(NetError::InvalidConfig(format!(
-                "XSKMAP slot {} out of range (max {})",
-                vm.slot,
-                MAX_VMS - 1
-            )));
+    /// The name of this steering's pin directory: what owner files ([`owner`]) record to say which
+    /// maps a registration is in ("" when not pinned: the maps are this process's alone).
+    pub fn owner_key(&self) -> String {
+        self.pin_dir
+            .as_ref()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The live registrations on these maps (other VMs, and this process's own).
+    pub fn live_owners(&self) -> Vec<OwnerRecord> {
+        let key = self.owner_key();
+        if key.is_empty() {
+            return Vec::new();
         }
-        if nic::mac(&self.ifname)? == vm.mac {
+        owner::list()
+            .into_iter()
+            .filter(|(r, live)| *live && r.key == key)
+            .map(|(r, _)| r)
+            .collect()
+    }
+
+    /// Start registering a VM with MAC `mac`: become a live owner (the token names its veth port
+    /// and its `vm_names` entry). Nothing is in the maps until [`Registration::claim`]. Call with
+    /// the pin directory locked ([`RuleMaps::lock`]) so slot choice and claim are atomic.
+    pub fn begin_registration(&self, mac: [u8; 6]) -> Result<Registration, NetError> {
+        if nic::mac(&self.ifname)? == mac {
             return Err(NetError::MacInUse {
-                mac: format_mac(vm.mac),
+                mac: format_mac(mac),
                 ifname: self.ifname.clone(),
-                by: "the NIC itself",
+                by: "the NIC itself".into(),
             });
         }
-        let value = VmSlot {
-            slot: vm.slot,
-            queue: vm.queue,
-        }
-        .to_bytes();
-        self.vm_macs
-            .update(&mac_key(vm.mac), &value, MapFlags::NO_EXIST)
-            .map_err(|e| {
-                if e.kind() == libbpf_rs::ErrorKind::AlreadyExists {
-                    NetError::MacInUse {
-                        mac: format_mac(vm.mac),
-                        ifname: self.ifname.clone(),
-                        by: "another VM",
-                    }
-                } else {
-                    bpf_err("registering the VM MAC")(e)
-                }
-            })?;
-        for ip in &vm.ipv4 {
-            self.vm_ipv4
-                .update(&ip.octets(), &value, MapFlags::ANY)
-                .map_err(bpf_err("registering a VM IPv4 address"))?;
-        }
-        for ip in &vm.ipv6 {
-            self.vm_ipv6
-                .update(&ip.octets(), &value, MapFlags::ANY)
-                .map_err(bpf_err("registering a VM IPv6 address"))?;
-        }
-        Ok(())
+        let dup = |m: &MapHandle, what: &str| {
+            MapHandle::try_from(m).map_err(bpf_err(format!("duplicating the {what} map handle")))
+        };
+        let key = self.owner_key();
+        let record = OwnerRecord {
+            token: 0,
+            key: key.clone(),
+            slot: UNCLAIMED,
+            queue: UNCLAIMED,
+            mac,
+        };
+        Ok(Registration {
+            ifname: self.ifname.clone(),
+            key,
+            lock_dir: self.pin_dir.clone(),
+            value: VmSlot {
+                slot: UNCLAIMED,
+                queue: UNCLAIMED,
+            },
+            mac,
+            vm_macs: dup(&self.vm_macs, MAP_VM_MACS)?,
+            vm_ipv4: dup(&self.vm_ipv4, MAP_VM_IPV4)?,
+            vm_ipv6: dup(&self.vm_ipv6, MAP_VM_IPV6)?,
+            xsks: dup(&self.xsks, MAP_XSKS)?,
+            ports: dup(&self.ports, MAP_PORTS)?,
+            vm_names: self.rules.vms_handle()?,
+            mac_inserted: false,
+            ipv4: Vec::new(),
+            ipv6: Vec::new(),
+            socket_set: false,
+            owner: OwnerLock::acquire(&record)?,
+        })
     }
 
-    /// Remove a VM's entries (its socket slot included).
-    pub fn unregister_vm(&self, vm: &VmRegistration) {
-        // Missing entries are fine here: removal is idempotent.
-        let _ = self.vm_macs.delete(&mac_key(vm.mac));
-        for ip in &vm.ipv4 {
-            let _ = self.vm_ipv4.delete(&ip.octets());
+    /// Remove what VMs whose process died left on these maps: their MAC and IP entries (unless a
+    /// live VM uses the same slot), their `ports` slot, their name and their veth port. Call with
+    /// the pin directory locked ([`RuleMaps::lock`]).
+    pub fn sweep_stale(&self) {
+        let key = self.owner_key();
+        if key.is_empty() {
+            return;
         }
-        for ip in &vm.ipv6 {
-            let _ = self.vm_ipv6.delete(&ip.octets());
+        let live = self.live_owners();
+        let claimed =
+            |slot: u32, queue: u32| live.iter().any(|r| r.slot == slot && r.queue == queue);
+        let names = self.rules.vms();
+        for stale in owner::take_stale(&key) {
+            let r = &stale.record;
+            if r.slot != UNCLAIMED && !claimed(r.slot, r.queue) {
+                self.remove_slot_entries(r.slot, r.queue);
+            }
+            for name in names.iter().filter(|n| n.pid == r.token) {
+                self.rules.forget_vm(&name.name);
+            }
+            if r.queue == PORT_QUEUE {
+                super::port::VethPort::remove_stale(r.token, r.slot);
+            }
+            stale.remove();
         }
-        if vm.queue == PORT_QUEUE {
-            let _ = self.ports.delete(&vm.slot.to_ne_bytes());
-        } else {
-            let _ = self.xsks.delete(&vm.slot.to_ne_bytes());
+        // Names whose owner left no owner file (or an older lancet registered them).
+        for stale in self.rules.stale_vms() {
+            if !claimed(stale.slot, stale.queue) {
+                self.remove_slot_entries(stale.slot, stale.queue);
+            }
+            self.rules.forget_vm(&stale.name);
+            if stale.queue == PORT_QUEUE {
+                super::port::VethPort::remove_stale(stale.pid, stale.slot);
+            }
         }
     }
 
-    /// Remove what a VM whose process died left in the maps (its MAC entry, port and name).
+    /// Delete every MAC, IPv4 and IPv6 entry steering to (`slot`, `queue`), and the `ports` slot
+    /// of a port VM: what a dead VM with that slot left.
+    fn remove_slot_entries(&self, slot: u32, queue: u32) {
+        let value = VmSlot { slot, queue }.to_bytes();
+        for map in [&self.vm_macs, &self.vm_ipv4, &self.vm_ipv6] {
+            let keys: Vec<Vec<u8>> = map
+                .keys()
+                .filter(|k| {
+                    map.lookup(k, MapFlags::ANY)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|v| v == value)
+                })
+                .collect();
+            for k in keys {
+                let _ = map.delete(&k);
+            }
+        }
+        if queue == PORT_QUEUE {
+            let _ = self.ports.delete(&slot.to_ne_bytes());
+        }
+    }
+
+    /// Remove what a VM whose process died left in the maps (MAC and IP entries, port, name),
+    /// unless a live VM now uses its slot.
     pub fn forget_vm(&self, vm: &super::rulemaps::VmName) {
-        let _ = self.vm_macs.delete(&mac_key(vm.mac));
-        if vm.queue == PORT_QUEUE {
-            let _ = self.ports.delete(&vm.slot.to_ne_bytes());
+        if !self
+            .live_owners()
+            .iter()
+            .any(|r| r.slot == vm.slot && r.queue == vm.queue)
+        {
+            self.remove_slot_entries(vm.slot, vm.queue);
         }
         self.rules.forget_vm(&vm.name);
-    }
-
-    /// Put the AF_XDP socket `xsk_fd` into XSKMAP slot `slot`.
-    pub fn set_socket(&self, slot: u32, xsk_fd: RawFd) -> Result<(), NetError> {
-        let fd = u32::try_from(xsk_fd)
-            .map_err(|_| NetError::InvalidConfig(format!("bad socket fd {xsk_fd}")))?;
-        self.xsks
-            .update(&slot.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
-            .map_err(bpf_err("inserting the AF_XDP socket into the XSKMAP"))
-    }
-
-    /// Point `ports` slot `slot` at the interface `ifindex` (the peer end of a VM's veth port).
-    pub fn set_port(&self, slot: u32, ifindex: u32) -> Result<(), NetError> {
-        self.ports
-            .update(&slot.to_ne_bytes(), &ifindex.to_ne_bytes(), MapFlags::ANY)
-            .map_err(bpf_err(
-                "inserting the VM's veth port into the `ports` DEVMAP",
-            ))
     }
 
     /// The NIC this program is attached to.
@@ -665,9 +998,11 @@ impl DetachedProgram {
 
 impl Drop for Steering {
     fn drop(&mut self) {
-        // The VM using this steering unregistered its name before: any live name left is
-        // another VM's (of this or another process), still using the pins.
-        let others = self.rules.vms().iter().any(|v| !v.is_stale());
+        // The VM using this steering unregistered its name and dropped its registration before:
+        // any live name or owner left is another VM's (of this or another process, named or
+        // not), still using the pins.
+        let others =
+            self.rules.vms().iter().any(|v| !v.is_stale()) || !self.live_owners().is_empty();
         if self.pinning == Pinning::MapsOwned && !others {
             let removed = match &self.pin_dir {
                 Some(dir) => pin::remove_dir(dir),

@@ -13,6 +13,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
+    names::{IfName, VmName},
     pcap::{Direction, PcapWriter},
     spoof::{GuardPolicy, SpoofGuard},
     stats::StatsPublisher,
@@ -82,10 +83,9 @@ impl std::fmt::Debug for VmNet {
 impl VmNet {
     /// Open the backend `spec` describes with `opts` (in the NIC's network namespace).
     pub fn open(spec: &BackendSpec, opts: &VmNetOptions) -> Result<Self, NetError> {
-        let name = opts
-            .vm_name
-            .clone()
-            .unwrap_or_else(|| DEFAULT_VM_NAME.to_string());
+        // Both names become paths (/run/lancet/<nic>/<vm>.json) and map keys: checked first.
+        IfName::new(&spec.nic)?;
+        let name = VmName::new(opts.vm_name.as_deref().unwrap_or(DEFAULT_VM_NAME))?.to_string();
         let policy = GuardPolicy {
             allow_spoof: opts.allow_spoof,
             vlan: opts.vlan,

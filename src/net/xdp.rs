@@ -36,10 +36,11 @@ use xsk_rs::{
 };
 
 use super::{
+    names::{IfName, VmName as ValidVmName},
     nic::{self, LinkProbe, Membership, MembershipKind},
     port::{VethPort, PORT_QUEUE},
     rulemaps::VmName,
-    steer::{link_local_from_mac, Steering, VmRegistration, XdpMode},
+    steer::{link_local_from_mac, Registration, Steering, XdpMode},
     tap::{TapBackend, TapConfig},
     Backend, BackendStats, FrameTx, NetError, MAX_FRAME_LEN,
 };
@@ -146,9 +147,10 @@ pub struct XdpBackend {
     fill_q: FillQueue,
     comp_q: CompQueue,
     umem: Umem,
+    /// The VM's steering entries and owner lock; dropped before `steering`.
+    registration: Registration,
     steering: Steering,
     _membership: Option<Membership>,
-    registration: VmRegistration,
     zero_copy: bool,
     tx_ring_size: u32,
     /// RX frames not currently owned by the kernel (fill ring refill failed for them).
@@ -262,6 +264,14 @@ fn bind(cfg: &XdpConfig, bind_flags: BindFlags) -> Result<Bound, NetError> {
     Ok((umem, frames, tx_q, rx_q, fill_q, comp_q))
 }
 
+/// A rule-map error as a backend error.
+fn filter_to_net(e: super::rulemaps::FilterError) -> NetError {
+    match e {
+        super::rulemaps::FilterError::Net(n) => n,
+        other => NetError::InvalidConfig(other.to_string()),
+    }
+}
+
 impl XdpBackend {
     /// Attach the steering program to `cfg.ifname`, bind an AF_XDP socket to `cfg.queue` and make
     /// the NIC accept `cfg.vm_mac`. Must run in the NIC's network namespace; the backend keeps
@@ -272,6 +282,11 @@ impl XdpBackend {
                 "VM MAC {} is not a unicast address",
                 super::format_mac(cfg.vm_mac)
             )));
+        }
+        IfName::new(&cfg.ifname)?;
+        if let Some(name) = &cfg.vm_name {
+            // The `vm_names` key holds 15 bytes: a longer name would be truncated there.
+            ValidVmName::new(name)?;
         }
         nic::ifindex(&cfg.ifname)?;
         let mtu = nic::mtu(&cfg.ifname)?;
@@ -296,56 +311,54 @@ impl XdpBackend {
         } else {
             Steering::attach(&cfg.ifname, cfg.mode)?
         };
+        let link_local = link_local_from_mac(cfg.vm_mac);
+        let mut ipv6 = vec![link_local];
+        ipv6.extend(cfg.vm_ipv6.iter().copied().filter(|a| *a != link_local));
+        // Sweeping the dead, choosing a slot and inserting the entries happen under the pin
+        // directory lock, so two VMs starting at once never pick the same slot or address.
+        let dir_lock = steering.rules().lock().map_err(filter_to_net)?;
         // Registrations left by VMM processes that were killed (pinned maps outlive them).
-        for stale in steering.rules().stale_vms() {
-            steering.forget_vm(&stale);
-            if stale.queue == PORT_QUEUE {
-                VethPort::remove_stale(stale.pid, stale.slot);
-            }
-        }
+        steering.sweep_stale();
+        let mut registration = steering.begin_registration(cfg.vm_mac)?;
         // The queue's one UMEM slot is another VM's: this VM gets a veth port (super::port).
-        let live = steering.rules().vms();
+        let live = steering.live_owners();
         let port = if live.iter().any(|v| v.queue == cfg.queue) {
             let used: Vec<u32> = live
                 .iter()
                 .filter(|v| v.queue == PORT_QUEUE)
                 .map(|v| v.slot)
                 .collect();
-            // Start the search at a per-process offset: two VMs starting at the same moment
-            // (neither registered yet) then rarely pick the same slot.
             let max = super::steer::MAX_VMS;
-            let first = std::process::id() % max;
-            let slot = (0..max)
-                .map(|i| (first + i) % max)
-                .find(|s| !used.contains(s))
-                .ok_or_else(|| {
-                    NetError::InvalidConfig(format!(
-                        "{:?} already serves {} VMs through veth ports",
-                        cfg.ifname,
-                        super::steer::MAX_VMS
-                    ))
-                })?;
-            Some((slot, VethPort::create(&cfg.ifname, slot)?))
+            let slot = (0..max).find(|s| !used.contains(s)).ok_or_else(|| {
+                NetError::InvalidConfig(format!(
+                    "{:?} already serves {} VMs through veth ports",
+                    cfg.ifname,
+                    super::steer::MAX_VMS
+                ))
+            })?;
+            Some((
+                slot,
+                VethPort::create(&cfg.ifname, slot, registration.token())?,
+            ))
         } else {
             None
         };
-        let link_local = link_local_from_mac(cfg.vm_mac);
-        let mut ipv6 = vec![link_local];
-        ipv6.extend(cfg.vm_ipv6.iter().copied().filter(|a| *a != link_local));
         // One socket per queue (one UMEM per queue), so the queue number is the XSKMAP slot; a
         // port VM's slot is its `ports` index.
         let (slot, queue) = match &port {
             Some((slot, _)) => (*slot, PORT_QUEUE),
             None => (cfg.queue, cfg.queue),
         };
-        let registration = VmRegistration {
-            slot,
-            queue,
-            mac: cfg.vm_mac,
-            ipv4: cfg.vm_ip.into_iter().collect(),
-            ipv6,
-        };
-        steering.register_vm(&registration)?;
+        // From here on every error path drops `registration`, which removes exactly what it
+        // inserted.
+        registration.claim(slot, queue)?;
+        if let Some(ip) = cfg.vm_ip {
+            registration.add_ipv4_locked(ip)?;
+        }
+        for ip in ipv6 {
+            registration.add_ipv6_locked(ip)?;
+        }
+        drop(dir_lock);
 
         let need_wakeup = BindFlags::XDP_USE_NEED_WAKEUP;
         let port_cfg;
@@ -369,45 +382,23 @@ impl XdpBackend {
                 Err(_) => bind(bind_cfg, BindFlags::XDP_COPY | need_wakeup).map(|b| (false, b)),
             }
         };
-        let (zero_copy, bound) = match bound {
-            Ok(b) => b,
-            Err(e) => {
-                steering.unregister_vm(&registration);
-                return Err(e);
-            }
-        };
+        let (zero_copy, bound) = bound?;
         let (umem, mut frames, tx_q, rx_q, mut fill_q, comp_q) = bound;
         let tx_free = frames.split_off((cfg.rx_ring_size * 2) as usize);
         // SAFETY: the RX frames are owned by nobody yet; they belong to this UMEM.
         let filled = unsafe { fill_q.produce(&frames) };
         let rx_spare = frames.split_off(filled);
         match &port {
-            Some((slot, p)) => {
+            Some((_, p)) => {
                 p.set_socket(rx_q.fd().as_raw_fd())?;
-                steering.set_port(*slot, p.peer_ifindex())?;
+                registration.set_port(p.peer_ifindex())?;
             }
-            None => steering.set_socket(slot, rx_q.fd().as_raw_fd())?,
+            None => registration.set_socket(rx_q.fd().as_raw_fd())?,
         }
         let mirror_sink = match &cfg.mirror_tap {
             Some(name) => Some(TapBackend::open(&TapConfig::new(name.clone(), None))?),
             None => None,
         };
-        if let Some(name) = &cfg.vm_name {
-            let vm = VmName {
-                name: name.clone(),
-                slot,
-                queue,
-                pid: std::process::id(),
-                mac: cfg.vm_mac,
-            };
-            if let Err(e) = steering.rules().register_vm(&vm) {
-                steering.unregister_vm(&registration);
-                return Err(match e {
-                    super::rulemaps::FilterError::Net(n) => n,
-                    other => NetError::InvalidConfig(other.to_string()),
-                });
-            }
-        }
         let membership = match cfg.mac_filter {
             MacFilter::Unicast => Some(Membership::add(
                 &cfg.ifname,
@@ -418,6 +409,16 @@ impl XdpBackend {
             }
             MacFilter::Untouched => None,
         };
+        if let Some(name) = &cfg.vm_name {
+            let vm = VmName {
+                name: name.clone(),
+                slot,
+                queue,
+                pid: registration.token(),
+                mac: cfg.vm_mac,
+            };
+            steering.rules().register_vm(&vm).map_err(filter_to_net)?;
+        }
         tracing::info!(ifname = %cfg.ifname, queue = cfg.queue, zero_copy, mode = ?steering.mode(), "AF_XDP backend open");
         Ok(Self {
             tx_q,
@@ -712,12 +713,12 @@ impl Drop for XdpBackend {
             if let Err(e) = self
                 .steering
                 .rules()
-                .unregister_vm(name, std::process::id())
+                .unregister_vm(name, self.registration.token())
             {
                 tracing::warn!(error = %e, "unregistering the VM name");
             }
         }
-        self.steering.unregister_vm(&self.registration);
+        // `registration` (a field declared before `steering`) removes the VM's entries.
     }
 }
 

@@ -1,0 +1,140 @@
+//! Names the CLI turns into paths are validated before any filesystem use: an interface given to
+//! `lancet nic|filter|stats` cannot be a path out of /sys/fs/bpf/lancet, and `--vm-name` cannot
+//! leave /run/lancet (issue 11, item 9).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn lancet(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lancet"))
+        .args(args)
+        .output()
+        .expect("run lancet");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A directory with one file, removed on drop.
+struct Victim {
+    dir: PathBuf,
+}
+
+impl Victim {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("lt-victim-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("precious"), b"keep me").unwrap();
+        Self { dir }
+    }
+
+    fn intact(&self) -> bool {
+        std::fs::read(self.dir.join("precious")).is_ok_and(|b| b == b"keep me")
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn nic_detach_of_a_path_is_refused_and_removes_nothing() {
+    let victim = Victim::new("detach");
+    let path = victim.dir.to_str().unwrap();
+    let (code, stderr) = lancet(&["nic", "detach", path]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("not a valid interface name") && stderr.contains("'/'"),
+        "{stderr}"
+    );
+    assert!(victim.intact(), "lancet nic detach removed files of {path}");
+}
+
+#[test]
+fn filter_and_stats_refuse_paths_as_nics() {
+    for args in [
+        &["filter", "list", "../../../tmp"][..],
+        &["filter", "flush", "/tmp"],
+        &["stats", "/etc"],
+        &["nic", "status", ".."],
+        &["nic", "attach", "a-name-longer-than-15"],
+    ] {
+        let (code, stderr) = lancet(args);
+        assert_ne!(code, 0, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("not a valid interface name"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn vm_name_escaping_run_lancet_is_refused_before_anything_runs() {
+    let escape = format!("ltx{}", std::process::id());
+    let name = format!("../{escape}");
+    let (code, stderr) = lancet(&[
+        "run",
+        "--guest",
+        "echo",
+        "--guest-elf",
+        "/nonexistent/guest",
+        "--nic",
+        "lt-nonexistent",
+        "--vm-name",
+        &name,
+    ]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("not a valid VM name") && stderr.contains(&name),
+        "{stderr}"
+    );
+    // Nothing was written next to /run/lancet.
+    assert!(!PathBuf::from(format!("/run/{escape}.json")).exists());
+    assert!(!PathBuf::from(format!("/run/lancet/{escape}.json")).exists());
+}
+
+#[test]
+fn vm_names_too_long_for_the_map_key_are_refused() {
+    let (code, stderr) = lancet(&[
+        "run",
+        "--guest",
+        "echo",
+        "--guest-elf",
+        "/nonexistent/guest",
+        "--vm-name",
+        "sixteen-bytes-xx",
+    ]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("not a valid VM name") && stderr.contains("longer than 15"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn netns_names_cannot_be_paths_out_of_run_netns() {
+    // /var/run/netns/../../proc/1/ns/net would be the initial namespace.
+    for args in [
+        &[
+            "run",
+            "--guest",
+            "echo",
+            "--guest-elf",
+            "/nonexistent/guest",
+            "--netns",
+            "../../proc/1/ns/net",
+        ][..],
+        &["nic", "attach", "lt-nic", "--netns", "../../proc/1/ns/net"],
+        &["nic", "status", "lt-nic", "--netns", ".."],
+    ] {
+        let (code, stderr) = lancet(args);
+        assert_ne!(code, 0, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("not a valid network namespace name"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
