@@ -29,6 +29,8 @@ use serde::Serialize;
 
 pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 
+pub mod bridge;
+pub mod local;
 pub mod nic;
 pub mod pcap;
 pub mod pin;

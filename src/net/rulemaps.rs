@@ -204,12 +204,12 @@ pub struct RuleMaps {
 }
 
 /// Holds an exclusive flock until dropped.
-struct DirLock {
+pub(crate) struct DirLock {
     _file: Option<File>,
 }
 
 impl DirLock {
-    fn take(dir: Option<&Path>) -> Result<Self, FilterError> {
+    pub(crate) fn take(dir: Option<&Path>) -> Result<Self, FilterError> {
         let Some(dir) = dir else {
             return Ok(Self { _file: None });
         };

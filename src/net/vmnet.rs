@@ -13,6 +13,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
+    local::{LocalLink, LocalStats},
     pcap::{Direction, PcapWriter},
     spoof::SpoofGuard,
     stats::StatsPublisher,
@@ -48,12 +49,14 @@ pub struct PublishedStats {
     pub counters: BackendStats,
     /// Mirror counters (AF_XDP).
     pub mirror: Option<MirrorStats>,
+    /// Local bridge counters: host, other VMs, broadcast/multicast copies (AF_XDP).
+    pub local: Option<LocalStats>,
     /// Frames captured (rx, tx) and capture write errors.
     pub pcap: Option<(u64, u64, u64)>,
 }
 
 enum Inner {
-    Xdp(Box<SpoofGuard<XdpBackend>>),
+    Xdp(Box<SpoofGuard<LocalLink>>),
     Other(SpoofGuard<Box<dyn Backend>>),
 }
 
@@ -87,7 +90,7 @@ impl VmNet {
                 cfg.vm_name = Some(name.clone());
                 cfg.mirror_tap = opts.mirror_tap.clone();
                 Inner::Xdp(Box::new(SpoofGuard::new(
-                    XdpBackend::open(&cfg)?,
+                    LocalLink::open(XdpBackend::open(&cfg)?, &spec.nic, spec.vm_mac)?,
                     spec.vm_mac,
                     opts.allow_spoof,
                 )))
@@ -133,7 +136,11 @@ impl VmNet {
             backend: self.backend().kind(),
             counters: self.backend().stats(),
             mirror: match &self.inner {
-                Inner::Xdp(b) => Some(b.inner().mirror_stats()),
+                Inner::Xdp(b) => Some(b.inner().xdp().mirror_stats()),
+                Inner::Other(_) => None,
+            },
+            local: match &self.inner {
+                Inner::Xdp(b) => Some(b.inner().local_stats()),
                 Inner::Other(_) => None,
             },
             pcap: self

@@ -477,6 +477,14 @@ impl XdpBackend {
         self.mirror
     }
 
+    /// Take back the buffer the last `tx_buffer` lent without sending it (the frame went another
+    /// way, e.g. the local bridge: [`super::local::LocalLink`]).
+    pub fn tx_cancel(&mut self) {
+        if let Some(desc) = self.tx_lent.take() {
+            self.tx_free.push(desc);
+        }
+    }
+
     /// Hand the host copy of a mirrored frame to the mirror device.
     fn mirror_to_host(&mut self, frame: &[u8]) {
         self.mirror.frames += 1;
