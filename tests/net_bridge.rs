@@ -124,19 +124,39 @@ fn vms_host_and_lan_exchange_unicast_broadcast_and_multicast_each_once() {
         // From VM A: B, the host and the wire each once; A not at all.
         send(&mut a, &tf(group, Testbed::VM_MAC, base + 1));
         assert_eq!(vm_seqs(&mut b, 2, QUIET), vec![base + 1], "A's group -> B");
-        assert_eq!(sock_seqs(&host, 2, QUIET), vec![base + 1], "A's group -> host");
-        assert_eq!(sock_seqs(&peer, 2, QUIET), vec![base + 1], "A's group -> wire");
-        assert_eq!(vm_seqs(&mut a, 1, QUIET), Vec::<u64>::new(), "not back to A");
+        assert_eq!(
+            sock_seqs(&host, 2, QUIET),
+            vec![base + 1],
+            "A's group -> host"
+        );
+        assert_eq!(
+            sock_seqs(&peer, 2, QUIET),
+            vec![base + 1],
+            "A's group -> wire"
+        );
+        assert_eq!(
+            vm_seqs(&mut a, 1, QUIET),
+            Vec::<u64>::new(),
+            "not back to A"
+        );
         // From the host: A, B and the wire once each.
         host.send(&tf(group, nic_mac, base + 2)).unwrap();
         assert_eq!(vm_seqs(&mut a, 2, QUIET), vec![base + 2], "host group -> A");
         assert_eq!(vm_seqs(&mut b, 2, QUIET), vec![base + 2], "host group -> B");
-        assert_eq!(sock_seqs(&peer, 2, QUIET), vec![base + 2], "host group -> wire");
+        assert_eq!(
+            sock_seqs(&peer, 2, QUIET),
+            vec![base + 2],
+            "host group -> wire"
+        );
         // From the LAN: A, B and the host once each.
         peer.send(&tf(group, peer_mac, base + 3)).unwrap();
         assert_eq!(vm_seqs(&mut a, 2, QUIET), vec![base + 3], "LAN group -> A");
         assert_eq!(vm_seqs(&mut b, 2, QUIET), vec![base + 3], "LAN group -> B");
-        assert_eq!(sock_seqs(&host, 2, QUIET), vec![base + 3], "LAN group -> host");
+        assert_eq!(
+            sock_seqs(&host, 2, QUIET),
+            vec![base + 3],
+            "LAN group -> host"
+        );
     }
 
     // The unicast fast path is unchanged: LAN <-> A over the XSK, not the local link.
@@ -249,7 +269,10 @@ fn the_host_that_owns_the_nic_pings_and_arps_its_vms() {
     let a = EchoVm::start(&bed, "a", Testbed::VM_MAC, Testbed::VM_IP);
     let b = EchoVm::start(&bed, "b", MAC_B, IP_B);
     let peer = bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap();
-    for (ip, mac) in [(Testbed::VM_IP, "52:54:00:12:34:56"), (IP_B, "52:54:00:12:34:57")] {
+    for (ip, mac) in [
+        (Testbed::VM_IP, "52:54:00:12:34:56"),
+        (IP_B, "52:54:00:12:34:57"),
+    ] {
         assert!(
             bed.ping(Side::Host, ip, 3).unwrap().status.success(),
             "the host pings {ip}"
@@ -268,7 +291,11 @@ fn the_host_that_owns_the_nic_pings_and_arps_its_vms() {
     }
     assert_eq!(on_wire, 0, "host -> VM unicast stays off the wire");
     // The LAN still reaches both.
-    assert!(bed.ping(Side::Peer, Testbed::VM_IP, 2).unwrap().status.success());
+    assert!(bed
+        .ping(Side::Peer, Testbed::VM_IP, 2)
+        .unwrap()
+        .status
+        .success());
     assert!(bed.ping(Side::Peer, IP_B, 2).unwrap().status.success());
     assert_eq!(b.stop(), 0);
     assert_eq!(a.stop(), 0);

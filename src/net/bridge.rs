@@ -399,7 +399,10 @@ impl Bridge {
 impl Drop for Bridge {
     fn drop(&mut self) {
         let pid = std::process::id();
-        let ours = |v: Option<Vec<u8>>| v.and_then(|v| parse_port(&v)).is_some_and(|(_, p)| p == pid);
+        let ours = |v: Option<Vec<u8>>| {
+            v.and_then(|v| parse_port(&v))
+                .is_some_and(|(_, p)| p == pid)
+        };
         let key = mac_key(self.mac);
         if ours(self.macs.lookup(&key, MapFlags::ANY).ok().flatten()) {
             let _ = self.macs.delete(&key);
