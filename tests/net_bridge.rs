@@ -160,16 +160,16 @@ fn vms_host_and_lan_exchange_unicast_broadcast_and_multicast_each_once() {
     }
 
     // The unicast fast path is unchanged: LAN <-> A over the XSK, not the local link.
-    let before = a.local_stats();
+    let before = a.counters();
     peer.send(&tf(Testbed::VM_MAC, peer_mac, 900)).unwrap();
     assert_eq!(vm_seqs(&mut a, 1, WAIT), vec![900]);
     send(&mut a, &tf(peer_mac, Testbed::VM_MAC, 901));
     assert_eq!(sock_seqs(&peer, 1, WAIT), vec![901]);
-    let after = a.local_stats();
+    let after = a.counters();
     assert_eq!(after.rx_local, before.rx_local);
     assert_eq!(after.tx_local, before.tx_local);
 
-    let sa = a.local_stats();
+    let sa = a.counters();
     assert_eq!(sa.tx_local, 2, "A: to B and to the host");
     assert_eq!(sa.tx_group_copies, 2);
     assert_eq!(sa.tap_drops, 0);
@@ -183,6 +183,7 @@ fn vms_host_and_lan_exchange_unicast_broadcast_and_multicast_each_once() {
 struct EchoVm {
     child: Option<std::process::Child>,
     serial: std::path::PathBuf,
+    stats: std::path::PathBuf,
 }
 
 impl EchoVm {
@@ -191,6 +192,7 @@ impl EchoVm {
             "lancet-bridge-{}-{name}.serial",
             std::process::id()
         ));
+        let stats = serial.with_extension("json");
         let mac = mac.map(|b| format!("{b:02x}")).join(":");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_lancet"))
             .args(["run", "--netns", bed.ns_name(Side::Host)])
@@ -198,6 +200,8 @@ impl EchoVm {
             .args(["--mac", &mac, "--mem", "128M", "--timeout", "120"])
             .arg("--serial")
             .arg(&serial)
+            .arg("--stats-json")
+            .arg(&stats)
             .args(["--guest", "echo", "--guest-elf"])
             .arg(common::test_guest_elf())
             .args(["--guest-ip", &format!("{ip}/{}", Testbed::PREFIX_LEN)])
@@ -208,6 +212,7 @@ impl EchoVm {
         let mut vm = Self {
             child: Some(child),
             serial,
+            stats,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -222,12 +227,17 @@ impl EchoVm {
         }
     }
 
-    /// SIGTERM and wait; the exit code.
-    fn stop(mut self) -> i32 {
+    /// SIGTERM and wait; the exit code and the `--stats-json` document.
+    fn stop(mut self) -> (i32, serde_json::Value) {
         let mut child = self.child.take().unwrap();
         // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        child.wait().unwrap().code().unwrap_or(-1)
+        let code = child.wait().unwrap().code().unwrap_or(-1);
+        let stats = std::fs::read(&self.stats)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        (code, stats)
     }
 }
 
@@ -239,6 +249,7 @@ impl Drop for EchoVm {
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(&self.serial);
+        let _ = std::fs::remove_file(&self.stats);
     }
 }
 
@@ -297,6 +308,23 @@ fn the_host_that_owns_the_nic_pings_and_arps_its_vms() {
         .status
         .success());
     assert!(bed.ping(Side::Peer, IP_B, 2).unwrap().status.success());
-    assert_eq!(b.stop(), 0);
-    assert_eq!(a.stop(), 0);
+    for vm in [b, a] {
+        let (code, stats) = vm.stop();
+        assert_eq!(code, 0);
+        let local = &stats["backend"]["local"];
+        let n = |k: &str| {
+            local[k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("local.{k} in {stats}"))
+        };
+        assert!(
+            n("tx_local") >= 3,
+            "echo replies to the host went local: {local}"
+        );
+        assert!(
+            n("rx_local") >= 3,
+            "pings and ARP from the host came local: {local}"
+        );
+        assert_eq!(n("tap_drops"), 0);
+    }
 }

@@ -103,7 +103,7 @@ impl LocalLink {
     }
 
     /// The local link's counters.
-    pub fn local_stats(&self) -> LocalStats {
+    pub fn counters(&self) -> LocalStats {
         let tap = self.bridge.tap_ref().stats();
         LocalStats {
             tap_drops: tap.drops.tx_total() + tap.drops.rx_total(),
@@ -222,5 +222,9 @@ impl Backend for LocalLink {
         stats.drops.tx_error += tap.drops.tx_error;
         stats.drops.tx_oversize += tap.drops.tx_oversize;
         stats
+    }
+
+    fn local_stats(&self) -> Option<LocalStats> {
+        Some(self.counters())
     }
 }

@@ -139,10 +139,7 @@ impl VmNet {
                 Inner::Xdp(b) => Some(b.inner().xdp().mirror_stats()),
                 Inner::Other(_) => None,
             },
-            local: match &self.inner {
-                Inner::Xdp(b) => Some(b.inner().local_stats()),
-                Inner::Other(_) => None,
-            },
+            local: self.local_stats(),
             pcap: self
                 .pcap
                 .as_ref()
@@ -226,6 +223,13 @@ impl Backend for VmNet {
 
     fn stats(&self) -> BackendStats {
         self.backend().stats()
+    }
+
+    fn local_stats(&self) -> Option<LocalStats> {
+        match &self.inner {
+            Inner::Xdp(b) => Some(b.inner().counters()),
+            Inner::Other(_) => None,
+        }
     }
 }
 
