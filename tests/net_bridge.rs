@@ -328,3 +328,74 @@ fn the_host_that_owns_the_nic_pings_and_arps_its_vms() {
         assert_eq!(n("tap_drops"), 0);
     }
 }
+
+/// The first frame a VM receives within `wait` that `pick` accepts.
+fn vm_first<T>(vm: &mut LocalLink, wait: Duration, pick: impl Fn(&[u8]) -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + wait;
+    let mut found = None;
+    while found.is_none() && Instant::now() < deadline {
+        vm.reap();
+        vm.recv_batch(64, &mut |f| {
+            if found.is_none() {
+                found = pick(f);
+            }
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    found
+}
+
+#[test]
+fn vms_arp_for_and_ping_the_host_on_their_nic() {
+    use common::frames as pkt;
+    let _pins = pin_lock();
+    let bed = Testbed::new(TestbedConfig {
+        name_prefix: "bv".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut a = open_vm(&bed, Testbed::VM_MAC, Testbed::VM_IP, "a");
+    let mut b = open_vm(&bed, MAC_B, IP_B, "b");
+    a.refresh();
+    let nic_mac = bed.mac_of(Side::Host, Testbed::NIC).unwrap();
+    for (vm, mac, ip) in [
+        (&mut a, Testbed::VM_MAC, Testbed::VM_IP),
+        (&mut b, MAC_B, IP_B),
+    ] {
+        // ARP: the host answers with the NIC's MAC.
+        send(vm, &pkt::arp_request(mac, ip, Testbed::HOST_IP));
+        let reply = vm_first(vm, WAIT, |f| {
+            pkt::arp_fields(f).filter(|a| a.0 == 2 && a.2 == Testbed::HOST_IP)
+        });
+        assert_eq!(
+            reply.map(|r| (r.1, r.3, r.4)),
+            Some((nic_mac, mac, ip)),
+            "ARP reply from the host to {ip}"
+        );
+        // Ping: the host's stack answers the echo request.
+        for seq in 1..=3u16 {
+            send(
+                vm,
+                &pkt::icmp_echo(nic_mac, mac, ip, Testbed::HOST_IP, seq, b"bridge-ping"),
+            );
+            let answered = vm_first(vm, WAIT, |f| {
+                let (src, dst, proto, body) = pkt::ipv4_fields(f)?;
+                (src == Testbed::HOST_IP && dst == ip && proto == 1 && body.first() == Some(&0))
+                    .then(|| u16::from_be_bytes([body[6], body[7]]))
+            });
+            assert_eq!(
+                answered,
+                Some(seq),
+                "echo reply {seq} from the host to {ip}"
+            );
+        }
+        let s = vm.counters();
+        assert_eq!(s.tx_local, 3, "the echo requests went local ({ip})");
+        assert_eq!(
+            s.tx_group_copies, 1,
+            "the ARP request was copied to the local link"
+        );
+        assert!(s.rx_local >= 4, "ARP and echo replies came local ({ip})");
+    }
+}
