@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 # Debian packages: build (xsk-rs builds bundled xdp-tools; libbpf-cargo compiles bpf/*.bpf.c) and tests.
 APT_PKGS := build-essential pkg-config zlib1g-dev libelf-dev clang llvm m4 libpcap-dev \
-            tcpdump ethtool iproute2 iputils-ping iputils-arping dnsmasq-base socat netcat-openbsd \
+            tcpdump ethtool iproute2 iputils-ping arping dnsmasq-base socat netcat-openbsd \
             qemu-system-x86
 CARGO ?= cargo
 # `make linux-guest`: Debian's Linux 6.1 source and what building it needs.

@@ -1,5 +1,5 @@
 //! Build script: compiles the XDP programs (bpf/steer.bpf.c, the NIC's steering program, and
-//! bpf/port.bpf.c, the per-VM veth port programs) with clang and generates their libbpf-rs
+//! bpf/port.bpf.c, the per-VM veth port programs, bpf/bridge.bpf.c, the local bridge's TC programs) with clang and generates their libbpf-rs
 //! skeletons into OUT_DIR (the objects are embedded by src/net/steer.rs and src/net/port.rs).
 
 use std::{env, path::PathBuf};
@@ -7,7 +7,11 @@ use std::{env, path::PathBuf};
 use libbpf_cargo::SkeletonBuilder;
 
 /// (source, object and skeleton stem)
-const PROGRAMS: [(&str, &str); 2] = [("bpf/steer.bpf.c", "steer"), ("bpf/port.bpf.c", "port")];
+const PROGRAMS: [(&str, &str); 3] = [
+    ("bpf/steer.bpf.c", "steer"),
+    ("bpf/port.bpf.c", "port"),
+    ("bpf/bridge.bpf.c", "bridge"),
+];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -24,4 +28,5 @@ fn main() {
             });
         println!("cargo:rerun-if-changed={src}");
     }
+    println!("cargo:rerun-if-changed=bpf/lancet_common.h");
 }

@@ -24,8 +24,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-/* How many VMs (XSKMAP slots) one NIC can serve. Keep in sync with MAX_VMS in src/net/steer.rs. */
-#define MAX_VMS 64
+/* MAX_VMS (how many VMs, XSKMAP slots, one NIC can serve) and the MAC key format. */
+#include "lancet_common.h"
 
 #define ARP_HDR_LEN 8
 #define ARP_OP_REQUEST 1

@@ -16,7 +16,9 @@
 //!
 //! Several VMs on one NIC: the first VM's AF_XDP socket binds the NIC's queue; every further VM
 //! gets its own veth port fed by an XDP redirect from the steering program ([`port`]), so each VM
-//! keeps its own process and UMEM.
+//! keeps its own process and UMEM. Frames between a VM and the host that owns the NIC, between
+//! VMs on one NIC, and broadcast/multicast copies go through the local bridge ([`bridge`]: a TAP
+//! device per VM and TC programs; [`local::LocalLink`] routes each transmitted frame).
 //!
 //! Copies per frame (both backends): RX = kernel -> backend buffer (AF_XDP copy mode: into a UMEM
 //! frame; TAP: read() into a buffer), then the model copies it into guest memory. TX = the model
@@ -29,8 +31,10 @@ use serde::Serialize;
 
 pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
 
+pub mod bridge;
 pub mod learn;
 pub mod liblog;
+pub mod local;
 pub mod names;
 pub mod nic;
 pub mod owner;
@@ -64,6 +68,10 @@ pub trait Backend: FrameTx + Send {
     fn reap(&mut self);
     /// Frames, bytes and drops by reason.
     fn stats(&self) -> BackendStats;
+    /// The local bridge's counters (an AF_XDP VM on the NIC's local bridge; `None` otherwise).
+    fn local_stats(&self) -> Option<local::LocalStats> {
+        None
+    }
 }
 
 /// Counters of one backend. Every frame the backend or the kernel below it drops is in `drops`.

@@ -69,7 +69,7 @@ pub fn peer_ifname(pid: u32, slot: u32) -> String {
     format!("lt-p{pid}n{slot}b")
 }
 
-fn ip(args: &[&str]) -> Result<(), NetError> {
+pub(super) fn ip(args: &[&str]) -> Result<(), NetError> {
     let out = Command::new("ip").args(args).output().map_err(|e| {
         NetError::io(
             "running `ip` (install iproute2) to manage a VM's veth port",
@@ -85,7 +85,7 @@ fn ip(args: &[&str]) -> Result<(), NetError> {
     Ok(())
 }
 
-fn disable_ipv6(ifname: &str) -> Result<(), NetError> {
+pub(super) fn disable_ipv6(ifname: &str) -> Result<(), NetError> {
     let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
     match std::fs::write(&path, "1") {
         Ok(()) => Ok(()),

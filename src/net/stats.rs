@@ -58,19 +58,16 @@ impl StatsPublisher {
         Ok(Self { path, last: None })
     }
 
-    /// Publish `counters` if [`PUBLISH_INTERVAL`] passed since the last time.
-    pub fn maybe_publish(&mut self, counters: &impl Serialize) {
-        if self.is_due() {
-            self.publish(counters);
-        }
+    /// Whether [`PUBLISH_INTERVAL`] passed since the last publication (collecting the counters
+    /// costs syscalls: callers on a hot path check this first).
+    pub fn due(&self) -> bool {
+        !self.last.is_some_and(|t| t.elapsed() < PUBLISH_INTERVAL)
     }
 
-    /// Whether the publish interval has passed: callers check this before gathering counters,
-    /// which costs system calls (per-CPU map reads, XDP_STATISTICS) that must not be paid per pass.
-    pub fn is_due(&self) -> bool {
-        match self.last {
-            None => true,
-            Some(t) => t.elapsed() >= PUBLISH_INTERVAL,
+    /// Publish `counters` if [`PUBLISH_INTERVAL`] passed since the last time.
+    pub fn maybe_publish(&mut self, counters: &impl Serialize) {
+        if self.due() {
+            self.publish(counters);
         }
     }
 

@@ -13,6 +13,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
+    local::{LocalLink, LocalStats},
     names::{IfName, VmName},
     pcap::{Direction, PcapWriter},
     spoof::{GuardPolicy, SpoofGuard},
@@ -56,13 +57,15 @@ pub struct PublishedStats {
     pub counters: BackendStats,
     /// Mirror counters (AF_XDP).
     pub mirror: Option<MirrorStats>,
+    /// Local bridge counters: host, other VMs, broadcast/multicast copies (AF_XDP).
+    pub local: Option<LocalStats>,
     /// Frames captured (rx, tx), capture write errors, frames not captured (capture stopped at
     /// its size cap or a write error).
     pub pcap: Option<(u64, u64, u64, u64)>,
 }
 
 enum Inner {
-    Xdp(Box<SpoofGuard<XdpBackend>>),
+    Xdp(Box<SpoofGuard<LocalLink>>),
     Other(Box<SpoofGuard<Box<dyn Backend>>>),
 }
 
@@ -101,7 +104,7 @@ impl VmNet {
                 cfg.vm_name = Some(name.clone());
                 cfg.mirror_tap = opts.mirror_tap.clone();
                 Inner::Xdp(Box::new(SpoofGuard::with_policy(
-                    XdpBackend::open(&cfg)?,
+                    LocalLink::open(XdpBackend::open(&cfg)?, &spec.nic, spec.vm_mac)?,
                     spec.vm_mac,
                     &policy,
                 )))
@@ -154,9 +157,10 @@ impl VmNet {
             backend: self.backend().kind(),
             counters: self.backend().stats(),
             mirror: match &self.inner {
-                Inner::Xdp(b) => Some(b.inner().mirror_stats()),
+                Inner::Xdp(b) => Some(b.inner().xdp().mirror_stats()),
                 Inner::Other(_) => None,
             },
+            local: self.local_stats(),
             pcap: self
                 .pcap
                 .as_ref()
@@ -230,8 +234,9 @@ impl Backend for VmNet {
                 p.flush();
             }
         }
-        // Gathering the counters costs system calls: only when a publication is due.
-        if self.publisher.as_ref().is_some_and(StatsPublisher::is_due) {
+        // Collecting the counters costs syscalls (XDP_STATISTICS, per-CPU maps, the tap's
+        // /proc/net/dev): only when a publication is due, not on every reap.
+        if self.publisher.as_ref().is_some_and(StatsPublisher::due) {
             let stats = self.published();
             if let Some(p) = self.publisher.as_mut() {
                 p.publish(&stats);
@@ -241,6 +246,13 @@ impl Backend for VmNet {
 
     fn stats(&self) -> BackendStats {
         self.backend().stats()
+    }
+
+    fn local_stats(&self) -> Option<LocalStats> {
+        match &self.inner {
+            Inner::Xdp(b) => Some(b.inner().counters()),
+            Inner::Other(_) => None,
+        }
     }
 }
 

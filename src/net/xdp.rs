@@ -448,6 +448,11 @@ impl XdpBackend {
         })
     }
 
+    /// This VM's owner token ([`super::owner`]): names its ports and taps, proves it alive.
+    pub fn owner_token(&self) -> u32 {
+        self.registration.token()
+    }
+
     /// Whether the socket is bound in zero-copy mode (false: copy mode).
     pub fn zero_copy(&self) -> bool {
         self.zero_copy
@@ -476,6 +481,14 @@ impl XdpBackend {
     /// Mirror counters.
     pub fn mirror_stats(&self) -> MirrorStats {
         self.mirror
+    }
+
+    /// Take back the buffer the last `tx_buffer` lent without sending it (the frame went another
+    /// way, e.g. the local bridge: [`super::local::LocalLink`]).
+    pub fn tx_cancel(&mut self) {
+        if let Some(desc) = self.tx_lent.take() {
+            self.tx_free.push(desc);
+        }
     }
 
     /// Hand the host copy of a mirrored frame to the mirror device.

@@ -262,6 +262,13 @@ impl NetPort for BackendPort {
         self
     }
     fn stats_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.0.stats()).unwrap_or_default()
+        let mut json = serde_json::to_value(self.0.stats()).unwrap_or_default();
+        if let (Some(local), Some(map)) = (self.0.local_stats(), json.as_object_mut()) {
+            map.insert(
+                "local".into(),
+                serde_json::to_value(local).unwrap_or_default(),
+            );
+        }
+        json
     }
 }
