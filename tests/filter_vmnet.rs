@@ -91,3 +91,91 @@ fn run_wrapper_captures_guards_and_publishes() {
     assert_eq!(text.lines().count(), 5, "{text}");
     assert_eq!(text.matches("UDP, length 32").count(), 5, "{text}");
 }
+
+/// A VM told no address learns the one its guest uses (gratuitous ARP): ARP requests for it are
+/// then steered to the VM's socket by XDP (not the local link's broadcast copy). A second VM whose
+/// guest claims the same address is refused it (counted), and its frames from it never leave.
+#[test]
+fn learned_addresses_are_steered_and_another_vms_address_is_refused() {
+    use lancet::testbed::frames;
+    let _pins = pin_lock();
+    let bed = Testbed::new(TestbedConfig {
+        name_prefix: "vl".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let open = |name: &str, mac: [u8; 6]| {
+        let _in_host = bed.enter_host().unwrap();
+        VmNet::open(
+            &BackendSpec {
+                kind: BackendKind::Xdp,
+                nic: Testbed::NIC.into(),
+                vm_mac: mac,
+                vm_ip: None,
+                tap_name: None,
+                xdp_mode: XdpMode::Native,
+            },
+            &VmNetOptions {
+                vm_name: Some(name.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let send = |net: &mut VmNet, bytes: &[u8]| {
+        let buf = net.tx_buffer().unwrap();
+        buf[..bytes.len()].copy_from_slice(bytes);
+        net.tx_commit(bytes.len());
+        net.tx_flush();
+        net.reap();
+    };
+    let ip = Testbed::VM_IP;
+    let mut first = open("la1", Testbed::VM_MAC);
+    assert!(first.published().learning.unwrap().addresses.is_empty());
+    send(&mut first, &frames::arp_request(Testbed::VM_MAC, ip, ip));
+    let learning = first.published().learning.unwrap();
+    assert_eq!(learning.steered, 1, "{learning:?}");
+    assert_eq!(learning.addresses[0].addr, std::net::IpAddr::V4(ip));
+
+    // The LAN asks for the learned address: XDP hands the request to the VM's socket.
+    let peer = bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap();
+    let peer_mac = bed.mac_of(Side::Peer, Testbed::PEER_NIC).unwrap();
+    let rx_local_before = first.local_stats().unwrap().rx_local;
+    peer.send(&frames::arp_request(peer_mac, Testbed::PEER_IP, ip))
+        .unwrap();
+    let mut asked = false;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !asked && std::time::Instant::now() < deadline {
+        first
+            .recv_batch(64, &mut |f| {
+                asked |= frames::arp_target(f) == Some(ip) && f[6..12] == peer_mac
+            })
+            .unwrap();
+    }
+    assert!(
+        asked,
+        "the ARP request for the learned address reached the VM"
+    );
+    assert_eq!(
+        first.local_stats().unwrap().rx_local,
+        rx_local_before,
+        "it came through XDP steering, not the broadcast copy of the local link"
+    );
+
+    // A neighbour claims the same address: refused, counted, its frames from it stay home.
+    let other_mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x99];
+    let mut second = open("lb2", other_mac);
+    send(&mut second, &frames::arp_request(other_mac, ip, ip));
+    let learning = second.published().learning.unwrap();
+    assert_eq!(learning.refused_owned_by_other_vm, 1, "{learning:?}");
+    assert!(learning.addresses.is_empty(), "{learning:?}");
+    let dropped_before = second.stats().drops.tx_ipv4_source;
+    let mut spoofed = Frame::udp(peer_mac, other_mac);
+    spoofed.ip = Some((ip.into(), Testbed::PEER_IP.into()));
+    spoofed.dport = 4000;
+    send(&mut second, &spoofed.build(77));
+    assert_eq!(second.stats().drops.tx_ipv4_source, dropped_before + 1);
+    assert!(sock_receive(&peer, 1, QUIET).is_empty());
+    // The first VM keeps its address.
+    assert_eq!(first.published().learning.unwrap().addresses.len(), 1);
+}

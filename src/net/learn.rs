@@ -13,6 +13,10 @@
 //!   addresses (0.0.0.0 for DHCP and ARP probes, `::` for duplicate address detection) are
 //!   decided by the guard, never learned.
 //!
+//! - An address the steering maps say another live VM owns is refused ([`AddressBook::refuse`],
+//!   decided by the caller, who can see the maps): the VM may not use it until it has not tried to
+//!   for [`Limits::ttl`] (then it is tried again, in case that VM has gone).
+//!
 //! Every learned and expired address is queued as an [`AddressEvent`] ([`AddressBook::take_events`]),
 //! for whoever registers a VM's addresses elsewhere (the steering maps). The queue holds at most
 //! [`MAX_PENDING_EVENTS`] (the oldest go first, counted in [`AddressBook::lost_events`]; a consumer
@@ -136,6 +140,9 @@ impl<A: Copy + PartialEq + Into<IpAddr>> Learned<A> {
     }
 }
 
+/// Refused addresses remembered at once (the oldest is forgotten first).
+pub const MAX_REFUSED: usize = 64;
+
 /// The configured and learned addresses of one VM.
 #[derive(Debug, Clone, Default)]
 pub struct AddressBook {
@@ -144,6 +151,8 @@ pub struct AddressBook {
     configured_v6: Vec<Ipv6Addr>,
     learned_v4: Learned<Ipv4Addr>,
     learned_v6: Learned<Ipv6Addr>,
+    /// Addresses another VM owns, with when the VM last tried one.
+    refused: Vec<(IpAddr, Duration)>,
     events: EventQueue,
 }
 
@@ -173,9 +182,56 @@ impl AddressBook {
         book
     }
 
+    /// Whether `addr` was refused (another VM owns it) and the refusal is still fresh; a use
+    /// refreshes it.
+    fn refused_now(&mut self, addr: IpAddr, now: Duration) -> bool {
+        let ttl = self.limits.ttl;
+        self.refused
+            .retain(|&(_, seen)| now.saturating_sub(seen) < ttl);
+        match self.refused.iter_mut().find(|(a, _)| *a == addr) {
+            Some(entry) => {
+                entry.1 = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The VM may not use `addr` (another live VM owns it): forget it as learned (no Expired
+    /// event: it was never steered) and refuse it until unused for the TTL.
+    pub fn refuse(&mut self, addr: IpAddr, now: Duration) {
+        match addr {
+            IpAddr::V4(a) => self.learned_v4.entries.retain(|(l, _)| *l != a),
+            IpAddr::V6(a) => self.learned_v6.entries.retain(|(l, _)| *l != a),
+        }
+        if !self.refused.iter().any(|(a, _)| *a == addr) {
+            if self.refused.len() >= MAX_REFUSED {
+                self.refused.remove(0);
+            }
+            self.refused.push((addr, now));
+        }
+    }
+
+    /// Learned addresses with the time since the VM last used each (configured ones never age).
+    pub fn learned_with_age(&self, now: Duration) -> Vec<(IpAddr, Duration)> {
+        let v4 = self
+            .learned_v4
+            .entries
+            .iter()
+            .map(|&(a, t)| (IpAddr::V4(a), t));
+        let v6 = self
+            .learned_v6
+            .entries
+            .iter()
+            .map(|&(a, t)| (IpAddr::V6(a), t));
+        v4.chain(v6)
+            .map(|(a, seen)| (a, now.saturating_sub(seen)))
+            .collect()
+    }
+
     /// May the VM send from IPv4 `addr` at `now`? Learns it when the policy allows.
     pub fn check_v4(&mut self, addr: Ipv4Addr, now: Duration) -> Result<(), Refusal> {
-        if never_v4(addr) {
+        if never_v4(addr) || self.refused_now(IpAddr::V4(addr), now) {
             return Err(Refusal::NotHeld);
         }
         if !self.configured_v4.is_empty() {
@@ -192,7 +248,7 @@ impl AddressBook {
 
     /// May the VM send from (or advertise) IPv6 `addr` at `now`? Learns it when the policy allows.
     pub fn check_v6(&mut self, addr: Ipv6Addr, now: Duration) -> Result<(), Refusal> {
-        if never_v6(addr) {
+        if never_v6(addr) || self.refused_now(IpAddr::V6(addr), now) {
             return Err(Refusal::NotHeld);
         }
         if !self.configured_v6.is_empty() {
@@ -242,6 +298,34 @@ mod tests {
 
     fn v4(last: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 77, 0, last)
+    }
+
+    #[test]
+    fn an_address_another_vm_owns_is_refused_until_left_alone_for_the_ttl() {
+        let limits = Limits {
+            ttl: S(60),
+            ..Limits::default()
+        };
+        let mut book = AddressBook::new(&[], limits);
+        assert_eq!(book.check_v4(v4(10), S(0)), Ok(()));
+        book.refuse(IpAddr::V4(v4(10)), S(1));
+        assert!(book.addresses().is_empty());
+        // Tried again and again: stays refused (each try refreshes the refusal).
+        assert_eq!(book.check_v4(v4(10), S(30)), Err(Refusal::NotHeld));
+        assert_eq!(book.check_v4(v4(10), S(80)), Err(Refusal::NotHeld));
+        // Left alone for the TTL: learned again (the caller checks the owner once more).
+        assert_eq!(book.check_v4(v4(10), S(141)), Ok(()));
+        assert_eq!(
+            book.take_events(),
+            vec![
+                AddressEvent::Learned(IpAddr::V4(v4(10))),
+                AddressEvent::Learned(IpAddr::V4(v4(10)))
+            ]
+        );
+        assert_eq!(
+            book.learned_with_age(S(151)),
+            vec![(IpAddr::V4(v4(10)), S(10))]
+        );
     }
 
     #[test]

@@ -433,6 +433,18 @@ impl<B: Backend> SpoofGuard<B> {
         book.take_events()
     }
 
+    /// Refuse `addr` from now on (another live VM owns it): frames from it are dropped and
+    /// counted as foreign sources until the VM leaves it alone for the learning TTL.
+    pub fn refuse_address(&mut self, addr: IpAddr) {
+        let now = self.start.elapsed();
+        self.checker.book_mut().refuse(addr, now);
+    }
+
+    /// The learned addresses and how long since the VM last used each.
+    pub fn learned_addresses(&self) -> Vec<(IpAddr, Duration)> {
+        self.checker.book().learned_with_age(self.start.elapsed())
+    }
+
     /// The wrapped backend.
     pub fn inner(&self) -> &B {
         &self.inner

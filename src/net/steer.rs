@@ -19,7 +19,7 @@
 
 use std::{
     io,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
@@ -404,22 +404,45 @@ impl Registration {
     }
 }
 
+impl Registration {
+    /// Delete `key` from `map` only while it holds this VM's value (never another VM's entry).
+    fn remove_if_mine(&self, map: &MapHandle, key: &[u8]) {
+        let mine = self.value.to_bytes();
+        if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(&mine[..]) {
+            let _ = map.delete(key);
+        }
+    }
+
+    /// Stop steering ARP requests / neighbour solicitations for `ip` to this VM (an address it
+    /// no longer uses); an address this registration did not add is left alone.
+    pub fn remove_ip(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => {
+                if let Some(at) = self.ipv4.iter().position(|a| *a == v4) {
+                    self.ipv4.swap_remove(at);
+                    self.remove_if_mine(&self.vm_ipv4, &v4.octets());
+                }
+            }
+            IpAddr::V6(v6) => {
+                if let Some(at) = self.ipv6.iter().position(|a| *a == v6) {
+                    self.ipv6.swap_remove(at);
+                    self.remove_if_mine(&self.vm_ipv6, &v6.octets());
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mine = self.value.to_bytes();
-        let remove_if_mine = |map: &MapHandle, key: &[u8]| {
-            if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(&mine[..]) {
-                let _ = map.delete(key);
-            }
-        };
         if self.mac_inserted {
-            remove_if_mine(&self.vm_macs, &mac_key(self.mac));
+            self.remove_if_mine(&self.vm_macs, &mac_key(self.mac));
         }
         for ip in &self.ipv4 {
-            remove_if_mine(&self.vm_ipv4, &ip.octets());
+            self.remove_if_mine(&self.vm_ipv4, &ip.octets());
         }
         for ip in &self.ipv6 {
-            remove_if_mine(&self.vm_ipv6, &ip.octets());
+            self.remove_if_mine(&self.vm_ipv6, &ip.octets());
         }
         // The slot was claimed under the pin directory lock: it is this VM's alone.
         if let (true, Some((slot, queue))) = (self.socket_set, self.slot()) {

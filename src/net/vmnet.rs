@@ -13,6 +13,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
+    learn::AddressEvent,
     local::{LocalLink, LocalStats},
     names::{IfName, VmName},
     pcap::{Direction, PcapWriter},
@@ -62,6 +63,29 @@ pub struct PublishedStats {
     /// Frames captured (rx, tx), capture write errors, frames not captured (capture stopped at
     /// its size cap or a write error).
     pub pcap: Option<(u64, u64, u64, u64)>,
+    /// Addresses learned from what the guest sent, steered to it (AF_XDP).
+    pub learning: Option<LearningStats>,
+}
+
+/// The guest's learned addresses as steering sees them (`lancet stats`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LearningStats {
+    /// Each learned address and the seconds since the guest last used it.
+    pub addresses: Vec<LearnedAddress>,
+    /// Addresses learned and steered to this VM (ARP / neighbour solicitation) since start.
+    pub steered: u64,
+    /// Addresses the guest used that another live VM owns: refused, never stolen.
+    pub refused_owned_by_other_vm: u64,
+    /// Learned addresses whose steering entry could not be written (other errors).
+    pub steering_errors: u64,
+}
+
+/// One learned address and its age.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LearnedAddress {
+    pub addr: std::net::IpAddr,
+    /// Seconds since the guest last sent from it (it expires at the learning TTL).
+    pub idle_s: f64,
 }
 
 enum Inner {
@@ -72,6 +96,8 @@ enum Inner {
 /// The backend of one VM with anti-spoofing, capture and stats publishing.
 pub struct VmNet {
     inner: Inner,
+    /// Counters of address learning (the addresses themselves live in the guard).
+    learning: LearningStats,
     pcap: Option<PcapWriter>,
     pcap_flushed: Instant,
     publisher: Option<StatsPublisher>,
@@ -131,6 +157,7 @@ impl VmNet {
         let publisher = StatsPublisher::new(&super::stats::key_here(&spec.nic), &name).ok();
         Ok(Self {
             inner,
+            learning: LearningStats::default(),
             pcap,
             pcap_flushed: Instant::now(),
             publisher,
@@ -165,6 +192,46 @@ impl VmNet {
                 .pcap
                 .as_ref()
                 .map(|p| (p.rx_frames(), p.tx_frames(), p.errors(), p.not_captured())),
+            learning: match &self.inner {
+                Inner::Xdp(guard) => Some(LearningStats {
+                    addresses: guard
+                        .learned_addresses()
+                        .into_iter()
+                        .map(|(addr, idle)| LearnedAddress {
+                            addr,
+                            idle_s: idle.as_secs_f64(),
+                        })
+                        .collect(),
+                    ..self.learning.clone()
+                }),
+                Inner::Other(_) => None,
+            },
+        }
+    }
+
+    /// Steer the addresses the guard learned to this VM (ARP / NS for them reach it) and stop
+    /// steering expired ones; an address another live VM owns is refused to this guest instead.
+    /// (The TAP path needs none of this: the Linux bridge learns by itself.)
+    fn apply_learned_addresses(&mut self) {
+        let Inner::Xdp(guard) = &mut self.inner else {
+            return;
+        };
+        for event in guard.take_address_events() {
+            match event {
+                AddressEvent::Learned(ip) => match guard.inner_mut().xdp_mut().steer_address(ip) {
+                    Ok(()) => self.learning.steered += 1,
+                    Err(NetError::AddressInUse { by, .. }) => {
+                        tracing::warn!(%ip, owner = %by, "the guest uses an address another VM owns: refused");
+                        guard.refuse_address(ip);
+                        self.learning.refused_owned_by_other_vm += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%ip, error = %e, "steering a learned address");
+                        self.learning.steering_errors += 1;
+                    }
+                },
+                AddressEvent::Expired(ip) => guard.inner_mut().xdp_mut().unsteer_address(ip),
+            }
         }
     }
 }
@@ -228,6 +295,7 @@ impl Backend for VmNet {
 
     fn reap(&mut self) {
         self.backend_mut().reap();
+        self.apply_learned_addresses();
         if self.pcap_flushed.elapsed() >= PCAP_FLUSH_INTERVAL {
             self.pcap_flushed = Instant::now();
             if let Some(p) = self.pcap.as_mut() {

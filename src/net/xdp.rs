@@ -448,6 +448,20 @@ impl XdpBackend {
         })
     }
 
+    /// Steer ARP requests / neighbour solicitations for `ip` (an address the guest started to
+    /// use) to this VM. Refused with [`NetError::AddressInUse`] when a live VM owns it.
+    pub fn steer_address(&mut self, ip: std::net::IpAddr) -> Result<(), NetError> {
+        match ip {
+            std::net::IpAddr::V4(v4) => self.registration.add_ipv4(v4),
+            std::net::IpAddr::V6(v6) => self.registration.add_ipv6(v6),
+        }
+    }
+
+    /// Stop steering `ip` to this VM (the guest stopped using it).
+    pub fn unsteer_address(&mut self, ip: std::net::IpAddr) {
+        self.registration.remove_ip(ip);
+    }
+
     /// This VM's owner token ([`super::owner`]): names its ports and taps, proves it alive.
     pub fn owner_token(&self) -> u32 {
         self.registration.token()
