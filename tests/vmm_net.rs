@@ -440,10 +440,11 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// The address the Linux kernel's DHCP client took (its `IP-Config` line: `ipaddr=A.B.C.D`).
+/// The address the Linux kernel's DHCP client took (its line `IP-Config: Got DHCP answer from
+/// SERVER, my address is A.B.C.D`).
 fn leased_address(serial: &str) -> Option<std::net::Ipv4Addr> {
     serial
-        .split("ipaddr=")
+        .split("my address is ")
         .nth(1)?
         .split(|c: char| c == ',' || c.is_whitespace())
         .next()?
@@ -469,7 +470,8 @@ fn linux_dhcp_over(backend: &str, tag: &str) {
     let mut vm = VmProcess::start(&bed, backend, &args, tag);
     vm.wait_for("IP-Config: Complete", Duration::from_secs(300));
     let serial = vm.serial_text();
-    let leased = leased_address(&serial).unwrap_or_else(|| panic!("no ipaddr= in:\n{serial}"));
+    let leased =
+        leased_address(&serial).unwrap_or_else(|| panic!("no leased address in:\n{serial}"));
     let range = DHCP_FIRST.parse::<std::net::Ipv4Addr>().unwrap()
         ..=DHCP_LAST.parse::<std::net::Ipv4Addr>().unwrap();
     assert!(range.contains(&leased), "{leased} outside the DHCP range");
@@ -500,4 +502,9 @@ fn linux_dhcp_over(backend: &str, tag: &str) {
 #[test]
 fn linux_guest_takes_a_dhcp_lease_and_answers_over_tap() {
     linux_dhcp_over("tap", "dt");
+}
+
+#[test]
+fn linux_guest_takes_a_dhcp_lease_and_answers_over_xdp() {
+    linux_dhcp_over("xdp", "dx");
 }
