@@ -14,6 +14,8 @@
 //! million), seeded by `FUZZ_SEED` (default fixed): a failure names its case and seed, and
 //! `FUZZ_SEED=<seed> FUZZ_CASES=1` replays it.
 
+mod support;
+
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,23 +26,19 @@ use lancet::lance::regs::{
     BCR_SWS, CSR0_INIT, CSR0_STRT, CSR0_TDMD, CSR_IADR_HI, CSR_IADR_LO, CSR_STATUS, RDP, WIO_BDP,
     WIO_RAP,
 };
-use lancet::lance::{FrameTx, IrqLine, Lance, MAX_FRAME_LEN};
+use lancet::lance::{FrameTx, Lance, MAX_FRAME_LEN};
 use lancet::vmm::bus::Bus;
 use lancet::vmm::nic::{NetPort, NetShared};
 use lancet::vmm::serial::{IrqFdTrigger, SerialConsole};
 use lancet::vmm::stats::ExitStats;
 use lancet::vmm::{NIC_IO_BAR, NIC_MMIO_BAR};
-use vm_memory::bitmap::BS;
-use vm_memory::guest_memory::GuestMemorySliceIterator;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use support::guarded::{guarded_memory, CountingMem, Irq};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Cases per test when `FUZZ_CASES` is not set (a quick run for `make test`).
 const DEFAULT_CASES: u64 = 20_000;
 const DEFAULT_SEED: u64 = 0x1a4c_e7f0_2d11_0b5e;
-/// Low RAM, then a guard gap with no memory, then a second region; nothing above.
-const LOW: (u64, usize) = (0, 0x1_0000);
-const HIGH: (u64, usize) = (0x2_0000, 0x1_0000);
 /// Where the random guest puts its init block and rings (both in low RAM).
 const INIT: u64 = 0x100;
 const RX_RING: u32 = 0x1000;
@@ -113,54 +111,6 @@ fn fuzz(name: &str, mut case: impl FnMut(&mut Rng)) {
         "{name}: {cases} cases in {:.1} s",
         start.elapsed().as_secs_f64()
     );
-}
-
-/// Guest memory that counts every access the model makes and remembers the largest one.
-struct CountingMem {
-    inner: GuestMemoryMmap<()>,
-    accesses: Cell<u64>,
-    largest: Cell<usize>,
-}
-
-impl GuestMemory for CountingMem {
-    type PhysicalMemory = GuestMemoryMmap<()>;
-    type Bitmap = ();
-
-    fn check_range(&self, addr: GuestAddress, count: usize, access: Permissions) -> bool {
-        GuestMemory::check_range(&self.inner, addr, count, access)
-    }
-
-    fn get_slices<'a>(
-        &'a self,
-        addr: GuestAddress,
-        count: usize,
-        access: Permissions,
-    ) -> vm_memory::GuestMemoryResult<impl GuestMemorySliceIterator<'a, BS<'a, ()>>> {
-        self.accesses.set(self.accesses.get() + 1);
-        self.largest.set(self.largest.get().max(count));
-        GuestMemory::get_slices(&self.inner, addr, count, access)
-    }
-}
-
-/// An interrupt line that insists on being told only about changes.
-#[derive(Default)]
-struct Irq {
-    level: bool,
-}
-
-impl IrqLine for Irq {
-    fn set_level(&mut self, asserted: bool) {
-        assert_ne!(self.level, asserted, "the line is only told about changes");
-        self.level = asserted;
-    }
-}
-
-fn guarded_memory() -> GuestMemoryMmap<()> {
-    GuestMemoryMmap::<()>::from_ranges(&[
-        (GuestAddress(LOW.0), LOW.1),
-        (GuestAddress(HIGH.0), HIGH.1),
-    ])
-    .unwrap()
 }
 
 /// A ring address: usually the plausible one, sometimes in the gap, past the end or anywhere.
@@ -292,11 +242,7 @@ fn csr(lance: &mut Lance<Irq>, mem: &CountingMem, index: usize, value: u16) {
 /// bound of guest-memory accesses.
 #[test]
 fn fuzz_lance_model() {
-    let mem = CountingMem {
-        inner: guarded_memory(),
-        accesses: Cell::new(0),
-        largest: Cell::new(0),
-    };
+    let mem = CountingMem::new(guarded_memory());
     let mut sink = Sink {
         buf: vec![0; 2048],
         credits: 0,
@@ -379,7 +325,7 @@ fn fuzz_lance_model() {
                 used <= bound,
                 "{used} guest-memory accesses (bound {bound})"
             );
-            assert_eq!(lance.irq_level(), lance.irq_line().level);
+            assert_eq!(lance.irq_level(), lance.irq_line().level());
         }
         assert!(
             mem.largest.get() <= MAX_RING as usize * MAX_DESC,

@@ -6,55 +6,13 @@
 //! images are mostly plausible (init block + rings in SWSTYLE 0/2/3 with mixed sane and hostile
 //! descriptors) so running states are explored. Case count: PROPTEST_CASES (default 256).
 
-use std::cell::Cell;
+mod support;
 
-use lancet::lance::{FrameTx, IrqLine, Lance};
+
+use lancet::lance::{FrameTx, Lance};
 use proptest::prelude::*;
-use vm_memory::bitmap::BS;
-use vm_memory::guest_memory::GuestMemorySliceIterator;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
-
-/// Low RAM, then a guard gap with no memory, then a second region.
-const LOW: (u64, usize) = (0, 0x1_0000);
-const HIGH: (u64, usize) = (0x2_0000, 0x1_0000);
-
-/// Guest memory that counts every access the model makes and remembers the largest one.
-struct CountingMem {
-    inner: GuestMemoryMmap<()>,
-    accesses: Cell<u64>,
-    largest: Cell<usize>,
-}
-
-impl GuestMemory for CountingMem {
-    type PhysicalMemory = GuestMemoryMmap<()>;
-    type Bitmap = ();
-
-    fn check_range(&self, addr: GuestAddress, count: usize, access: Permissions) -> bool {
-        GuestMemory::check_range(&self.inner, addr, count, access)
-    }
-
-    fn get_slices<'a>(
-        &'a self,
-        addr: GuestAddress,
-        count: usize,
-        access: Permissions,
-    ) -> vm_memory::GuestMemoryResult<impl GuestMemorySliceIterator<'a, BS<'a, ()>>> {
-        self.accesses.set(self.accesses.get() + 1);
-        self.largest.set(self.largest.get().max(count));
-        GuestMemory::get_slices(&self.inner, addr, count, access)
-    }
-}
-
-#[derive(Default)]
-struct Irq {
-    level: bool,
-}
-impl IrqLine for Irq {
-    fn set_level(&mut self, asserted: bool) {
-        assert_ne!(self.level, asserted, "the line is only told about changes");
-        self.level = asserted;
-    }
-}
+use support::guarded::{guarded_memory, CountingMem, Irq};
+use vm_memory::{Bytes, GuestAddress};
 
 struct Sink {
     buf: Vec<u8>,
@@ -309,17 +267,9 @@ fn run(image: &[u8], rdra: u32, tdra: u32, ops: &[Op]) -> lancet::lance::LanceSt
 }
 
 fn run_image(image: &[u8], ops: &[Op]) -> lancet::lance::LanceStats {
-    let inner = GuestMemoryMmap::<()>::from_ranges(&[
-        (GuestAddress(LOW.0), LOW.1),
-        (GuestAddress(HIGH.0), HIGH.1),
-    ])
-    .unwrap();
+    let inner = guarded_memory();
     inner.write_slice(image, GuestAddress(0)).unwrap();
-    let mem = CountingMem {
-        inner,
-        accesses: Cell::new(0),
-        largest: Cell::new(0),
-    };
+    let mem = CountingMem::new(inner);
     let mut lance = Lance::new([0x52, 0x54, 0, 1, 2, 3], Irq::default());
     lance.pci_config_write(4, &5u16.to_le_bytes());
     let mut sink = Sink {
@@ -410,7 +360,7 @@ fn run_image(image: &[u8], ops: &[Op]) -> lancet::lance::LanceStats {
             used <= bound,
             "{op:?} made {used} guest-memory accesses (bound {bound})"
         );
-        assert_eq!(lance.irq_level(), lance.irq_line().level);
+        assert_eq!(lance.irq_level(), lance.irq_line().level());
     }
     // No single access asks for more than a whole 512-entry ring of 16-byte descriptors.
     assert!(

@@ -2,4 +2,5 @@
 //! for the interrupt line and the backend. Include with `mod support;` from a test file.
 #![allow(dead_code)]
 
+pub mod guarded;
 pub mod pcnet32;
