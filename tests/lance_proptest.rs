@@ -8,7 +8,6 @@
 
 mod support;
 
-
 use lancet::lance::{FrameTx, Lance};
 use proptest::prelude::*;
 use support::guarded::{guarded_memory, CountingMem, Irq};

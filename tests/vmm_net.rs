@@ -508,3 +508,61 @@ fn linux_guest_takes_a_dhcp_lease_and_answers_over_tap() {
 fn linux_guest_takes_a_dhcp_lease_and_answers_over_xdp() {
     linux_dhcp_over("xdp", "dx");
 }
+
+/// The ping guest of one VM pinging `target`; returns the console. `extra` adds run options.
+fn ping_from_vm(
+    bed: &Testbed,
+    mac: [u8; 6],
+    ip: std::net::Ipv4Addr,
+    name: &str,
+    target: std::net::Ipv4Addr,
+) -> String {
+    let mut args = common::vm::guest_args_at("ping", true, ip);
+    args.extend(
+        [
+            "--peer",
+            &target.to_string(),
+            "--count",
+            "3",
+            "--vm-name",
+            name,
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut vm = VmProcess::start_as(bed, "xdp", mac, &args, name);
+    vm.wait_for("ping done", Duration::from_secs(120));
+    let (code, stats, text) = vm.wait_exit(Duration::from_secs(30));
+    assert_eq!(code, 0, "{name} pinging {target}: {stats}\n{text}");
+    assert!(text.contains("ping done sent=3 received=3"), "{text}");
+    text
+}
+
+/// Bridged over AF_XDP, VMs on one NIC reach each other and the host that owns the NIC, as on a
+/// switch: a VM on a veth port pings the VM on the NIC queue and the host; then a VM on the NIC
+/// queue pings a VM on a veth port and the host (all with the ping guest; echo guests answer).
+#[test]
+fn ping_guests_reach_other_vms_and_the_host_over_xdp() {
+    let bed = testbed("xdp", "pv");
+    let ip = |last| std::net::Ipv4Addr::new(10, 77, 0, last);
+    let mac = |last| [0x52, 0x54, 0x00, 0x12, 0x34, last];
+    let echo = |m: [u8; 6], a: std::net::Ipv4Addr, name: &str| {
+        let mut args = common::vm::guest_args_at("echo", true, a);
+        args.extend(["--vm-name", name].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut vm = VmProcess::start_as(&bed, "xdp", m, &args, name);
+        vm.wait_for("ready", Duration::from_secs(60));
+        vm
+    };
+    // Echo A takes the NIC queue (first on the NIC); the ping guests come second: veth ports.
+    let a = echo(mac(0x61), ip(61), "pva");
+    ping_from_vm(&bed, mac(0x62), ip(62), "pvb", ip(61));
+    ping_from_vm(&bed, mac(0x63), ip(63), "pvc", Testbed::HOST_IP);
+    // Echo D on a port; A leaves, so the next ping guest takes the NIC queue.
+    let d = echo(mac(0x64), ip(64), "pvd");
+    let (code, _) = a.stop();
+    assert_eq!(code, 0);
+    ping_from_vm(&bed, mac(0x65), ip(65), "pve", ip(64));
+    ping_from_vm(&bed, mac(0x66), ip(66), "pvf", Testbed::HOST_IP);
+    drop(d);
+}

@@ -15,7 +15,19 @@ pub struct VmProcess {
 }
 
 impl VmProcess {
+    /// `lancet run` with the testbed's VM MAC.
     pub fn start(bed: &Testbed, backend: &str, guest: &[&str], tag: &str) -> Self {
+        Self::start_as(bed, backend, Testbed::VM_MAC, guest, tag)
+    }
+
+    /// `lancet run` with the VM's MAC `vm_mac` (several VMs on one NIC).
+    pub fn start_as(
+        bed: &Testbed,
+        backend: &str,
+        vm_mac: [u8; 6],
+        guest: &[&str],
+        tag: &str,
+    ) -> Self {
         let dir = std::env::temp_dir();
         let id = format!("{}-{tag}", std::process::id());
         let serial = dir.join(format!("lancet-e2e-{id}.serial"));
@@ -25,7 +37,7 @@ impl VmProcess {
         } else {
             Testbed::NIC
         };
-        let mac = Testbed::VM_MAC.map(|b| format!("{b:02x}")).join(":");
+        let mac = vm_mac.map(|b| format!("{b:02x}")).join(":");
         let child = Command::new(env!("CARGO_BIN_EXE_lancet"))
             .args([
                 "run",
@@ -156,6 +168,11 @@ pub fn testbed(backend: &str, tag: &str) -> Testbed {
 }
 
 pub fn guest_args(program: &str, poll: bool) -> Vec<String> {
+    guest_args_at(program, poll, Testbed::VM_IP)
+}
+
+/// The test guest's arguments with its address `ip` (in the testbed's prefix).
+pub fn guest_args_at(program: &str, poll: bool, ip: std::net::Ipv4Addr) -> Vec<String> {
     let elf = super::test_guest_elf();
     let mut args = vec![
         "--guest".to_string(),
@@ -163,7 +180,7 @@ pub fn guest_args(program: &str, poll: bool) -> Vec<String> {
         "--guest-elf".into(),
         elf.to_string_lossy().into_owned(),
         "--guest-ip".into(),
-        format!("{}/{}", Testbed::VM_IP, Testbed::PREFIX_LEN),
+        format!("{ip}/{}", Testbed::PREFIX_LEN),
     ];
     if poll {
         args.push("--poll".into());
