@@ -139,7 +139,10 @@ fn vm_on_a_four_queue_nic_answers_every_flow() {
                 sock.send(payload.as_bytes()).unwrap();
                 loop {
                     let n = sock.recv(&mut buf).unwrap_or_else(|e| {
-                        panic!("flow {i} (source port {}) not answered: {e}", FIRST_PORT + i as u16)
+                        panic!(
+                            "flow {i} (source port {}) not answered: {e}",
+                            FIRST_PORT + i as u16
+                        )
                     });
                     if &buf[..n] == payload.as_bytes() {
                         break;

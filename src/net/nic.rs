@@ -116,7 +116,12 @@ pub fn rx_queue_count(ifname: &str) -> Result<u32, NetError> {
     // The kernel writes the counts through this pointer during the ioctl below; `channels`
     // outlives the call.
     req.ifr_ifru.ifru_data = (&mut channels as *mut EthtoolChannels).cast();
-    match ifreq_ioctl(ifname, libc::SIOCETHTOOL, &mut req, "reading the channel counts") {
+    match ifreq_ioctl(
+        ifname,
+        libc::SIOCETHTOOL,
+        &mut req,
+        "reading the channel counts",
+    ) {
         Ok(()) => Ok((channels.rx_count + channels.combined_count).max(1)),
         Err(NetError::Io { source, .. }) if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
             Ok(1)

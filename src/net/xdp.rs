@@ -462,8 +462,13 @@ impl XdpBackend {
         };
         let bound = if steering.mode() == XdpMode::Generic || port.is_some() {
             // A veth port refuses zero-copy.
-            bind(cfg, bind_ifname, &bind_queues, BindFlags::XDP_COPY | need_wakeup)
-                .map(|b| (false, b))
+            bind(
+                cfg,
+                bind_ifname,
+                &bind_queues,
+                BindFlags::XDP_COPY | need_wakeup,
+            )
+            .map(|b| (false, b))
         } else {
             match bind(
                 cfg,
@@ -472,8 +477,13 @@ impl XdpBackend {
                 BindFlags::XDP_ZEROCOPY | need_wakeup,
             ) {
                 Ok(b) => Ok((true, b)),
-                Err(_) => bind(cfg, bind_ifname, &bind_queues, BindFlags::XDP_COPY | need_wakeup)
-                    .map(|b| (false, b)),
+                Err(_) => bind(
+                    cfg,
+                    bind_ifname,
+                    &bind_queues,
+                    BindFlags::XDP_COPY | need_wakeup,
+                )
+                .map(|b| (false, b)),
             }
         };
         let (zero_copy, bound) = bound?;
