@@ -12,6 +12,8 @@
  *      target address is registered in `vm_ipv6`                   -> that VM
  *   4. everything else (host unicast, other broadcast/multicast)   -> XDP_PASS (host)
  * A VM served through a veth port (queue PORT_QUEUE, see `ports`) is redirected to its port.
+ * A VM that owns every NIC queue (queue ALL_QUEUES: one socket per queue) is redirected to the
+ * XSKMAP slot of the queue the frame arrived on.
  * A VM frame whose socket is missing, or that arrived on a queue the VM's socket is not bound
  * to, is dropped (the VM's MAC is not the host's, so the host would drop it anyway) and counted.
  *
@@ -56,7 +58,7 @@ enum verdict {
 /* What a registered VM maps to. Keep in sync with VmSlot in src/net/steer.rs. */
 struct vm_slot {
 	__u32 slot;  /* XSKMAP index */
-	__u32 queue; /* rx queue the VM's socket is bound to */
+	__u32 queue; /* rx queue the VM's socket is bound to, PORT_QUEUE or ALL_QUEUES */
 };
 
 struct {
@@ -321,6 +323,13 @@ static __always_inline int to_vm_tagged(struct xdp_md *ctx, const struct vm_slot
 	if (vm->queue == PORT_QUEUE) {
 		set_vm_meta(ctx, tag);
 		action = bpf_redirect_map(&ports, vm->slot, XDP_DROP);
+		count(action == XDP_REDIRECT ? verdict : VERDICT_DROP_NO_SOCKET);
+		return action;
+	}
+	if (vm->queue == ALL_QUEUES) {
+		/* the VM has a socket on every queue, at the slot of that queue's number */
+		set_vm_meta(ctx, tag);
+		action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
 		count(action == XDP_REDIRECT ? verdict : VERDICT_DROP_NO_SOCKET);
 		return action;
 	}

@@ -60,6 +60,8 @@ pub struct TestbedConfig {
     pub with_bridge: bool,
     /// MTU of both veth ends (default 1500).
     pub mtu: Option<u32>,
+    /// RX and TX queues of both veth ends (`numrxqueues`/`numtxqueues`; default: the kernel's 1).
+    pub queues: Option<u32>,
 }
 
 /// Counter making namespace names unique within a process.
@@ -149,7 +151,7 @@ impl Testbed {
         bed.ip(&["netns", "add", &bed.host_ns])?;
         bed.ip(&["netns", "add", &bed.peer_ns])?;
         let (h, p) = (bed.host_ns.clone(), bed.peer_ns.clone());
-        bed.ip(&[
+        let mut link_add = vec![
             "-n",
             &h,
             "link",
@@ -162,7 +164,14 @@ impl Testbed {
             Self::PEER_NIC,
             "netns",
             &p,
-        ])?;
+        ];
+        let queues = cfg.queues.map(|q| q.to_string());
+        if let Some(q) = &queues {
+            // Options of the peer end follow its name; those of the NIC end precede `type`.
+            link_add.extend(["numrxqueues", q, "numtxqueues", q]);
+            link_add.splice(5..5, ["numrxqueues", q, "numtxqueues", q]);
+        }
+        bed.ip(&link_add)?;
         let mtu = cfg.mtu.unwrap_or(1500).to_string();
         bed.ip(&["-n", &h, "link", "set", Self::NIC, "mtu", &mtu])?;
         bed.ip(&["-n", &p, "link", "set", Self::PEER_NIC, "mtu", &mtu])?;

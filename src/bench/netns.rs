@@ -73,7 +73,7 @@ impl VethPairNetns {
         let bed = Testbed::new(TestbedConfig {
             name_prefix: tag.to_string(),
             with_bridge,
-            mtu: None,
+            ..Default::default()
         })
         .map_err(setup_err)?;
         let end = |side: Side, ifname: &str, ip: Ipv4Addr| -> Result<VethEnd, BenchError> {

@@ -19,7 +19,7 @@ use std::{
 };
 
 use serde::Serialize;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::Epoll;
 
 use super::{
     bridge::{Bridge, BridgeCounters},
@@ -78,16 +78,7 @@ impl LocalLink {
     pub fn open(xdp: XdpBackend, nic: &str, vm_mac: [u8; 6]) -> Result<Self, NetError> {
         let pin_dir = xdp.steering().pin_dir().map(|p| p.to_path_buf());
         let bridge = Bridge::open(nic, vm_mac, xdp.owner_token(), pin_dir.as_deref())?;
-        let epoll = Epoll::new().map_err(|e| NetError::io("creating an epoll descriptor", e))?;
-        for fd in [xdp.poll_fd(), bridge.tap_ref().poll_fd()] {
-            epoll
-                .ctl(
-                    ControlOperation::Add,
-                    fd,
-                    EpollEvent::new(EventSet::IN, fd as u64),
-                )
-                .map_err(|e| NetError::io("adding a descriptor to the epoll set", e))?;
-        }
+        let epoll = super::epoll_set(&[xdp.poll_fd(), bridge.tap_ref().poll_fd()])?;
         let local = bridge.local_macs();
         Ok(Self {
             xdp,

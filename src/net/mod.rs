@@ -54,6 +54,23 @@ pub use steer::{SteerCounters, XdpMode};
 pub use tap::{TapBackend, TapConfig};
 pub use xdp::{MacFilter, XdpBackend, XdpConfig};
 
+/// An epoll descriptor that is readable (EPOLLIN) while any of `fds` is: a backend with several
+/// receive descriptors offers it as its one `poll_fd` (epoll descriptors nest).
+pub(crate) fn epoll_set(fds: &[RawFd]) -> Result<vmm_sys_util::epoll::Epoll, NetError> {
+    use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+    let epoll = Epoll::new().map_err(|e| NetError::io("creating an epoll descriptor", e))?;
+    for &fd in fds {
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, fd as u64),
+            )
+            .map_err(|e| NetError::io("adding a descriptor to the epoll set", e))?;
+    }
+    Ok(epoll)
+}
+
 /// A host-side network backend: the receive half plus [`FrameTx`], the transmit half.
 pub trait Backend: FrameTx + Send {
     /// "xdp" or "tap".

@@ -87,6 +87,49 @@ fn ifreq_ioctl(
     Ok(())
 }
 
+/// `ETHTOOL_GCHANNELS`: read a NIC's channel (queue) counts (linux/ethtool.h).
+const ETHTOOL_GCHANNELS: u32 = 0x3c;
+
+/// `struct ethtool_channels` (linux/ethtool.h): the command, then the maximum and current counts.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+/// How many RX queues `ifname` has active: its RX-only plus combined channels (ethtool
+/// `ETHTOOL_GCHANNELS`), at least 1; 1 when the driver does not report channels (EOPNOTSUPP).
+pub fn rx_queue_count(ifname: &str) -> Result<u32, NetError> {
+    let mut channels = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    let mut req = ifreq_for(ifname)?;
+    // The kernel writes the counts through this pointer during the ioctl below; `channels`
+    // outlives the call.
+    req.ifr_ifru.ifru_data = (&mut channels as *mut EthtoolChannels).cast();
+    match ifreq_ioctl(
+        ifname,
+        libc::SIOCETHTOOL,
+        &mut req,
+        "reading the channel counts",
+    ) {
+        Ok(()) => Ok((channels.rx_count + channels.combined_count).max(1)),
+        Err(NetError::Io { source, .. }) if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            Ok(1)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The MTU of `ifname`.
 pub fn mtu(ifname: &str) -> Result<u32, NetError> {
     let mut req = ifreq_for(ifname)?;

@@ -33,7 +33,7 @@ use super::{
     NetError,
 };
 
-pub use super::steer::PORT_QUEUE;
+pub use super::steer::{ALL_QUEUES, PORT_QUEUE};
 
 /// The compiled port programs (built by build.rs from bpf/port.bpf.c).
 const PORT_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/port.bpf.o"));

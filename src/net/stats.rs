@@ -225,6 +225,8 @@ pub fn render(r: &Report) -> String {
             vm.vm.slot,
             if vm.vm.queue == super::steer::PORT_QUEUE {
                 "veth port".to_string()
+            } else if vm.vm.queue == super::steer::ALL_QUEUES {
+                "all queues".to_string()
             } else {
                 format!("queue {}", vm.vm.queue)
             },

@@ -53,6 +53,11 @@ const MAP_PORTS: &str = "ports";
 /// `slot` indexes the `ports` DEVMAP, not the XSKMAP (`PORT_QUEUE` in bpf/steer.bpf.c).
 pub const PORT_QUEUE: u32 = u32::MAX;
 
+/// The `queue` of a VM that owns every RX queue of a multi-queue NIC: one AF_XDP socket per
+/// queue (sharing one UMEM) sits in the XSKMAP slot of that queue's number, and the program
+/// redirects to slot `rx_queue_index` (`ALL_QUEUES` in bpf/lancet_common.h).
+pub const ALL_QUEUES: u32 = u32::MAX - 2;
+
 /// Indexes of the `verdicts` per-CPU array (`enum verdict` in bpf/steer.bpf.c).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -144,6 +149,7 @@ fn mac_key(mac: [u8; 6]) -> [u8; 8] {
 
 /// Slot and queue of a registration that has not claimed its slot yet.
 const UNCLAIMED: u32 = u32::MAX - 1;
+const _: () = assert!(UNCLAIMED != ALL_QUEUES && UNCLAIMED != PORT_QUEUE);
 /// Tries to insert an entry that others keep changing before giving up.
 const INSERT_ATTEMPTS: u32 = 8;
 
@@ -172,6 +178,8 @@ pub struct Registration {
     ipv4: Vec<Ipv4Addr>,
     ipv6: Vec<Ipv6Addr>,
     socket_set: bool,
+    /// XSKMAP slots (= queue numbers) this registration filled for an [`ALL_QUEUES`] VM.
+    queue_sockets: Vec<u32>,
     /// Declared last: the owner file goes after the entries.
     owner: OwnerLock,
 }
@@ -289,6 +297,36 @@ impl Registration {
         let fd = u32::try_from(xsk_fd)
             .map_err(|_| NetError::InvalidConfig(format!("bad socket fd {xsk_fd}")))?;
         self.set_slot(false, fd, "inserting the AF_XDP socket into the XSKMAP")
+    }
+
+    /// Put the VM's AF_XDP socket `xsk_fd` bound to NIC queue `queue` into XSKMAP slot `queue`
+    /// (a VM that claimed [`ALL_QUEUES`]: the program redirects to slot `rx_queue_index`). The
+    /// slot is this VM's: it claimed every queue under the pin directory lock, after checking no
+    /// live VM sits on the NIC's queues.
+    pub fn set_queue_socket(&mut self, queue: u32, xsk_fd: RawFd) -> Result<(), NetError> {
+        if self.slot().map(|(_, q)| q) != Some(ALL_QUEUES) {
+            return Err(NetError::InvalidConfig(
+                "claim every queue (ALL_QUEUES) before adding per-queue sockets".into(),
+            ));
+        }
+        if queue >= MAX_VMS {
+            return Err(NetError::InvalidConfig(format!(
+                "NIC queue {queue} is above the {MAX_VMS} XSKMAP slots (the slot is the queue \
+                 number): reduce the NIC's RX queues (ethtool -L {} combined {MAX_VMS})",
+                self.ifname
+            )));
+        }
+        let fd = u32::try_from(xsk_fd)
+            .map_err(|_| NetError::InvalidConfig(format!("bad socket fd {xsk_fd}")))?;
+        self.xsks
+            .update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .map_err(bpf_err(format!(
+                "inserting the AF_XDP socket of queue {queue} into the XSKMAP"
+            )))?;
+        if !self.queue_sockets.contains(&queue) {
+            self.queue_sockets.push(queue);
+        }
+        Ok(())
     }
 
     /// Point the VM's `ports` slot at `ifindex` (the peer end of its veth port; a port VM).
@@ -452,6 +490,9 @@ impl Drop for Registration {
                 &self.xsks
             };
             let _ = map.delete(&slot.to_ne_bytes());
+        }
+        for queue in &self.queue_sockets {
+            let _ = self.xsks.delete(&queue.to_ne_bytes());
         }
     }
 }
@@ -846,6 +887,7 @@ impl Steering {
             ipv4: Vec::new(),
             ipv6: Vec::new(),
             socket_set: false,
+            queue_sockets: Vec::new(),
             owner: OwnerLock::acquire(&record)?,
         })
     }
@@ -1134,4 +1176,31 @@ pub(crate) fn percpu_u64_sum(map: &impl MapCore, index: u32) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `#define NAME` in bpf/lancet_common.h.
+    fn c_define(name: &str) -> Option<u32> {
+        let header = include_str!("../../bpf/lancet_common.h");
+        header.lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("#define") || words.next() != Some(name) {
+                return None;
+            }
+            let value = words.next()?;
+            match value.strip_prefix("0x") {
+                Some(hex) => u32::from_str_radix(hex, 16).ok(),
+                None => value.parse().ok(),
+            }
+        })
+    }
+
+    #[test]
+    fn constants_agree_with_the_bpf_header() {
+        assert_eq!(c_define("ALL_QUEUES"), Some(ALL_QUEUES));
+        assert_eq!(c_define("MAX_VMS"), Some(MAX_VMS));
+    }
 }

@@ -19,6 +19,14 @@
 //!
 //! When a live VM already holds the NIC queue, the socket binds queue 0 of a veth port of its own
 //! instead ([`super::port`]); the backend works the same from there (copy mode).
+//!
+//! Multi-queue NICs: the NIC may spread a VM's frames over all its RX queues (RSS), so the VM that
+//! holds the NIC binds one XSK per RX queue ([`super::nic::rx_queue_count`]), all sharing the one
+//! UMEM (XDP_SHARED_UMEM), and registers as [`ALL_QUEUES`]: the program redirects to the XSKMAP
+//! slot of the queue the frame arrived on. Each queue has its own fill ring fed from its own
+//! `2 * rx_ring_size` RX frames; TX goes through the first socket. `recv_batch` takes from the
+//! queues round-robin, `poll_fd` is an epoll set of every queue's socket, XDP_STATISTICS are
+//! summed. A single-queue NIC keeps one socket registered on its queue number.
 
 use std::{
     convert::TryInto,
@@ -38,7 +46,7 @@ use xsk_rs::{
 use super::{
     names::{IfName, VmName as ValidVmName},
     nic::{self, LinkProbe, Membership, MembershipKind},
-    port::{VethPort, PORT_QUEUE},
+    port::{VethPort, ALL_QUEUES, PORT_QUEUE},
     rulemaps::VmName,
     steer::{link_local_from_mac, Registration, Steering, XdpMode},
     tap::{TapBackend, TapConfig},
@@ -143,18 +151,20 @@ impl XdpConfig {
 /// The AF_XDP backend. Drop order: socket, UMEM, steering (detach), MAC membership.
 pub struct XdpBackend {
     tx_q: TxQueue,
-    rx_q: RxQueue,
-    fill_q: FillQueue,
+    /// One RX socket per bound queue (the first one also carries TX).
+    rx: Vec<RxSocket>,
     comp_q: CompQueue,
     umem: Umem,
+    /// With several queues: an epoll set of every queue's socket (the `poll_fd`).
+    rx_epoll: Option<vmm_sys_util::epoll::Epoll>,
+    /// The queue `recv_batch` starts with (rotates, so no queue starves the others).
+    next_rx: usize,
     /// The VM's steering entries and owner lock; dropped before `steering`.
     registration: Registration,
     steering: Steering,
     _membership: Option<Membership>,
     zero_copy: bool,
     tx_ring_size: u32,
-    /// RX frames not currently owned by the kernel (fill ring refill failed for them).
-    rx_spare: Vec<FrameDesc>,
     /// TX frames free for the model.
     tx_free: Vec<FrameDesc>,
     /// The frame lent by the last `tx_buffer`, not yet committed.
@@ -188,18 +198,70 @@ impl std::fmt::Debug for XdpBackend {
     }
 }
 
-type Bound = (Umem, Vec<FrameDesc>, TxQueue, RxQueue, FillQueue, CompQueue);
+/// One queue's receive side: its socket's RX ring, the fill ring of its (ifname, queue) pair and
+/// the RX frames of its share of the UMEM that are not in the kernel's hands.
+struct RxSocket {
+    rx_q: RxQueue,
+    fill_q: FillQueue,
+    /// RX frames not currently owned by the kernel (fill ring refill failed for them).
+    spare: Vec<FrameDesc>,
+}
+
+impl RxSocket {
+    /// Give spare frames back to the kernel through this queue's fill ring (and wake it).
+    fn refill(&mut self) {
+        if !self.spare.is_empty() {
+            // SAFETY: spare frames are owned by us and belong to this backend's UMEM.
+            let n = unsafe { self.fill_q.produce(&self.spare) };
+            self.spare.drain(..n);
+        }
+        if self.fill_q.needs_wakeup() {
+            let _ = self.fill_q.wakeup(self.rx_q.fd_mut(), 0);
+        }
+    }
+}
+
+/// A UMEM with a socket bound on each of `queues`: the TX ring and completion ring of the first,
+/// and every queue's RX socket with its RX frames handed to its fill ring.
+struct Bound {
+    umem: Umem,
+    tx_q: TxQueue,
+    comp_q: CompQueue,
+    rx: Vec<RxSocket>,
+    tx_free: Vec<FrameDesc>,
+}
 
 fn queue_size(n: u32, what: &str) -> Result<QueueSize, NetError> {
     QueueSize::new(n)
         .map_err(|_| NetError::InvalidConfig(format!("{what} must be a power of two, got {n}")))
 }
 
-/// Create a UMEM and bind a socket to it with `bind_flags`.
-fn bind(cfg: &XdpConfig, bind_flags: BindFlags) -> Result<Bound, NetError> {
+/// The `std::io::Error` under an xsk-rs error, for the message.
+fn xsk_io_error(e: &dyn std::error::Error) -> std::io::Error {
+    e.source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .and_then(|io| io.raw_os_error())
+        .map(std::io::Error::from_raw_os_error)
+        .unwrap_or_else(|| std::io::Error::other(e.to_string()))
+}
+
+/// Create a UMEM of `2 * rx_ring_size` RX frames per queue plus `tx_frames` TX frames and bind a
+/// socket to each of `queues` of `ifname` with `bind_flags` (the sockets after the first share the
+/// UMEM: XDP_SHARED_UMEM, each with its own fill and completion ring).
+fn bind(
+    cfg: &XdpConfig,
+    ifname: &str,
+    queues: &[u32],
+    bind_flags: BindFlags,
+) -> Result<Bound, NetError> {
     let rx_frames = cfg.rx_ring_size * 2;
-    let frame_count = NonZeroU32::new(rx_frames + cfg.tx_frames)
-        .ok_or_else(|| NetError::InvalidConfig("the UMEM needs at least one frame".into()))?;
+    let queue_count = u32::try_from(queues.len())
+        .map_err(|_| NetError::InvalidConfig("too many queues".into()))?;
+    let frame_count = rx_frames
+        .checked_mul(queue_count)
+        .and_then(|n| n.checked_add(cfg.tx_frames))
+        .and_then(NonZeroU32::new)
+        .ok_or_else(|| NetError::InvalidConfig("the UMEM frame count is out of range".into()))?;
     let frame_size: FrameSize = UMEM_FRAME_SIZE
         .try_into()
         .map_err(|e| NetError::InvalidConfig(format!("UMEM frame size: {e}")))?;
@@ -210,18 +272,13 @@ fn bind(cfg: &XdpConfig, bind_flags: BindFlags) -> Result<Bound, NetError> {
         .comp_queue_size(queue_size(cfg.tx_frames, "tx_frames")?)
         .build()
         .map_err(|e| NetError::InvalidConfig(format!("UMEM configuration: {e}")))?;
-    let (umem, frames) = Umem::new(umem_cfg, frame_count, false).map_err(|e| {
-        let source = std::error::Error::source(&e)
-            .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .and_then(|io| io.raw_os_error())
-            .map(std::io::Error::from_raw_os_error)
-            .unwrap_or_else(|| std::io::Error::other(e.to_string()));
+    let (umem, mut frames) = Umem::new(umem_cfg, frame_count, false).map_err(|e| {
         NetError::io(
             format!(
                 "creating a {} KiB UMEM (needs CAP_IPC_LOCK or a larger memlock limit above 8 MiB)",
-                frame_count.get() * 4
+                u64::from(frame_count.get()) * 4
             ),
-            source,
+            xsk_io_error(&e),
         )
     })?;
     let sock_cfg = SocketConfig::builder()
@@ -230,38 +287,57 @@ fn bind(cfg: &XdpConfig, bind_flags: BindFlags) -> Result<Bound, NetError> {
         .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
         .bind_flags(bind_flags)
         .build();
-    let ifname = cfg
-        .ifname
-        .parse()
-        .map_err(|_| NetError::InterfaceNotFound {
-            ifname: cfg.ifname.clone(),
-        })?;
-    // SAFETY: the UMEM is fresh and bound to no other socket; no other socket of ours is bound to
-    // this interface and queue (the caller checked no XDP program was attached, and owns the only one).
-    let (tx_q, rx_q, rings) =
-        unsafe { Socket::new(sock_cfg, &umem, &ifname, cfg.queue) }.map_err(|e| {
-            let source = std::error::Error::source(&e)
-                .and_then(|s| s.downcast_ref::<std::io::Error>())
-                .and_then(|io| io.raw_os_error())
-                .map(std::io::Error::from_raw_os_error)
-                .unwrap_or_else(|| std::io::Error::other(e.to_string()));
-            let what = if source.raw_os_error() == Some(libc::EBUSY) {
-                format!(
-                    "binding an AF_XDP socket to {:?} queue {} (another socket is bound to it)",
-                    cfg.ifname, cfg.queue
-                )
-            } else {
-                format!(
-                    "binding an AF_XDP socket to {:?} queue {}",
-                    cfg.ifname, cfg.queue
-                )
-            };
-            NetError::io(what, source)
-        })?;
-    let (fill_q, comp_q) = rings.ok_or_else(|| {
-        NetError::InvalidConfig("the fresh UMEM returned no fill/completion rings".into())
+    let if_name = ifname.parse().map_err(|_| NetError::InterfaceNotFound {
+        ifname: ifname.to_string(),
     })?;
-    Ok((umem, frames, tx_q, rx_q, fill_q, comp_q))
+    let tx_free = frames.split_off(rx_frames as usize * queues.len());
+    let mut first_tx = None;
+    let mut rx = Vec::with_capacity(queues.len());
+    for &queue in queues {
+        // SAFETY: each (interface, queue) pair is bound once, by this UMEM only (the caller checked
+        // no other VM holds the NIC's queues and owns the attached program), and
+        // XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD is set as sharing the UMEM requires.
+        let (tx_q, rx_q, rings) = unsafe { Socket::new(sock_cfg, &umem, &if_name, queue) }
+            .map_err(|e| {
+                let source = xsk_io_error(&e);
+                let what = if source.raw_os_error() == Some(libc::EBUSY) {
+                    format!(
+                        "binding an AF_XDP socket to {ifname:?} queue {queue} (another socket is bound to it)"
+                    )
+                } else {
+                    format!("binding an AF_XDP socket to {ifname:?} queue {queue}")
+                };
+                NetError::io(what, source)
+            })?;
+        let (mut fill_q, comp_q) = rings.ok_or_else(|| {
+            NetError::InvalidConfig(format!(
+                "the UMEM returned no fill/completion rings for {ifname:?} queue {queue}"
+            ))
+        })?;
+        let rest = frames.split_off(rx_frames as usize);
+        let mut mine = std::mem::replace(&mut frames, rest);
+        // SAFETY: these RX frames are owned by nobody yet; they belong to this UMEM.
+        let filled = unsafe { fill_q.produce(&mine) };
+        let spare = mine.split_off(filled);
+        rx.push(RxSocket {
+            rx_q,
+            fill_q,
+            spare,
+        });
+        // TX goes through the first socket; the others' TX rings stay unused.
+        if first_tx.is_none() {
+            first_tx = Some((tx_q, comp_q));
+        }
+    }
+    let (tx_q, comp_q) = first_tx
+        .ok_or_else(|| NetError::InvalidConfig("no queue to bind an AF_XDP socket to".into()))?;
+    Ok(Bound {
+        umem,
+        tx_q,
+        comp_q,
+        rx,
+        tx_free,
+    })
 }
 
 /// A rule-map error as a backend error.
@@ -305,6 +381,17 @@ impl XdpBackend {
                 super::steer::MAX_VMS
             )));
         }
+        let nic_queues = nic::rx_queue_count(&cfg.ifname)?;
+        if nic_queues > super::steer::MAX_VMS {
+            return Err(NetError::InvalidConfig(format!(
+                "{:?} has {nic_queues} RX queues, above the {} XSKMAP slots (the slot is the queue \
+                 number): reduce them with `ethtool -L {} combined {}`",
+                cfg.ifname,
+                super::steer::MAX_VMS,
+                cfg.ifname,
+                super::steer::MAX_VMS
+            )));
+        }
         let link = LinkProbe::new(&cfg.ifname)?;
         let steering = if cfg.pin {
             Steering::attach_pinned(&cfg.ifname, cfg.mode)?
@@ -320,9 +407,14 @@ impl XdpBackend {
         // Registrations left by VMM processes that were killed (pinned maps outlive them).
         steering.sweep_stale();
         let mut registration = steering.begin_registration(cfg.vm_mac)?;
-        // The queue's one UMEM slot is another VM's: this VM gets a veth port (super::port).
+        // The queue's one UMEM slot is another VM's: this VM gets a veth port (super::port). On a
+        // multi-queue NIC the first VM holds every queue, so any VM on the NIC's queues means a port.
         let live = steering.live_owners();
-        let port = if live.iter().any(|v| v.queue == cfg.queue) {
+        let on_nic_queues = |q: u32| q == ALL_QUEUES || q < super::steer::MAX_VMS;
+        let port = if live
+            .iter()
+            .any(|v| v.queue == cfg.queue || (on_nic_queues(v.queue) && nic_queues > 1))
+        {
             let used: Vec<u32> = live
                 .iter()
                 .filter(|v| v.queue == PORT_QUEUE)
@@ -344,9 +436,11 @@ impl XdpBackend {
             None
         };
         // One socket per queue (one UMEM per queue), so the queue number is the XSKMAP slot; a
-        // port VM's slot is its `ports` index.
+        // port VM's slot is its `ports` index; a VM holding every queue of a multi-queue NIC has
+        // a socket at each queue's slot (the program picks the slot of the arrival queue).
         let (slot, queue) = match &port {
             Some((slot, _)) => (*slot, PORT_QUEUE),
+            None if nic_queues > 1 => (0, ALL_QUEUES),
             None => (cfg.queue, cfg.queue),
         };
         // From here on every error path drops `registration`, which removes exactly what it
@@ -361,40 +455,63 @@ impl XdpBackend {
         drop(dir_lock);
 
         let need_wakeup = BindFlags::XDP_USE_NEED_WAKEUP;
-        let port_cfg;
-        let bind_cfg = match &port {
-            Some((_, p)) => {
-                port_cfg = XdpConfig {
-                    ifname: p.port_ifname().to_string(),
-                    queue: 0,
-                    ..cfg.clone()
-                };
-                &port_cfg
-            }
-            None => cfg,
+        let (bind_ifname, bind_queues): (&str, Vec<u32>) = match (&port, queue) {
+            (Some((_, p)), _) => (p.port_ifname(), vec![0]),
+            (None, ALL_QUEUES) => (&cfg.ifname, (0..nic_queues).collect()),
+            (None, q) => (&cfg.ifname, vec![q]),
         };
         let bound = if steering.mode() == XdpMode::Generic || port.is_some() {
             // A veth port refuses zero-copy.
-            bind(bind_cfg, BindFlags::XDP_COPY | need_wakeup).map(|b| (false, b))
+            bind(
+                cfg,
+                bind_ifname,
+                &bind_queues,
+                BindFlags::XDP_COPY | need_wakeup,
+            )
+            .map(|b| (false, b))
         } else {
-            match bind(bind_cfg, BindFlags::XDP_ZEROCOPY | need_wakeup) {
+            match bind(
+                cfg,
+                bind_ifname,
+                &bind_queues,
+                BindFlags::XDP_ZEROCOPY | need_wakeup,
+            ) {
                 Ok(b) => Ok((true, b)),
-                Err(_) => bind(bind_cfg, BindFlags::XDP_COPY | need_wakeup).map(|b| (false, b)),
+                Err(_) => bind(
+                    cfg,
+                    bind_ifname,
+                    &bind_queues,
+                    BindFlags::XDP_COPY | need_wakeup,
+                )
+                .map(|b| (false, b)),
             }
         };
         let (zero_copy, bound) = bound?;
-        let (umem, mut frames, tx_q, rx_q, mut fill_q, comp_q) = bound;
-        let tx_free = frames.split_off((cfg.rx_ring_size * 2) as usize);
-        // SAFETY: the RX frames are owned by nobody yet; they belong to this UMEM.
-        let filled = unsafe { fill_q.produce(&frames) };
-        let rx_spare = frames.split_off(filled);
-        match &port {
-            Some((_, p)) => {
-                p.set_socket(rx_q.fd().as_raw_fd())?;
+        let Bound {
+            umem,
+            tx_q,
+            comp_q,
+            rx,
+            tx_free,
+        } = bound;
+        match (&port, queue) {
+            (Some((_, p)), _) => {
+                p.set_socket(rx[0].rx_q.fd().as_raw_fd())?;
                 registration.set_port(p.peer_ifindex())?;
             }
-            None => registration.set_socket(rx_q.fd().as_raw_fd())?,
+            (None, ALL_QUEUES) => {
+                for (q, sock) in bind_queues.iter().zip(&rx) {
+                    registration.set_queue_socket(*q, sock.rx_q.fd().as_raw_fd())?;
+                }
+            }
+            (None, _) => registration.set_socket(rx[0].rx_q.fd().as_raw_fd())?,
         }
+        let rx_epoll = if rx.len() > 1 {
+            let fds: Vec<RawFd> = rx.iter().map(|r| r.rx_q.fd().as_raw_fd()).collect();
+            Some(super::epoll_set(&fds)?)
+        } else {
+            None
+        };
         let mirror_sink = match &cfg.mirror_tap {
             Some(name) => Some(TapBackend::open(&TapConfig::new(name.clone(), None))?),
             None => None,
@@ -419,19 +536,19 @@ impl XdpBackend {
             };
             steering.rules().register_vm(&vm).map_err(filter_to_net)?;
         }
-        tracing::info!(ifname = %cfg.ifname, queue = cfg.queue, zero_copy, mode = ?steering.mode(), "AF_XDP backend open");
+        tracing::info!(ifname = %cfg.ifname, queues = ?bind_queues, zero_copy, mode = ?steering.mode(), "AF_XDP backend open");
         Ok(Self {
             tx_q,
-            rx_q,
-            fill_q,
+            rx,
             comp_q,
             umem,
+            rx_epoll,
+            next_rx: 0,
             steering,
             _membership: membership,
             registration,
             zero_copy,
             tx_ring_size: cfg.tx_frames,
-            rx_spare,
             tx_free,
             tx_lent: None,
             tx_pending: Vec::with_capacity(TX_BATCH),
@@ -572,15 +689,10 @@ impl XdpBackend {
         self.kick();
     }
 
-    /// Give RX frames back to the kernel through the fill ring.
+    /// Give RX frames back to the kernel through every queue's fill ring.
     fn refill(&mut self) {
-        if !self.rx_spare.is_empty() {
-            // SAFETY: spare frames are owned by us and belong to this UMEM.
-            let n = unsafe { self.fill_q.produce(&self.rx_spare) };
-            self.rx_spare.drain(..n);
-        }
-        if self.fill_q.needs_wakeup() {
-            let _ = self.fill_q.wakeup(self.rx_q.fd_mut(), 0);
+        for sock in &mut self.rx {
+            sock.refill();
         }
     }
 }
@@ -654,7 +766,10 @@ impl Backend for XdpBackend {
     }
 
     fn poll_fd(&self) -> RawFd {
-        self.rx_q.fd().as_raw_fd()
+        match &self.rx_epoll {
+            Some(epoll) => epoll.as_raw_fd(),
+            None => self.rx[0].rx_q.fd().as_raw_fd(),
+        }
     }
 
     fn recv_batch(
@@ -664,32 +779,40 @@ impl Backend for XdpBackend {
     ) -> Result<usize, NetError> {
         let mut delivered = 0;
         let mut mirrored: Vec<Vec<u8>> = Vec::new();
-        while delivered < max {
-            let want = (max - delivered).min(self.scratch.len());
-            // SAFETY: received frames belong to this UMEM; they are returned to the fill ring below.
-            let n = unsafe { self.rx_q.consume(&mut self.scratch[..want]) };
-            if n == 0 {
-                break;
-            }
-            for desc in &self.scratch[..n] {
-                let len = desc.lengths().data();
-                if len > MAX_FRAME_LEN {
-                    self.counters.drops.rx_oversize += 1;
-                    continue;
+        let queues = self.rx.len();
+        let start = self.next_rx;
+        self.next_rx = (start + 1) % queues;
+        for i in 0..queues {
+            let sock = &mut self.rx[(start + i) % queues];
+            while delivered < max {
+                let want = (max - delivered).min(self.scratch.len());
+                // SAFETY: received frames belong to this UMEM; they go back to this queue's fill
+                // ring below.
+                let n = unsafe { sock.rx_q.consume(&mut self.scratch[..want]) };
+                if n == 0 {
+                    break;
                 }
-                // SAFETY: the frame was just received into this UMEM and is owned by us until refilled.
-                let data = unsafe { self.umem.data(desc) };
-                let frame = data.contents();
-                deliver(frame);
-                if mirror_tag(desc, frame) == Some(MIRROR_META_MAGIC) {
-                    mirrored.push(frame.to_vec());
+                for desc in &self.scratch[..n] {
+                    let len = desc.lengths().data();
+                    if len > MAX_FRAME_LEN {
+                        self.counters.drops.rx_oversize += 1;
+                        continue;
+                    }
+                    // SAFETY: the frame was just received into this UMEM and is owned by us until
+                    // refilled.
+                    let data = unsafe { self.umem.data(desc) };
+                    let frame = data.contents();
+                    deliver(frame);
+                    if mirror_tag(desc, frame) == Some(MIRROR_META_MAGIC) {
+                        mirrored.push(frame.to_vec());
+                    }
+                    self.counters.rx_frames += 1;
+                    self.counters.rx_bytes += len as u64;
+                    delivered += 1;
                 }
-                self.counters.rx_frames += 1;
-                self.counters.rx_bytes += len as u64;
-                delivered += 1;
+                sock.spare.extend_from_slice(&self.scratch[..n]);
+                sock.refill();
             }
-            self.rx_spare.extend_from_slice(&self.scratch[..n]);
-            self.refill();
         }
         if !mirrored.is_empty() {
             for frame in &mirrored {
@@ -716,12 +839,14 @@ impl Backend for XdpBackend {
 
     fn stats(&self) -> BackendStats {
         let mut stats = self.counters;
-        if let Ok(x) = self.rx_q.fd().xdp_statistics() {
-            stats.drops.rx_ring_full = x.rx_ring_full();
-            stats.drops.rx_fill_ring_empty = x.rx_fill_ring_empty_descs();
-            stats.drops.rx_invalid = x.rx_invalid_descs();
-            stats.drops.rx_kernel_other = x.rx_dropped();
-            stats.drops.tx_invalid = x.tx_invalid_descs();
+        for sock in &self.rx {
+            if let Ok(x) = sock.rx_q.fd().xdp_statistics() {
+                stats.drops.rx_ring_full += x.rx_ring_full();
+                stats.drops.rx_fill_ring_empty += x.rx_fill_ring_empty_descs();
+                stats.drops.rx_invalid += x.rx_invalid_descs();
+                stats.drops.rx_kernel_other += x.rx_dropped();
+                stats.drops.tx_invalid += x.tx_invalid_descs();
+            }
         }
         if let Some(port) = &self.port {
             // The veth port's programs drop only when the socket or the NIC is missing.

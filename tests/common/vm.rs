@@ -162,7 +162,7 @@ pub fn testbed(backend: &str, tag: &str) -> Testbed {
     Testbed::new(TestbedConfig {
         name_prefix: tag.into(),
         with_bridge: backend == "tap",
-        mtu: None,
+        ..Default::default()
     })
     .expect("testbed (needs root and iproute2)")
 }
