@@ -303,3 +303,35 @@ fn pins_of_namespaces_that_no_longer_exist_are_ignored_and_swept() {
     assert!(mine.exists(), "a live namespace's pins are kept");
     pin::remove_dir(&mine).unwrap();
 }
+
+/// Maps pinned for the NIC by another lancet build (or left in the directory of a dead namespace
+/// whose inode number a new namespace reuses) do not fit this program: with no program attached,
+/// nothing uses them, so `lancet run` replaces them instead of failing with EINVAL.
+#[test]
+fn incompatible_leftover_pins_are_replaced_when_no_program_is_attached() {
+    use lancet::net::{pin, XdpBackend, XdpConfig, XdpMode};
+    let _pins = pin_lock();
+    let bed = Testbed::new(lancet::testbed::TestbedConfig {
+        name_prefix: "ip".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let _in_host = bed.enter_host().unwrap();
+    let dir = pin::ensure_pin_dir(Testbed::NIC).unwrap();
+    // A `vm_macs` of the wrong shape, as an older build would have left.
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut wrong =
+        libbpf_rs::MapHandle::create(libbpf_rs::MapType::Array, Some("vm_macs"), 4, 4, 1, &opts)
+            .unwrap();
+    wrong.pin(dir.join("vm_macs")).unwrap();
+    drop(wrong);
+    let mut cfg = XdpConfig::new(Testbed::NIC, Testbed::VM_MAC);
+    cfg.mode = XdpMode::Native;
+    cfg.pin = true;
+    let backend = XdpBackend::open(&cfg).expect("the leftover pins are replaced");
+    drop(backend);
+    let _ = pin::remove_dir(&dir);
+}

@@ -179,3 +179,15 @@ fn learned_addresses_are_steered_and_another_vms_address_is_refused() {
     // The first VM keeps its address.
     assert_eq!(first.published().learning.unwrap().addresses.len(), 1);
 }
+
+/// Stats left by a VMM killed with -9 in a namespace that is gone are swept by the next VMM.
+#[test]
+fn stats_of_dead_namespaces_are_swept() {
+    // Inode 1 is never a network namespace's.
+    let dead = std::path::Path::new(stats::STATS_ROOT).join("lt-gone@1");
+    std::fs::create_dir_all(&dead).unwrap();
+    std::fs::write(dead.join("vm.json"), "{}").unwrap();
+    let publisher = stats::StatsPublisher::new("lt-sweep-test", "t").unwrap();
+    assert!(!dead.exists(), "{} was not swept", dead.display());
+    drop(publisher);
+}

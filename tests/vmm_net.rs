@@ -564,5 +564,6 @@ fn ping_guests_reach_other_vms_and_the_host_over_xdp() {
     assert_eq!(code, 0);
     ping_from_vm(&bed, mac(0x65), ip(65), "pve", ip(64));
     ping_from_vm(&bed, mac(0x66), ip(66), "pvf", Testbed::HOST_IP);
-    drop(d);
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
 }

@@ -69,7 +69,7 @@ fn netns_tag() -> Option<u64> {
 
 /// Inodes of the network namespaces that exist now: those with a name (`ip netns`, bind mounts
 /// under /run/netns) and those some process is in. Bounded by the number of processes.
-fn live_netns_inodes() -> std::collections::HashSet<u64> {
+pub(crate) fn live_netns_inodes() -> std::collections::HashSet<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut live = std::collections::HashSet::new();
     for dir in ["/run/netns", "/var/run/netns"] {
@@ -336,6 +336,22 @@ fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false)
+}
+
+/// Unpin everything in the trusted pin directory `dir`, keeping the directory (its flock holders
+/// keep their lock); never follows a symlink.
+pub fn clear_dir(dir: &Path) -> Result<(), NetError> {
+    let fd = open_trusted_dir(dir)?;
+    let err = |what: &str, e: Errno| NetError::io(format!("{what} {}", dir.display()), e.into());
+    for entry in list_dir(&fd).map_err(|e| err("reading", e))? {
+        nix::unistd::unlinkat(
+            Some(fd.as_raw_fd()),
+            entry.as_c_str(),
+            UnlinkatFlags::NoRemoveDir,
+        )
+        .map_err(|e| err("unpinning an entry of", e))?;
+    }
+    Ok(())
 }
 
 /// Remove the pin directory `name` refers to and everything pinned in it.

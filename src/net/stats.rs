@@ -40,6 +40,35 @@ pub fn key_here(ifname: &str) -> String {
         .unwrap_or_else(|| ifname.to_string())
 }
 
+/// Remove the stats directories (`<ifname>@<netns inode>`) of namespaces that no longer exist:
+/// a VMM killed with -9 cannot remove its file, and once its namespace is gone no `lancet stats`
+/// can ask for it. Best effort; only plain files directly inside such a directory are removed.
+fn sweep_dead_namespaces() {
+    let Ok(entries) = std::fs::read_dir(STATS_ROOT) else {
+        return;
+    };
+    let live = super::pin::live_netns_inodes();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((_, tag)) = name.to_str().and_then(|n| n.rsplit_once('@')) else {
+            continue;
+        };
+        let dead = tag.parse::<u64>().is_ok_and(|tag| !live.contains(&tag));
+        // DirEntry::file_type does not follow symlinks: a planted one is left alone.
+        if !dead || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if let Ok(files) = std::fs::read_dir(entry.path()) {
+            for file in files.flatten() {
+                if file.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = std::fs::remove_file(file.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(entry.path());
+    }
+}
+
 /// Publishes one VM's counters for `lancet stats`.
 #[derive(Debug)]
 pub struct StatsPublisher {
@@ -50,6 +79,7 @@ pub struct StatsPublisher {
 impl StatsPublisher {
     /// A publisher for VM `vm` on the NIC whose stats key (see [`key_here`]) is `key`.
     pub fn new(key: &str, vm: &str) -> Result<Self, NetError> {
+        sweep_dead_namespaces();
         let path = stats_path(key, vm);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)

@@ -497,6 +497,34 @@ impl Drop for Registration {
     }
 }
 
+/// Why the steering object could not be opened or loaded.
+enum LoadError {
+    Open(libbpf_rs::Error),
+    PinPath(String, libbpf_rs::Error),
+    Load(libbpf_rs::Error),
+}
+
+impl LoadError {
+    fn into_net(self, ifname: &str, pin_dir: Option<&std::path::Path>) -> NetError {
+        match (self, pin_dir) {
+            (LoadError::Open(e), _) => bpf_err("opening the embedded XDP steering object")(e),
+            (LoadError::PinPath(name, e), _) => {
+                bpf_err(format!("setting the pin path of map {name:?}"))(e)
+            }
+            (LoadError::Load(e), Some(dir)) => NetError::Bpf {
+                context: format!(
+                    "loading the XDP steering program with the maps pinned in {} (if they are from another lancet version, run `lancet nic detach {ifname}`)",
+                    dir.display()
+                ),
+                source: e,
+            },
+            (LoadError::Load(e), None) => {
+                bpf_err("loading the XDP steering program into the kernel")(e)
+            }
+        }
+    }
+}
+
 /// The IPv6 link-local address a guest derives from its MAC (modified EUI-64), so neighbour
 /// solicitations for it reach the VM without configuration.
 pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
@@ -679,6 +707,25 @@ impl Steering {
         })
     }
 
+    /// Open the embedded steering object, pin its maps under `pin_dir` (reusing maps pinned
+    /// there) and load it.
+    fn open_and_load(pin_dir: Option<&std::path::Path>) -> Result<Object, LoadError> {
+        let mut open = ObjectBuilder::default()
+            .open_memory(STEER_OBJECT)
+            .map_err(LoadError::Open)?;
+        if let Some(dir) = pin_dir {
+            for mut map in open.maps_mut() {
+                let name = map.name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue; // .rodata / .bss: internal
+                }
+                map.set_pin_path(dir.join(&name))
+                    .map_err(|e| LoadError::PinPath(name, e))?;
+            }
+        }
+        open.load().map_err(LoadError::Load)
+    }
+
     fn load_and_attach(
         ifname: &str,
         mode: XdpMode,
@@ -692,29 +739,22 @@ impl Steering {
                 prog_id: present,
             });
         }
-        let mut open = ObjectBuilder::default()
-            .open_memory(STEER_OBJECT)
-            .map_err(bpf_err("opening the embedded XDP steering object"))?;
-        if let Some(dir) = pin_dir {
-            for mut map in open.maps_mut() {
-                let name = map.name().to_string_lossy().into_owned();
-                if name.starts_with('.') {
-                    continue; // .rodata / .bss: internal
-                }
-                map.set_pin_path(dir.join(&name))
-                    .map_err(bpf_err(format!("setting the pin path of map {name:?}")))?;
+        let object = match (Self::open_and_load(pin_dir), pin_dir) {
+            (Ok(object), _) => object,
+            // No program is attached to the NIC, so no VM uses these pins: they are left by a
+            // lancet build whose maps differ, or by a dead namespace whose inode number a new
+            // one reuses. Replace them rather than refuse every VM on this NIC.
+            (Err(LoadError::Load(first)), Some(dir)) => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    error = %first,
+                    "maps pinned here do not fit this lancet's steering program and no program is attached to {ifname}: replacing them"
+                );
+                pin::clear_dir(dir)?;
+                Self::open_and_load(pin_dir).map_err(|e| e.into_net(ifname, pin_dir))?
             }
-        }
-        let object = open.load().map_err(|e| match pin_dir {
-            Some(dir) => NetError::Bpf {
-                context: format!(
-                    "loading the XDP steering program with the maps pinned in {} (if they are from another lancet version, run `lancet nic detach {ifname}`)",
-                    dir.display()
-                ),
-                source: e,
-            },
-            None => bpf_err("loading the XDP steering program into the kernel")(e),
-        })?;
+            (Err(e), _) => return Err(e.into_net(ifname, pin_dir)),
+        };
         let handle = |name: &str| -> Result<MapHandle, NetError> {
             let map = object.maps().find(|m| m.name() == name).ok_or_else(|| {
                 NetError::InvalidConfig(format!("steering object has no map {name:?}"))
