@@ -191,8 +191,13 @@ fn rounds_over_a_stand_in_path_fill_every_metric() {
         ["stand_in_echoed"]
     );
     // The tcp phase: a kernel TCP sink and source stand in for the guest's, two rounds each way.
-    for (dir, t) in [("to_guest", &m.tcp.to_guest), ("from_guest", &m.tcp.from_guest)] {
-        let t = t.as_ref().unwrap_or_else(|| panic!("tcp.{dir} missing: {m:?}"));
+    for (dir, t) in [
+        ("to_guest", &m.tcp.to_guest),
+        ("from_guest", &m.tcp.from_guest),
+    ] {
+        let t = t
+            .as_ref()
+            .unwrap_or_else(|| panic!("tcp.{dir} missing: {m:?}"));
         assert_eq!((t.bytes, t.transfers), (2 * TCP_BYTES, 2), "{dir}: {t:?}");
         assert!(t.mbps > 0.0 && t.mbps.is_finite(), "{dir}: {t:?}");
         // The stand-in reports no host CPU: null, with the reason.

@@ -177,7 +177,10 @@ fn ratios_divide_the_headline_figures_and_are_null_without_data() {
     assert!((xt.rtt_p50.unwrap() - 0.5).abs() < 0.01, "{xt:?}");
     assert!((xt.rx_pps.unwrap() - 2.0).abs() < 1e-9);
     assert!((xt.tcp_to_guest_mbps.unwrap() - 2.0).abs() < 1e-9, "{xt:?}");
-    assert!((xt.rx_io_cpu_ns_per_frame.unwrap() - 0.5).abs() < 1e-9, "{xt:?}");
+    assert!(
+        (xt.rx_io_cpu_ns_per_frame.unwrap() - 0.5).abs() < 1e-9,
+        "{xt:?}"
+    );
     assert!(r.ratios["poll"]["xdp/qemu_tap"].rtt_p50.is_none());
     assert!(r.ratios["irq"]["xdp/tap"].rx_pps.is_none());
     let table = render_table(&r);

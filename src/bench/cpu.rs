@@ -127,7 +127,10 @@ mod tests {
         let line = "42 (a b) c)) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0";
         assert_eq!(parse_stat_ticks(line), Some(12));
         assert_eq!(parse_stat_ticks("42 (x) S 1"), None);
-        assert_eq!(parse_schedstat_ns("310019567 42831438 66\n"), Some(310_019_567));
+        assert_eq!(
+            parse_schedstat_ns("310019567 42831438 66\n"),
+            Some(310_019_567)
+        );
     }
 
     #[test]

@@ -139,7 +139,6 @@ impl GuestProcess {
     }
 
     /// The last console lines, joined, for error messages.
-
     pub fn console_tail(&self) -> String {
         self.console
             .lock()

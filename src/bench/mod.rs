@@ -27,8 +27,8 @@ pub mod raw_path;
 pub mod raw_xsk;
 pub mod report;
 pub mod rtt;
-pub mod tcp;
 mod runner;
+pub mod tcp;
 pub mod vmm_path;
 
 use std::collections::BTreeMap;
@@ -459,7 +459,6 @@ impl PathRunner for UnavailablePath {
 
 /// The runners of this build: lancet's VMM with the AF_XDP and the TAP backend (`lancet run` as a
 /// child process), QEMU's pcnet + TAP, the raw AF_XDP baseline and the kernel stack (`native`).
-
 pub fn default_runners(plan: &BenchPlan) -> Vec<Box<dyn PathRunner>> {
     let vmm = |backend| -> Box<dyn PathRunner> {
         match &plan.lancet {

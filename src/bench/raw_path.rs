@@ -196,7 +196,6 @@ impl RunningPath for RunningRawXsk {
             }
             Role::Blast { .. } => stats.frames_sent = Some(out.frames),
             _ => {}
-
         }
         Ok(stats)
     }

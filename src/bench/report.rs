@@ -382,12 +382,16 @@ fn check_measurement(label: &str, m: &Measurement, problems: &mut Vec<String>) {
         }
         let name = format!("tcp.{dir}.host_cpu_ms_per_mb");
         match t.host_cpu_ms_per_mb {
-            Some(v) if !(v.is_finite() && v >= 0.0) => {
-                problems.push(format!("{label} {name}: {v} is not a finite non-negative number"))
-            }
+            Some(v) if !(v.is_finite() && v >= 0.0) => problems.push(format!(
+                "{label} {name}: {v} is not a finite non-negative number"
+            )),
             Some(_) => {}
             None => {
-                if m.unavailable_metrics.get(&name).map(|r| r.trim()).is_none_or_empty() {
+                if m.unavailable_metrics
+                    .get(&name)
+                    .map(|r| r.trim())
+                    .is_none_or_empty()
+                {
                     problems.push(format!(
                         "{label} {name}: null without a reason in unavailable_metrics"
                     ));
@@ -525,7 +529,6 @@ pub fn render_table(report: &BenchReport) -> String {
     let _ = writeln!(
         out,
         "\n{} ({}), {:.1} s",
-
         report.machine,
         if report.quick { "quick" } else { "default" },
         report.duration_s

@@ -12,7 +12,6 @@ use hdrhistogram::Histogram;
 use super::cpu::per_unit;
 use super::gen::{rate, run_generator, spawn_counter, CountConfig, FrameFilter, GenConfig};
 use super::netns::{join, spawn_in_netns, TxChecksumOffloadOff, VethPairNetns};
-use super::tcp::{spawn_receiver, spawn_sender, Transfer, TCP_SINK_PORT, TCP_SOURCE_PORT};
 use super::packet::{
     UdpFlow, DISCARD_PORT, FCS_LEN, MIN_FRAME_LEN, MIN_FRAME_UDP_PAYLOAD, MTU_UDP_PAYLOAD,
 };
@@ -21,6 +20,7 @@ use super::report::{
     RttSummary, TcpTransfer,
 };
 use super::rtt::{new_histogram, run_rtt, KernelUdpEcho, RttConfig, WaitMode};
+use super::tcp::{spawn_receiver, spawn_sender, Transfer, TCP_SINK_PORT, TCP_SOURCE_PORT};
 use super::{BenchError, BenchPlan, Endpoint, GuestMode, PathRunner, Phase, Role, RunningPath};
 
 /// The two echo sizes: (label, UDP payload bytes).
@@ -81,10 +81,7 @@ impl CpuAcc {
     /// CPU per work item in `unit`s, or why not.
     fn per(&self, unit: Duration, scale: f64) -> Result<f64, String> {
         if self.samples == 0 {
-            return Err(self
-                .error
-                .clone()
-                .unwrap_or_else(|| "not sampled".into()));
+            return Err(self.error.clone().unwrap_or_else(|| "not sampled".into()));
         }
         per_unit(Duration::ZERO, self.cpu, self.work as f64 / scale, unit)
             .ok_or_else(|| "no work done while sampled".into())
@@ -398,11 +395,22 @@ fn tx_phase(
     Ok(())
 }
 
+/// A transfer and the path's host CPU before and after it.
+type Sampled = (
+    Transfer,
+    Result<Duration, BenchError>,
+    Result<Duration, BenchError>,
+);
+
 /// Sample the path's host CPU around `transfer`, then stop the path; the transfer's error wins.
 fn timed_transfer(
     running: Box<dyn RunningPath>,
     transfer: impl FnOnce() -> Result<Transfer, BenchError>,
-) -> (Result<Transfer, BenchError>, Result<Duration, BenchError>, Result<Duration, BenchError>) {
+) -> (
+    Result<Transfer, BenchError>,
+    Result<Duration, BenchError>,
+    Result<Duration, BenchError>,
+) {
     let before = running.host_cpu();
     let moved = transfer();
     let after = running.host_cpu();
@@ -416,7 +424,7 @@ fn tcp_to_guest(
     plan: &BenchPlan,
     runner: &mut dyn PathRunner,
     mode: GuestMode,
-) -> Result<(Transfer, Result<Duration, BenchError>, Result<Duration, BenchError>), BenchError> {
+) -> Result<Sampled, BenchError> {
     let running = runner.start(
         mode,
         &Role::TcpSink {
@@ -438,7 +446,7 @@ fn tcp_from_guest(
     runner: &mut dyn PathRunner,
     mode: GuestMode,
     ep: &Endpoint,
-) -> Result<(Transfer, Result<Duration, BenchError>, Result<Duration, BenchError>), BenchError> {
+) -> Result<Sampled, BenchError> {
     let at = SocketAddrV4::new(ep.peer_ip, TCP_SOURCE_PORT);
     let listener = spawn_receiver(
         &ep.peer_netns,
@@ -485,7 +493,12 @@ fn tcp_phase(
         Ok(ep) => ep,
         Err(e) => {
             for t in &mut acc.tcp {
-                note_error(&mut t.error, &e, progress, &format!("{}/{} tcp", runner.name(), mode.name()));
+                note_error(
+                    &mut t.error,
+                    &e,
+                    progress,
+                    &format!("{}/{} tcp", runner.name(), mode.name()),
+                );
             }
             return;
         }
@@ -494,7 +507,12 @@ fn tcp_phase(
         Ok(g) => g,
         Err(e) => {
             for t in &mut acc.tcp {
-                note_error(&mut t.error, &e, progress, &format!("{}/{} tcp", runner.name(), mode.name()));
+                note_error(
+                    &mut t.error,
+                    &e,
+                    progress,
+                    &format!("{}/{} tcp", runner.name(), mode.name()),
+                );
             }
             return;
         }
@@ -832,7 +850,6 @@ fn build_result(
     }
     m.drops = acc
         .drops
-
         .iter()
         .map(|(at, frames)| DropCount {
             counted_at: at.clone(),

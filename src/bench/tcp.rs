@@ -86,7 +86,10 @@ pub fn bulk_send(target: SocketAddrV4, bytes: u64) -> Result<Transfer, BenchErro
 
 /// Accept one connection on `listener` within `accept_within` and count bytes until EOF, then
 /// close.
-pub fn bulk_receive(listener: &TcpListener, accept_within: Duration) -> Result<Transfer, BenchError> {
+pub fn bulk_receive(
+    listener: &TcpListener,
+    accept_within: Duration,
+) -> Result<Transfer, BenchError> {
     listener
         .set_nonblocking(true)
         .map_err(|e| io_err("listener options", e))?;
