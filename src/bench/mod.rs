@@ -69,7 +69,8 @@ pub fn pin_current_thread(cpu: usize) -> bool {
 /// `lancet bench` options.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BenchArgs {
-    /// Short run (under 60 s): one round, 1000 echo samples per size, 0.5 s rate phases.
+    /// Short run (about a minute): one round, 1000 echo samples per size, 0.5 s rate phases,
+    /// 8 MiB TCP transfers.
     #[arg(long)]
     pub quick: bool,
     /// Write the results as JSON to FILE.

@@ -1,6 +1,14 @@
-//! The bench's round loop: for each round, each path, each mode, run the echo, receive and transmit
-//! phases with the client/generator/counter in the path's peer namespace; accumulate histograms,
-//! rates and drops; build the report; write the `--out` directory.
+//! The bench's round loop: for each round, each path, each mode, run the echo, receive, transmit
+//! and TCP phases with the client/generator/counter in the path's peer namespace; accumulate
+//! histograms, rates, drops, the I/O thread's CPU time per frame (receive, transmit) and TCP
+//! transfers with the path's host CPU time; build the report; write the `--out` directory.
+//!
+//! TCP phase (peer TX checksum offload off meanwhile, see [`TxChecksumOffloadOff`]): peer -> guest
+//! is timed by the peer's client from connect to the guest's close (so every byte arrived);
+//! guest -> peer by the peer's listener from the first byte to EOF. The guest's own `ms=` is not
+//! used: QEMU passes the guest no TSC frequency, and one clock for all paths keeps them
+//! comparable. Host CPU is sampled around the transfer (guest -> peer: from the guest's ready
+//! line, so the connect is included).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
