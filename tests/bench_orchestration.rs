@@ -135,6 +135,7 @@ impl PathRunner for KernelStandIn {
                 SocketAddrV4::new(a.ip, *port),
                 Duration::from_secs(30),
                 None,
+                || {},
             )?),
             Role::TcpSource { peer, bytes } => {
                 Job::Tcp(spawn_sender(&a.netns, *peer, *bytes, None)?)

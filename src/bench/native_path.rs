@@ -6,7 +6,7 @@
 //! unavailable (raw_xsk is their no-VM baseline).
 
 use std::net::SocketAddrV4;
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -104,15 +104,20 @@ impl PathRunner for NativeRunner {
                         BenchError::Io(format!("native TCP sink: listen on {addr}: {e}"))
                     })?;
                     bound();
-                    bulk_receive(&listener, ACCEPT_WITHIN)
+                    bulk_receive(&listener, ACCEPT_WITHIN, || {})
                 })?)
             }
             Role::TcpSource { peer, bytes } => {
                 let (peer, bytes) = (*peer, *bytes);
-                Job::Tcp(spawn_held(&netns, self.cpu, move |bound| {
+                let (go, go_rx) = mpsc::channel::<()>();
+                let mut held = spawn_held(&netns, self.cpu, move |bound| {
                     bound();
+                    // Send from the bench's first CPU sample on (see RunningNative::host_cpu).
+                    let _ = go_rx.recv();
                     bulk_send(peer, bytes)
-                })?)
+                })?;
+                held.go = Mutex::new(Some(go));
+                Job::Tcp(held)
             }
         };
         Ok(Box::new(RunningNative { endpoint, job }))
@@ -122,6 +127,8 @@ impl PathRunner for NativeRunner {
 /// A TCP thread that stays alive (so its /proc task entry can be read) until told to stop.
 struct HeldThread {
     tid: u32,
+    /// A source waits for this before sending; sent at the first CPU sample (or on drop).
+    go: Mutex<Option<mpsc::Sender<()>>>,
     stop: mpsc::Sender<()>,
     thread: JoinHandle<Result<Transfer, BenchError>>,
 }
@@ -159,7 +166,12 @@ where
         })
         .map_err(|e| BenchError::Setup(format!("cannot spawn the native TCP thread: {e}")))?;
     match ready_rx.recv() {
-        Ok(Ok(tid)) => Ok(HeldThread { tid, stop, thread }),
+        Ok(Ok(tid)) => Ok(HeldThread {
+            tid,
+            go: Mutex::new(None),
+            stop,
+            thread,
+        }),
         Ok(Err(e)) => {
             drop(stop);
             let _ = thread.join();
@@ -191,7 +203,17 @@ impl RunningPath for RunningNative {
 
     fn host_cpu(&self) -> Result<Duration, BenchError> {
         match &self.job {
-            Job::Tcp(held) => thread_cpu(std::process::id(), held.tid),
+            Job::Tcp(held) => {
+                let cpu = thread_cpu(std::process::id(), held.tid);
+                // The guest's part starts when the bench took its first sample, as a VM's
+                // does when its ready line arrives.
+                if let Ok(mut go) = held.go.lock() {
+                    if let Some(go) = go.take() {
+                        let _ = go.send(());
+                    }
+                }
+                cpu
+            }
             Job::Echo(_) => Err(BenchError::Io(
                 "native: host CPU is measured in the TCP phase only".into(),
             )),
@@ -204,6 +226,9 @@ impl RunningPath for RunningNative {
                 echo.stop()?;
             }
             Job::Tcp(held) => {
+                if let Ok(mut go) = held.go.lock() {
+                    go.take();
+                }
                 let _ = held.stop.send(());
                 super::netns::join(held.thread)?;
             }

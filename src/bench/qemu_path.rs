@@ -100,7 +100,8 @@ fn guest_cmdline(mode: GuestMode, role: &Role, peer_ip: Ipv4Addr) -> String {
             "prog=blast {common} peer={peer_ip} count={count} size={}",
             frame_len + FCS_LEN
         ),
-        Role::TcpSink { port } => format!("prog=tcp-sink {common} port={port}"),
+        // count=0: serve until stopped, so QEMU still runs when its CPU time is sampled.
+        Role::TcpSink { port } => format!("prog=tcp-sink {common} port={port} count=0"),
         Role::TcpSource { peer, bytes } => {
             format!("prog=tcp-source {common} peer={peer} bytes={bytes}")
         }

@@ -13,6 +13,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::path::Path;
+use std::sync::mpsc;
+
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -41,6 +43,8 @@ const BLAST_START_ALLOWANCE: Duration = Duration::from_secs(30);
 const BLAST_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// UDP port of the kernel echo reference.
 const KERNEL_ECHO_PORT: u16 = 7;
+/// How long the peer's listener keeps a finished connection open for the CPU sample at most.
+const EOF_HOLD_MAX: Duration = Duration::from_secs(5);
 /// How long the guest's tcp-source may take after its ready line to connect to the listener.
 const TCP_CONNECT_ALLOWANCE: Duration = Duration::from_secs(15);
 /// Bytes per MB in `host_cpu_ms_per_mb`, bits per Mb in `mbps`.
@@ -71,6 +75,11 @@ impl CpuAcc {
         work: u64,
     ) {
         match (before, after) {
+            (Ok(b), Ok(a)) if a < b => {
+                self.error.get_or_insert_with(|| {
+                    "the CPU time went backwards (the process ended while sampled)".into()
+                });
+            }
             (Ok(b), Ok(a)) if work > 0 => {
                 self.cpu += a.saturating_sub(b);
                 self.work += work;
@@ -456,11 +465,19 @@ fn tcp_from_guest(
     ep: &Endpoint,
 ) -> Result<Sampled, BenchError> {
     let at = SocketAddrV4::new(ep.peer_ip, TCP_SOURCE_PORT);
+    // The listener holds the connection open at EOF until the path's CPU time is sampled: the
+    // guest's tcp-source (and with it the VM) ends as soon as the peer closes.
+    let (eof_tx, eof_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
     let listener = spawn_receiver(
         &ep.peer_netns,
         at,
         plan.boot_timeout + TCP_CONNECT_ALLOWANCE,
         plan.client_cpu,
+        move || {
+            let _ = eof_tx.send(());
+            let _ = release_rx.recv_timeout(EOF_HOLD_MAX);
+        },
     )?;
     let role = Role::TcpSource {
         peer: at,
@@ -475,8 +492,27 @@ fn tcp_from_guest(
             return Err(e);
         }
     };
-    let (moved, before, after) = timed_transfer(running, || join(listener));
+    let sampled_at = Instant::now();
+    let before = running.host_cpu();
+    // Err when the listener ended without EOF: its join below says why.
+    let _ = eof_rx.recv();
+    let after = running.host_cpu();
+    drop(release_tx);
+    let moved = join(listener);
+    let finished = running.finish();
     let moved = moved?;
+    finished?;
+    // A VM whose console reaches the bench late (QEMU's, when its main loop shares a CPU with a
+    // spinning vCPU) may have begun sending before the first sample: that window is too short.
+    let before = if moved.started_at < sampled_at {
+        Err(BenchError::Io(
+            "the transfer began before the path's ready line reached the bench, so before the \
+             first CPU sample"
+                .into(),
+        ))
+    } else {
+        before
+    };
     if moved.bytes != plan.tcp_bytes {
         return Err(BenchError::Path {
             path: runner.name().into(),

@@ -32,6 +32,8 @@ pub struct Transfer {
     pub bytes: u64,
     /// Sender: from the connect to the other side's close. Receiver: from the first byte to EOF.
     pub elapsed: Duration,
+    /// When that timing began.
+    pub started_at: Instant,
 }
 
 fn io_err(what: &str, e: std::io::Error) -> BenchError {
@@ -81,14 +83,17 @@ pub fn bulk_send(target: SocketAddrV4, bytes: u64) -> Result<Transfer, BenchErro
     Ok(Transfer {
         bytes,
         elapsed: started.elapsed(),
+        started_at: started,
     })
 }
 
-/// Accept one connection on `listener` within `accept_within` and count bytes until EOF, then
+/// Accept one connection on `listener` within `accept_within` and count bytes until EOF, call
+/// `at_eof` (the connection still open: a sender waiting for the close is still running), then
 /// close.
 pub fn bulk_receive(
     listener: &TcpListener,
     accept_within: Duration,
+    at_eof: impl FnOnce(),
 ) -> Result<Transfer, BenchError> {
     listener
         .set_nonblocking(true)
@@ -126,9 +131,13 @@ pub fn bulk_receive(
             Err(e) => return Err(io_err(&format!("receive ({bytes} bytes so far)"), e)),
         }
     }
+    let started_at = first.unwrap_or_else(Instant::now);
+    let elapsed = started_at.elapsed();
+    at_eof();
     Ok(Transfer {
         bytes,
-        elapsed: first.map_or(Duration::ZERO, |f| f.elapsed()),
+        elapsed,
+        started_at,
     })
 }
 
@@ -147,13 +156,14 @@ pub fn spawn_sender(
     })
 }
 
-/// Bind `addr` inside `netns` on a new thread and run [`bulk_receive`] there; returns once the
-/// listener is bound (so a connection made afterwards is accepted).
+/// Bind `addr` inside `netns` on a new thread and run [`bulk_receive`] there (with `at_eof`);
+/// returns once the listener is bound (so a connection made afterwards is accepted).
 pub fn spawn_receiver(
     netns: &str,
     addr: SocketAddrV4,
     accept_within: Duration,
     cpu: Option<usize>,
+    at_eof: impl FnOnce() + Send + 'static,
 ) -> Result<JoinHandle<Result<Transfer, BenchError>>, BenchError> {
     let (bound_tx, bound_rx) = mpsc::channel();
     let netns = netns.to_string();
@@ -176,7 +186,7 @@ pub fn spawn_receiver(
                     return Err(e);
                 }
             };
-            bulk_receive(&listener, accept_within)
+            bulk_receive(&listener, accept_within, at_eof)
         })
         .map_err(|e| BenchError::Setup(format!("cannot spawn the TCP receiver: {e}")))?;
     match bound_rx.recv() {

@@ -27,6 +27,9 @@ const GUEST_PREFIX_LEN: u8 = Testbed::PREFIX_LEN;
 const GUEST_MEM: &str = "64M";
 /// The name lancet's VMM gives its I/O thread (src/vmm: `std::thread::Builder::name`).
 const IO_THREAD_NAME: &str = "lancet-io";
+/// `--count` for tcp-sink: serve connections until stopped, so the VM is still running when the
+/// bench samples its CPU time after the transfer (with the default 1 it exits at once).
+const TCP_SINK_FOREVER: &str = "0";
 /// How long the VMM gets to stop (and write its statistics) after SIGTERM.
 const TERM_GRACE: Duration = Duration::from_secs(5);
 /// Exit reasons that belong to boot and shutdown, not to moving packets (console output, PCI
@@ -270,7 +273,9 @@ impl PathRunner for VmmRunner {
                     .args(["--size", &(frame_len + FCS_LEN).to_string()]);
             }
             Role::TcpSink { port } => {
-                command.args(["--guest", "tcp-sink", "--port", &port.to_string()]);
+                command
+                    .args(["--guest", "tcp-sink", "--port", &port.to_string()])
+                    .args(["--count", TCP_SINK_FOREVER]);
             }
             Role::TcpSource { peer, bytes } => {
                 command
