@@ -1,7 +1,9 @@
 //! The round loop with a stand-in VM path built from the kernel stack (UDP echo socket, AF_PACKET
-//! sink and blaster) that reports one "exit" per echoed datagram: checks the PathRunner plumbing,
-//! the accounting of rates, drops and exits per packet, and the report it produces.
+//! sink and blaster, kernel TCP sink and source) that reports one "exit" per echoed datagram:
+//! checks the PathRunner plumbing, the accounting of rates, drops, exits per packet and TCP
+//! transfers, and the report it produces.
 
+use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use lancet::bench::gen::{
@@ -11,12 +13,15 @@ use lancet::bench::netns::{spawn_in_netns, VethPairNetns};
 use lancet::bench::packet::{UdpFlow, DISCARD_PORT, UDP_PAYLOAD_OFFSET};
 use lancet::bench::report::{check_report, PathResult};
 use lancet::bench::rtt::KernelUdpEcho;
+use lancet::bench::tcp::{spawn_receiver, spawn_sender, Transfer};
 use lancet::bench::{
     run_rounds, BenchArgs, BenchError, BenchPlan, Endpoint, GuestMode, PathRunner, PathStats, Role,
     RunningPath,
 };
 
 const ECHO_PORT: u16 = 7;
+/// Bytes per stand-in TCP transfer.
+const TCP_BYTES: u64 = 1 << 20;
 
 struct KernelStandIn {
     pair: VethPairNetns,
@@ -26,6 +31,7 @@ enum Job {
     Echo(KernelUdpEcho),
     Sink(CounterHandle),
     Blast(std::thread::JoinHandle<Result<lancet::bench::gen::GenOutcome, BenchError>>),
+    Tcp(std::thread::JoinHandle<Result<Transfer, BenchError>>),
 }
 
 struct Running {
@@ -53,6 +59,9 @@ impl RunningPath for Running {
             Job::Blast(thread) => {
                 let sent = lancet::bench::netns::join(thread)?;
                 stats.frames_sent = Some(sent.sent);
+            }
+            Job::Tcp(thread) => {
+                lancet::bench::netns::join(thread)?;
             }
         }
         Ok(stats)
@@ -121,6 +130,16 @@ impl PathRunner for KernelStandIn {
                     run_generator(&cfg)
                 })?)
             }
+            Role::TcpSink { port } => Job::Tcp(spawn_receiver(
+                &a.netns,
+                SocketAddrV4::new(a.ip, *port),
+                Duration::from_secs(30),
+                None,
+                || {},
+            )?),
+            Role::TcpSource { peer, bytes } => {
+                Job::Tcp(spawn_sender(&a.netns, *peer, *bytes, None)?)
+            }
         };
         Ok(Box::new(Running { endpoint, job }))
     }
@@ -133,6 +152,7 @@ fn rounds_over_a_stand_in_path_fill_every_metric() {
         rounds: Some(2),
         samples: Some(200),
         rate_seconds: Some(0.3),
+        tcp_bytes: Some(TCP_BYTES),
         ..BenchArgs::default()
     };
     let plan = BenchPlan::from_args(&args).unwrap();
@@ -171,7 +191,28 @@ fn rounds_over_a_stand_in_path_fill_every_metric() {
         m.exits_by_reason.keys().collect::<Vec<_>>(),
         ["stand_in_echoed"]
     );
+    // The tcp phase: a kernel TCP sink and source stand in for the guest's, two rounds each way.
+    for (dir, t) in [
+        ("to_guest", &m.tcp.to_guest),
+        ("from_guest", &m.tcp.from_guest),
+    ] {
+        let t = t
+            .as_ref()
+            .unwrap_or_else(|| panic!("tcp.{dir} missing: {m:?}"));
+        assert_eq!((t.bytes, t.transfers), (2 * TCP_BYTES, 2), "{dir}: {t:?}");
+        assert!(t.mbps > 0.0 && t.mbps.is_finite(), "{dir}: {t:?}");
+        // The stand-in reports no host CPU: null, with the reason.
+        assert_eq!(t.host_cpu_ms_per_mb, None, "{dir}: {t:?}");
+        assert!(
+            m.unavailable_metrics[&format!("tcp.{dir}.host_cpu_ms_per_mb")]
+                .contains("does not report its host CPU"),
+            "{m:?}"
+        );
+    }
+    assert!(m.io_cpu_ns_per_frame.rx.is_none() && m.io_cpu_ns_per_frame.tx.is_none());
+    assert!(m.unavailable_metrics["io_cpu_ns_per_frame.rx"].contains("I/O thread"));
     assert_eq!(hists["tap_poll_64B"].len(), rtt.samples);
+
     assert!(hists.contains_key("reference_kernel_udp_echo_64B"));
 }
 

@@ -3,7 +3,7 @@
 
 use lancet::bench::report::{
     check_report, render_percentile_svg, render_table, write_hgrm, BenchReport, DropCount,
-    Measurement, PathResult, RttSummary, MODES, PATHS,
+    IoCpuPerFrame, Measurement, PathResult, RttSummary, TcpFigures, TcpTransfer, MODES, PATHS,
 };
 use lancet::bench::rtt::new_histogram;
 
@@ -28,10 +28,28 @@ fn measured(p50_scale: u64, rx: f64) -> Measurement {
             frames: 3,
         }],
         exits_per_packet: Some(1.5),
+        io_cpu_ns_per_frame: IoCpuPerFrame {
+            rx: Some(1e9 / rx),
+            tx: Some(2e9 / rx),
+        },
+        tcp: TcpFigures {
+            to_guest: Some(tcp(rx / 100.0, Some(2.0))),
+            from_guest: Some(tcp(rx / 200.0, Some(4.0))),
+        },
         ..Measurement::default()
     };
     m.exits_by_reason.insert("mmio".into(), 10);
     m
+}
+
+fn tcp(mbps: f64, host_cpu_ms_per_mb: Option<f64>) -> TcpTransfer {
+    TcpTransfer {
+        mbps,
+        host_cpu_ms_per_mb,
+        bytes: 8 << 20,
+        transfers: 1,
+        timed_by: "peer client: connect to close".into(),
+    }
 }
 
 fn full_report() -> BenchReport {
@@ -75,6 +93,16 @@ fn json_round_trips_and_has_the_documented_keys() {
         assert!(!xdp[key].is_null(), "{key}");
     }
     assert_eq!(xdp["drops"][0]["where"], "peer counter socket");
+    for dir in ["to_guest", "from_guest"] {
+        for key in ["mbps", "host_cpu_ms_per_mb", "bytes"] {
+            assert!(xdp["tcp"][dir][key].is_number(), "tcp.{dir}.{key}");
+        }
+    }
+    for key in ["rx", "tx"] {
+        assert!(xdp["io_cpu_ns_per_frame"][key].is_number(), "{key}");
+    }
+    assert!(v["ratios"]["poll"]["xdp/native"].is_object());
+    assert!(v["ratios"]["poll"]["xdp/tap"]["tcp_to_guest_mbps"].is_number());
     assert!(v["paths"]["qemu_tap"]["irq"]["unavailable"].is_string());
     assert!(v["ratios"]["poll"]["xdp/tap"]["rtt_p50"].is_number());
 }
@@ -100,9 +128,13 @@ fn consistency_check_names_each_problem() {
         rtt.p99 = rtt.max + 1;
     }
     bad.tx_pps = None;
+    bad.tcp.to_guest = Some(tcp(0.0, Some(-1.0)));
+    bad.tcp.from_guest = None;
+    bad.io_cpu_ns_per_frame.rx = Some(f64::NAN);
     r.set("xdp", "irq", PathResult::Measured(Box::new(bad)));
     let mut empty = measured(1, 1.0);
     empty.rtt_us.as_mut().unwrap().samples = 0;
+    empty.tcp.to_guest = Some(tcp(10.0, None));
     r.set("raw_xsk", "irq", PathResult::Measured(Box::new(empty)));
     r.ratios.clear();
     let problems = check_report(&r).unwrap_err();
@@ -118,6 +150,23 @@ fn consistency_check_names_each_problem() {
     );
     assert!(has("xdp/irq tx_pps: null without a reason"), "{problems:?}");
     assert!(has("raw_xsk/irq rtt_us: no samples"), "{problems:?}");
+    assert!(has("xdp/irq tcp.to_guest: mbps 0"), "{problems:?}");
+    assert!(
+        has("xdp/irq tcp.to_guest.host_cpu_ms_per_mb: -1 is not"),
+        "{problems:?}"
+    );
+    assert!(
+        has("xdp/irq tcp.from_guest: null without a reason"),
+        "{problems:?}"
+    );
+    assert!(
+        has("xdp/irq io_cpu_ns_per_frame.rx: NaN is not"),
+        "{problems:?}"
+    );
+    assert!(
+        has("raw_xsk/irq tcp.to_guest.host_cpu_ms_per_mb: null without a reason"),
+        "{problems:?}"
+    );
     assert!(has("ratios: poll xdp/tap missing"), "{problems:?}");
 }
 
@@ -127,11 +176,17 @@ fn ratios_divide_the_headline_figures_and_are_null_without_data() {
     let xt = r.ratios["poll"]["xdp/tap"];
     assert!((xt.rtt_p50.unwrap() - 0.5).abs() < 0.01, "{xt:?}");
     assert!((xt.rx_pps.unwrap() - 2.0).abs() < 1e-9);
+    assert!((xt.tcp_to_guest_mbps.unwrap() - 2.0).abs() < 1e-9, "{xt:?}");
+    assert!(
+        (xt.rx_io_cpu_ns_per_frame.unwrap() - 0.5).abs() < 1e-9,
+        "{xt:?}"
+    );
     assert!(r.ratios["poll"]["xdp/qemu_tap"].rtt_p50.is_none());
     assert!(r.ratios["irq"]["xdp/tap"].rx_pps.is_none());
     let table = render_table(&r);
     assert!(table.contains("unavailable: not measured"), "{table}");
     assert!(table.contains("xdp/tap"), "{table}");
+    assert!(table.contains("TCP bulk"), "{table}");
 }
 
 #[test]

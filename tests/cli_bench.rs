@@ -1,12 +1,11 @@
 //! `lancet bench --quick --json FILE` as a user runs it (the binary, every path): the JSON is
 //! complete and consistent — every path and mode present, measured or marked unavailable with a
-//! reason; where measured, samples > 0 and p50 <= p99 <= max; the ratios object present.
+//! reason; where measured, samples > 0 and p50 <= p99 <= max; the ratios object present; the TCP
+//! phase and the I/O thread CPU figures present and sane (Mb/s > 0, CPU >= 0, never a speed).
 
 use std::process::Command;
 
-use lancet::bench::report::{check_report, BenchReport, PathResult, MODES};
-
-const PATHS: [&str; 4] = ["xdp", "tap", "qemu_tap", "raw_xsk"];
+use lancet::bench::report::{check_report, BenchReport, PathResult, MODES, PATHS};
 
 #[test]
 fn quick_bench_json_is_complete_and_consistent() {
@@ -63,7 +62,54 @@ fn quick_bench_json_is_complete_and_consistent() {
             );
         }
     }
+    // The lancet paths and the kernel baseline move TCP both ways, with the bytes asked for and
+    // the host CPU it cost; lancet's I/O thread reports its CPU per frame in both rate phases.
+    for path in ["xdp", "tap", "native"] {
+        for mode in MODES {
+            let Some(PathResult::Measured(m)) = report.get(path, mode) else {
+                panic!("{path}/{mode} not measured:\n{text}");
+            };
+            for (dir, t) in [
+                ("to_guest", &m.tcp.to_guest),
+                ("from_guest", &m.tcp.from_guest),
+            ] {
+                let t = t
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{path}/{mode} tcp.{dir} missing:\n{text}"));
+                assert_eq!(t.bytes, 8 << 20, "{path}/{mode} tcp.{dir}: {t:?}");
+                assert!(t.mbps > 0.0, "{path}/{mode} tcp.{dir}: {t:?}");
+                let cpu = t
+                    .host_cpu_ms_per_mb
+                    .unwrap_or_else(|| panic!("{path}/{mode} tcp.{dir}: no host CPU:\n{text}"));
+                assert!(cpu >= 0.0, "{path}/{mode} tcp.{dir}: {t:?}");
+            }
+            if path != "native" {
+                for (phase, v) in [
+                    ("rx", m.io_cpu_ns_per_frame.rx),
+                    ("tx", m.io_cpu_ns_per_frame.tx),
+                ] {
+                    let v = v.unwrap_or_else(|| {
+                        panic!("{path}/{mode} io_cpu_ns_per_frame.{phase} missing:\n{text}")
+                    });
+                    assert!(v >= 0.0, "{path}/{mode} io_cpu_ns_per_frame.{phase}: {v}");
+                }
+            }
+        }
+    }
+    // raw_xsk has no TCP stack: said so, not left blank.
+    if let Some(PathResult::Measured(m)) = report.get("raw_xsk", "poll") {
+        assert!(m.tcp.to_guest.is_none(), "{m:?}");
+        assert!(
+            m.unavailable_metrics["tcp.to_guest"].contains("no TCP stack"),
+            "{m:?}"
+        );
+    }
     assert!(text.contains("\"ratios\""), "ratios object missing");
+    assert!(
+        stdout.contains("TCP bulk"),
+        "no TCP table on stdout:\n{stdout}"
+    );
+
     assert!(
         stdout.contains("xdp") && stdout.contains("tap"),
         "no table on stdout"

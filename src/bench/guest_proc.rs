@@ -133,6 +133,11 @@ impl GuestProcess {
         false
     }
 
+    /// The VM process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The last console lines, joined, for error messages.
     pub fn console_tail(&self) -> String {
         self.console

@@ -5,15 +5,20 @@
 //! [`raw_xsk`] (raw AF_XDP rxdrop/txonly/echo), [`report`] (JSON model, checks, table, .hgrm, SVG).
 //! Paths are [`PathRunner`]s: [`vmm_path::VmmRunner`] (`xdp`, `tap`: `lancet run` as a child),
 //! [`qemu_path::QemuTapRunner`] (`qemu_tap`) and [`raw_path::RawXskRunner`] (`raw_xsk`). Each round
-//! runs, for every path and mode in turn, an echo phase, a receive phase and a transmit phase, each
-//! with a freshly started path (the test guest runs one program per boot).
+//! runs, for every path and mode in turn, an echo phase, a receive phase, a transmit phase and a
+//! TCP bulk phase (both ways), each with a freshly started path (the test guest runs one program
+//! per boot). [`native_path::NativeRunner`] (`native`) is the kernel stack on the same kind of
+//! veth with no VM: the echo and TCP baseline. [`cpu`] samples CPU time from /proc for
+//! `host_cpu_ms_per_mb` (TCP) and `io_cpu_ns_per_frame` (receive and transmit phases).
 //!
 //! Wiring into the CLI: `Command::Bench(args: lancet::bench::BenchArgs)` in main.rs calling
 //! [`run_bench`], exit status non-zero on `Err` (the report is printed and written by `run_bench`).
 //! The xdp/tap runners start `lancet run` from the running executable (`--lancet` overrides).
 
+pub mod cpu;
 pub mod gen;
 mod guest_proc;
+pub mod native_path;
 pub mod netns;
 pub mod packet;
 pub mod private_dir;
@@ -24,10 +29,11 @@ pub mod raw_xsk;
 pub mod report;
 pub mod rtt;
 mod runner;
+pub mod tcp;
 pub mod vmm_path;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -64,7 +70,8 @@ pub fn pin_current_thread(cpu: usize) -> bool {
 /// `lancet bench` options.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BenchArgs {
-    /// Short run (under 60 s): one round, 1000 echo samples per size, 0.5 s rate phases.
+    /// Short run (about a minute): one round, 1000 echo samples per size, 0.5 s rate phases,
+    /// 8 MiB TCP transfers.
     #[arg(long)]
     pub quick: bool,
     /// Write the results as JSON to FILE.
@@ -76,7 +83,7 @@ pub struct BenchArgs {
     /// Interleaved rounds over all paths (default 3, quick 1).
     #[arg(long, value_name = "N")]
     pub rounds: Option<u32>,
-    /// Only these paths (comma-separated: xdp,tap,qemu_tap,raw_xsk); the others are reported as
+    /// Only these paths (comma-separated: xdp,tap,qemu_tap,raw_xsk,native); the others are reported as
     /// unavailable ("not selected").
     #[arg(long, value_delimiter = ',', value_name = "PATHS")]
     pub paths: Vec<String>,
@@ -123,9 +130,12 @@ pub struct BenchArgs {
     /// Only these guest modes (comma-separated: irq,poll; default both).
     #[arg(long, value_delimiter = ',', value_name = "MODES")]
     pub modes: Vec<String>,
-    /// Only these phases (comma-separated: echo,rx,tx; default all; echo is required).
+    /// Only these phases (comma-separated: echo,rx,tx,tcp; default all; echo is required).
     #[arg(long, value_delimiter = ',', value_name = "PHASES")]
     pub phases: Vec<String>,
+    /// Bytes per TCP bulk transfer in the tcp phase (default 64 MiB, quick 8 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub tcp_bytes: Option<u64>,
 }
 
 /// Which measurement phases run.
@@ -134,6 +144,7 @@ pub struct Phases {
     pub echo: bool,
     pub rx: bool,
     pub tx: bool,
+    pub tcp: bool,
 }
 
 impl Phases {
@@ -143,21 +154,24 @@ impl Phases {
                 echo: true,
                 rx: true,
                 tx: true,
+                tcp: true,
             });
         }
         let mut phases = Phases {
             echo: false,
             rx: false,
             tx: false,
+            tcp: false,
         };
         for name in names {
             match name.as_str() {
                 "echo" => phases.echo = true,
                 "rx" => phases.rx = true,
                 "tx" => phases.tx = true,
+                "tcp" => phases.tcp = true,
                 other => {
                     return Err(BenchError::Config(format!(
-                        "unknown phase {other:?} in --phases: choose from echo,rx,tx"
+                        "unknown phase {other:?} in --phases: choose from echo,rx,tx,tcp"
                     )))
                 }
             }
@@ -219,6 +233,19 @@ pub enum Role {
     /// Send `count` UDP frames of `frame_len` bytes (FCS excluded) to the peer's discard port
     /// (`peer_mac`/`peer_ip` of the endpoint), as fast as possible.
     Blast { count: u64, frame_len: usize },
+    /// TCP: accept one connection on `port` of the endpoint's address and discard what arrives
+    /// until the peer closes (the test guest's `tcp-sink`).
+    TcpSink { port: u16 },
+    /// TCP: connect to `peer`, send `bytes`, close (the test guest's `tcp-source`).
+    TcpSource { peer: SocketAddrV4, bytes: u64 },
+}
+
+/// A measurement phase a path may not support (see [`PathRunner::phase_unavailable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Rx,
+    Tx,
+    Tcp,
 }
 
 /// Where the bench's own threads run and what they talk to, for one started path.
@@ -257,6 +284,20 @@ pub trait RunningPath {
     fn endpoint(&self) -> &Endpoint;
     /// Stop the path and return its counters.
     fn finish(self: Box<Self>) -> Result<PathStats, BenchError>;
+    /// CPU time (utime + stime) so far of everything the path runs on the host for its guest: the
+    /// VMM's or QEMU's process, all threads; for `native`, the thread playing the guest's part.
+    fn host_cpu(&self) -> Result<Duration, BenchError> {
+        Err(BenchError::Io(
+            "this path does not report its host CPU time".into(),
+        ))
+    }
+    /// CPU time so far of the thread that moves the frames: lancet's I/O thread, QEMU's main
+    /// loop (its TAP I/O), the raw socket's thread.
+    fn io_cpu(&self) -> Result<Duration, BenchError> {
+        Err(BenchError::Io(
+            "this path does not report its I/O thread's CPU time".into(),
+        ))
+    }
 }
 
 /// One path the bench measures: the VMM with the AF_XDP or TAP backend, QEMU, or the raw socket.
@@ -282,6 +323,10 @@ pub trait PathRunner {
     /// (no VM, or a VMM that does not tell), which the report shows for `exits_per_packet`.
     fn reports_exits(&self) -> Result<(), String> {
         Ok(())
+    }
+    /// Why this path cannot run `phase` at all (e.g. no TCP stack on a raw socket), or `None`.
+    fn phase_unavailable(&self, _phase: Phase) -> Option<String> {
+        None
     }
 }
 
@@ -317,7 +362,13 @@ pub struct BenchPlan {
     pub pin_io: Option<usize>,
     pub poll_kick: vmm_path::PollKick,
     pub busy_poll_us: Option<u64>,
+    /// Bytes per TCP bulk transfer.
+    pub tcp_bytes: u64,
 }
+
+/// Bytes per TCP transfer: default run and `--quick`.
+pub const DEFAULT_TCP_BYTES: u64 = 64 << 20;
+pub const QUICK_TCP_BYTES: u64 = 8 << 20;
 
 /// Default time a VM path gets to boot its guest.
 pub const DEFAULT_BOOT_TIMEOUT_S: f64 = 60.0;
@@ -365,6 +416,14 @@ impl BenchPlan {
             pin_io: Some(args.pin_io.unwrap_or(client_cpu)),
             poll_kick: args.kick,
             busy_poll_us: args.busy_poll_us,
+            tcp_bytes: args
+                .tcp_bytes
+                .unwrap_or(if args.quick {
+                    QUICK_TCP_BYTES
+                } else {
+                    DEFAULT_TCP_BYTES
+                })
+                .max(1),
         })
     }
 }
@@ -401,7 +460,7 @@ impl PathRunner for UnavailablePath {
 }
 
 /// The runners of this build: lancet's VMM with the AF_XDP and the TAP backend (`lancet run` as a
-/// child process), QEMU's pcnet + TAP, and the raw AF_XDP baseline.
+/// child process), QEMU's pcnet + TAP, the raw AF_XDP baseline and the kernel stack (`native`).
 pub fn default_runners(plan: &BenchPlan) -> Vec<Box<dyn PathRunner>> {
     let vmm = |backend| -> Box<dyn PathRunner> {
         match &plan.lancet {
@@ -435,6 +494,7 @@ pub fn default_runners(plan: &BenchPlan) -> Vec<Box<dyn PathRunner>> {
             cpu: plan.path_cpu,
         })),
         Box::new(raw_path::RawXskRunner::new(plan.path_cpu)),
+        Box::new(native_path::NativeRunner::new(plan.path_cpu)),
     ]
 }
 

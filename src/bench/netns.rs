@@ -183,3 +183,43 @@ pub fn join<T>(handle: thread::JoinHandle<Result<T, BenchError>>) -> Result<T, B
         .join()
         .map_err(|_| BenchError::Setup("a bench worker thread panicked".into()))?
 }
+
+/// TX checksum offload turned off on an interface (`ethtool -K IF tx off` inside its namespace)
+/// while this guard lives; turned back on when it drops. A Linux peer on a veth otherwise leaves
+/// its TCP checksums to the "hardware" (CHECKSUM_PARTIAL), and the AF_XDP path delivers such
+/// segments to the guest unfinished, so the guest drops them as corrupt.
+pub struct TxChecksumOffloadOff {
+    netns: String,
+    ifname: String,
+}
+
+fn ethtool_tx(netns: &str, ifname: &str, state: &str) -> Result<(), BenchError> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "ethtool", "-K", ifname, "tx", state])
+        .output()
+        .map_err(|e| BenchError::Setup(format!("cannot run `ip netns exec`: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Setup(format!(
+            "`ethtool -K {ifname} tx {state}` in {netns} failed: {} (install ethtool)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl TxChecksumOffloadOff {
+    pub fn new(netns: &str, ifname: &str) -> Result<Self, BenchError> {
+        ethtool_tx(netns, ifname, "off")?;
+        Ok(TxChecksumOffloadOff {
+            netns: netns.to_string(),
+            ifname: ifname.to_string(),
+        })
+    }
+}
+
+impl Drop for TxChecksumOffloadOff {
+    fn drop(&mut self) {
+        let _ = ethtool_tx(&self.netns, &self.ifname, "on");
+    }
+}

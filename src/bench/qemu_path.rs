@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use crate::testbed::Testbed;
 
+use super::cpu::{process_cpu, thread_cpu};
 use super::guest_proc::GuestProcess;
+
 use super::netns::{link_counters, LinkCounters, VethPairNetns};
 use super::packet::{Mac, ECHO_PORT, FCS_LEN};
 use super::qemu_cpu::qemu_cpu_model;
@@ -98,6 +100,11 @@ fn guest_cmdline(mode: GuestMode, role: &Role, peer_ip: Ipv4Addr) -> String {
             "prog=blast {common} peer={peer_ip} count={count} size={}",
             frame_len + FCS_LEN
         ),
+        // count=0: serve until stopped, so QEMU still runs when its CPU time is sampled.
+        Role::TcpSink { port } => format!("prog=tcp-sink {common} port={port} count=0"),
+        Role::TcpSource { peer, bytes } => {
+            format!("prog=tcp-source {common} peer={peer} bytes={bytes}")
+        }
     }
 }
 
@@ -207,6 +214,15 @@ impl PathRunner for QemuTapRunner {
     }
 }
 
+impl RunningQemu {
+    /// `ip netns exec` and `taskset` exec QEMU in place: the child's pid is QEMU's.
+    fn qemu_pid(&self) -> Result<u32, BenchError> {
+        self.process
+            .pid()
+            .ok_or_else(|| BenchError::Io("qemu_tap: QEMU has exited".into()))
+    }
+}
+
 struct RunningQemu {
     process: GuestProcess,
     endpoint: Endpoint,
@@ -219,6 +235,16 @@ struct RunningQemu {
 impl RunningPath for RunningQemu {
     fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    fn host_cpu(&self) -> Result<Duration, BenchError> {
+        process_cpu(self.qemu_pid()?)
+    }
+
+    /// QEMU's main loop thread (the process's first thread) does the TAP I/O for pcnet.
+    fn io_cpu(&self) -> Result<Duration, BenchError> {
+        let pid = self.qemu_pid()?;
+        thread_cpu(pid, pid)
     }
 
     fn finish(mut self: Box<Self>) -> Result<PathStats, BenchError> {

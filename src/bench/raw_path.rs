@@ -10,7 +10,7 @@ use super::raw_xsk::{
     spawn_raw_xsk, AttachMode, RawXskConfig, RawXskHandle, XskJob, XskLimits, XskWait,
 };
 use super::report::{DropCount, Pinning};
-use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Role, RunningPath};
+use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Phase, Role, RunningPath};
 
 /// Upper bound on one raw socket job; the bench stops it long before.
 const JOB_TIME_LIMIT: Duration = Duration::from_secs(600);
@@ -45,6 +45,10 @@ impl PathRunner for RawXskRunner {
 
     fn reports_exits(&self) -> Result<(), String> {
         Err("no VM on this path".into())
+    }
+
+    fn phase_unavailable(&self, phase: Phase) -> Option<String> {
+        (phase == Phase::Tcp).then(|| "a raw AF_XDP socket has no TCP stack".into())
     }
 
     fn pinning(&self) -> Vec<Pinning> {
@@ -111,6 +115,12 @@ impl PathRunner for RawXskRunner {
                     limits(*count),
                 )
             }
+            Role::TcpSink { .. } | Role::TcpSource { .. } => {
+                return Err(BenchError::Path {
+                    path: "raw_xsk".into(),
+                    reason: "a raw AF_XDP socket has no TCP stack".into(),
+                })
+            }
         };
         let handle = spawn_raw_xsk(&netns, config, self.cpu, job, limits)?;
         Ok(Box::new(RunningRawXsk {
@@ -130,6 +140,14 @@ struct RunningRawXsk {
 impl RunningPath for RunningRawXsk {
     fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    fn io_cpu(&self) -> Result<std::time::Duration, BenchError> {
+        let handle = self
+            .handle
+            .as_ref()
+            .ok_or_else(|| BenchError::Setup("raw_xsk job already finished".into()))?;
+        super::cpu::thread_cpu(std::process::id(), handle.tid)
     }
 
     fn finish(mut self: Box<Self>) -> Result<PathStats, BenchError> {
@@ -177,7 +195,7 @@ impl RunningPath for RunningRawXsk {
                 stats.receive_window = Some(out.active);
             }
             Role::Blast { .. } => stats.frames_sent = Some(out.frames),
-            Role::Echo => {}
+            _ => {}
         }
         Ok(stats)
     }

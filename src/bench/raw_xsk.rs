@@ -464,6 +464,8 @@ pub enum XskJob {
 
 /// A raw AF_XDP socket working on its own thread inside a namespace.
 pub struct RawXskHandle {
+    /// The socket thread's id (its CPU time: [`super::cpu::thread_cpu`] with this process's pid).
+    pub tid: u32,
     stop: std::sync::Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Result<XskOutcome, BenchError>>,
 }
@@ -498,7 +500,7 @@ pub fn spawn_raw_xsk(
 ) -> Result<RawXskHandle, BenchError> {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let stop_flag = stop.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), BenchError>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<u32, BenchError>>();
     let netns = netns.to_string();
     let thread = std::thread::Builder::new()
         .name("bench-raw-xsk".into())
@@ -511,7 +513,7 @@ pub fn spawn_raw_xsk(
             });
             let mut xsk = match opened {
                 Ok(x) => {
-                    let _ = ready_tx.send(Ok(()));
+                    let _ = ready_tx.send(Ok(super::cpu::current_tid()));
                     x
                 }
                 Err(e) => {
@@ -527,7 +529,8 @@ pub fn spawn_raw_xsk(
         })
         .map_err(|e| BenchError::Setup(format!("cannot spawn the raw XSK thread: {e}")))?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(RawXskHandle { stop, thread }),
+        Ok(Ok(tid)) => Ok(RawXskHandle { tid, stop, thread }),
+
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)

@@ -9,11 +9,12 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 /// The paths `lancet bench` compares, in report order.
-pub const PATHS: [&str; 4] = ["xdp", "tap", "qemu_tap", "raw_xsk"];
+pub const PATHS: [&str; 5] = ["xdp", "tap", "qemu_tap", "raw_xsk", "native"];
 /// The guest modes (for raw_xsk: `poll` = spinning on the rings, `irq` = sleeping in poll(2)).
 pub const MODES: [&str; 2] = ["irq", "poll"];
 /// The ratio pairs reported, numerator over denominator.
-pub const RATIO_PAIRS: [(&str, &str); 4] = [
+pub const RATIO_PAIRS: [(&str, &str); 5] = [
+    ("xdp", "native"),
     ("xdp", "tap"),
     ("xdp", "qemu_tap"),
     ("xdp", "raw_xsk"),
@@ -60,6 +61,42 @@ pub struct DropCount {
     pub frames: u64,
 }
 
+/// One direction of the TCP bulk phase (totals over the rounds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpTransfer {
+    /// Payload megabits (10^6 bits) per second.
+    pub mbps: f64,
+    /// Host CPU time (utime + stime) per MB (10^6 bytes) moved, milliseconds: the VMM's or
+    /// QEMU's process, all threads; `native`: the kernel sink (to_guest) or source (from_guest)
+    /// thread playing the guest's part. `None` with a reason under
+    /// `unavailable_metrics["tcp.<direction>.host_cpu_ms_per_mb"]`.
+    pub host_cpu_ms_per_mb: Option<f64>,
+    /// Payload bytes moved (all rounds).
+    pub bytes: u64,
+    /// Transfers the figures sum (one per round).
+    pub transfers: u32,
+    /// Whose clock timed the transfer: `peer client: connect to close` (to_guest) or
+    /// `peer listener: first byte to EOF` (from_guest).
+    pub timed_by: String,
+}
+
+/// The TCP bulk phase: peer -> guest (the guest's tcp-sink) and guest -> peer (tcp-source).
+/// A `None` direction has a reason under `unavailable_metrics["tcp.<direction>"]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TcpFigures {
+    pub to_guest: Option<TcpTransfer>,
+    pub from_guest: Option<TcpTransfer>,
+}
+
+/// CPU time of the path's I/O thread per frame moved, nanoseconds (lancet's `lancet-io`, QEMU's
+/// main loop, the raw socket's thread): receive flood (`rx`) and transmit blast (`tx`). A `None`
+/// has a reason under `unavailable_metrics["io_cpu_ns_per_frame.<rx|tx>"]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct IoCpuPerFrame {
+    pub rx: Option<f64>,
+    pub tx: Option<f64>,
+}
+
 /// Figures of one path in one mode. A `None` metric must have a reason in `unavailable_metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
@@ -79,6 +116,12 @@ pub struct Measurement {
     /// KVM exits by reason over the echo phase, if the path has a VM.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exits_by_reason: BTreeMap<String, u64>,
+    /// The I/O thread's CPU time per frame in the receive and transmit phases.
+    #[serde(default)]
+    pub io_cpu_ns_per_frame: IoCpuPerFrame,
+    /// TCP bulk throughput and host CPU, both directions.
+    #[serde(default)]
+    pub tcp: TcpFigures,
     /// Metric name -> why it is null.
     #[serde(default)]
     pub unavailable_metrics: BTreeMap<String, String>,
@@ -109,6 +152,20 @@ pub struct RatioSet {
     pub rtt_p99: Option<f64>,
     pub rx_pps: Option<f64>,
     pub tx_pps: Option<f64>,
+    /// I/O thread CPU ns per frame (lower is better).
+    #[serde(default)]
+    pub rx_io_cpu_ns_per_frame: Option<f64>,
+    #[serde(default)]
+    pub tx_io_cpu_ns_per_frame: Option<f64>,
+    /// TCP Mb/s (higher is better) and host CPU ms per MB (lower is better).
+    #[serde(default)]
+    pub tcp_to_guest_mbps: Option<f64>,
+    #[serde(default)]
+    pub tcp_from_guest_mbps: Option<f64>,
+    #[serde(default)]
+    pub tcp_to_guest_cpu_ms_per_mb: Option<f64>,
+    #[serde(default)]
+    pub tcp_from_guest_cpu_ms_per_mb: Option<f64>,
 }
 
 /// A thread the bench pinned, and where.
@@ -201,6 +258,16 @@ impl BenchReport {
                         rtt_p99: ratio(&|m| m.rtt_us.map(|r| r.p99 as f64)),
                         rx_pps: ratio(&|m| m.rx_pps),
                         tx_pps: ratio(&|m| m.tx_pps),
+                        rx_io_cpu_ns_per_frame: ratio(&|m| m.io_cpu_ns_per_frame.rx),
+                        tx_io_cpu_ns_per_frame: ratio(&|m| m.io_cpu_ns_per_frame.tx),
+                        tcp_to_guest_mbps: ratio(&|m| Some(m.tcp.to_guest.as_ref()?.mbps)),
+                        tcp_from_guest_mbps: ratio(&|m| Some(m.tcp.from_guest.as_ref()?.mbps)),
+                        tcp_to_guest_cpu_ms_per_mb: ratio(&|m| {
+                            m.tcp.to_guest.as_ref()?.host_cpu_ms_per_mb
+                        }),
+                        tcp_from_guest_cpu_ms_per_mb: ratio(&|m| {
+                            m.tcp.from_guest.as_ref()?.host_cpu_ms_per_mb
+                        }),
                     },
                 );
             }
@@ -290,13 +357,48 @@ fn check_measurement(label: &str, m: &Measurement, problems: &mut Vec<String>) {
     if let Some(rtt) = &m.rtt_us_large {
         check_rtt(&format!("{label} rtt_us_large"), rtt, problems);
     }
+    let tcp_mbps = |t: &Option<TcpTransfer>| t.as_ref().map(|t| t.mbps);
     let metrics = [
         ("rtt_us_large", m.rtt_us_large.map(|r| r.mean)),
         ("rx_offered_pps", m.rx_offered_pps),
         ("rx_pps", m.rx_pps),
         ("tx_pps", m.tx_pps),
         ("exits_per_packet", m.exits_per_packet),
+        ("io_cpu_ns_per_frame.rx", m.io_cpu_ns_per_frame.rx),
+        ("io_cpu_ns_per_frame.tx", m.io_cpu_ns_per_frame.tx),
+        ("tcp.to_guest", tcp_mbps(&m.tcp.to_guest)),
+        ("tcp.from_guest", tcp_mbps(&m.tcp.from_guest)),
     ];
+    for (dir, t) in [
+        ("to_guest", &m.tcp.to_guest),
+        ("from_guest", &m.tcp.from_guest),
+    ] {
+        let Some(t) = t else { continue };
+        if !(t.mbps.is_finite() && t.mbps > 0.0) || t.bytes == 0 || t.transfers == 0 {
+            problems.push(format!(
+                "{label} tcp.{dir}: mbps {} over {} bytes in {} transfers: not a measured transfer",
+                t.mbps, t.bytes, t.transfers
+            ));
+        }
+        let name = format!("tcp.{dir}.host_cpu_ms_per_mb");
+        match t.host_cpu_ms_per_mb {
+            Some(v) if !(v.is_finite() && v >= 0.0) => problems.push(format!(
+                "{label} {name}: {v} is not a finite non-negative number"
+            )),
+            Some(_) => {}
+            None => {
+                if m.unavailable_metrics
+                    .get(&name)
+                    .map(|r| r.trim())
+                    .is_none_or_empty()
+                {
+                    problems.push(format!(
+                        "{label} {name}: null without a reason in unavailable_metrics"
+                    ));
+                }
+            }
+        }
+    }
     for (name, value) in metrics {
         match value {
             Some(v) if !(v.is_finite() && v >= 0.0) => problems.push(format!(
@@ -423,6 +525,7 @@ pub fn render_table(report: &BenchReport) -> String {
             );
         }
     }
+    render_cpu_tcp(report, &mut out);
     let _ = writeln!(
         out,
         "\n{} ({}), {:.1} s",
@@ -664,4 +767,66 @@ pub fn render_percentile_svg(title: &str, series: &[(String, &Histogram<u64>)]) 
     }
     let _ = writeln!(svg, "</g>\n</svg>");
     svg
+}
+
+/// The second table: I/O thread CPU per frame, TCP bulk throughput and host CPU per MB, and their
+/// ratios.
+fn render_cpu_tcp(report: &BenchReport, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "\nI/O thread CPU per frame (ns) and TCP bulk (Mb/s, host CPU ms per MB)"
+    );
+    let _ = writeln!(
+        out,
+        "{:<9} {:<4} | {:>8} {:>8} | {:>9} {:>8} | {:>9} {:>8}",
+        "path", "mode", "io ns rx", "io ns tx", "to guest", "cpu/MB", "from gst", "cpu/MB"
+    );
+    for path in PATHS {
+        for mode in MODES {
+            let Some(PathResult::Measured(m)) = report.get(path, mode) else {
+                continue;
+            };
+            let mbps = |t: &Option<TcpTransfer>| fmt_opt(t.as_ref().map(|t| t.mbps), 1.0, 1);
+            let cpu = |t: &Option<TcpTransfer>| {
+                fmt_opt(t.as_ref().and_then(|t| t.host_cpu_ms_per_mb), 1.0, 2)
+            };
+            let _ = writeln!(
+                out,
+                "{:<9} {:<4} | {:>8} {:>8} | {:>9} {:>8} | {:>9} {:>8}",
+                path,
+                mode,
+                fmt_opt(m.io_cpu_ns_per_frame.rx, 1.0, 0),
+                fmt_opt(m.io_cpu_ns_per_frame.tx, 1.0, 0),
+                mbps(&m.tcp.to_guest),
+                cpu(&m.tcp.to_guest),
+                mbps(&m.tcp.from_guest),
+                cpu(&m.tcp.from_guest),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nratios (io ns and cpu/MB: lower is better; Mb/s: higher is better)"
+    );
+    let _ = writeln!(
+        out,
+        "{:<4} {:<13} | {:>8} {:>8} | {:>9} {:>8} | {:>9} {:>8}",
+        "mode", "pair", "io ns rx", "io ns tx", "to guest", "cpu/MB", "from gst", "cpu/MB"
+    );
+    for (mode, pairs) in &report.ratios {
+        for (pair, r) in pairs {
+            let _ = writeln!(
+                out,
+                "{:<4} {:<13} | {:>8} {:>8} | {:>9} {:>8} | {:>9} {:>8}",
+                mode,
+                pair,
+                fmt_opt(r.rx_io_cpu_ns_per_frame, 1.0, 2),
+                fmt_opt(r.tx_io_cpu_ns_per_frame, 1.0, 2),
+                fmt_opt(r.tcp_to_guest_mbps, 1.0, 2),
+                fmt_opt(r.tcp_to_guest_cpu_ms_per_mb, 1.0, 2),
+                fmt_opt(r.tcp_from_guest_mbps, 1.0, 2),
+                fmt_opt(r.tcp_from_guest_cpu_ms_per_mb, 1.0, 2),
+            );
+        }
+    }
 }

@@ -1,25 +1,37 @@
-//! The bench's round loop: for each round, each path, each mode, run the echo, receive and transmit
-//! phases with the client/generator/counter in the path's peer namespace; accumulate histograms,
-//! rates and drops; build the report; write the `--out` directory.
+//! The bench's round loop: for each round, each path, each mode, run the echo, receive, transmit
+//! and TCP phases with the client/generator/counter in the path's peer namespace; accumulate
+//! histograms, rates, drops, the I/O thread's CPU time per frame (receive, transmit) and TCP
+//! transfers with the path's host CPU time; build the report; write the `--out` directory.
+//!
+//! TCP phase (peer TX checksum offload off meanwhile, see [`TxChecksumOffloadOff`]): peer -> guest
+//! is timed by the peer's client from connect to the guest's close (so every byte arrived);
+//! guest -> peer by the peer's listener from the first byte to EOF. The guest's own `ms=` is not
+//! used: QEMU passes the guest no TSC frequency, and one clock for all paths keeps them
+//! comparable. Host CPU is sampled around the transfer (guest -> peer: from the guest's ready
+//! line, so the connect is included).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::path::Path;
+use std::sync::mpsc;
+
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::cpu::per_unit;
 use super::gen::{rate, run_generator, spawn_counter, CountConfig, FrameFilter, GenConfig};
-use super::netns::{join, spawn_in_netns, VethPairNetns};
+use super::netns::{join, spawn_in_netns, TxChecksumOffloadOff, VethPairNetns};
 use super::packet::{
     UdpFlow, DISCARD_PORT, FCS_LEN, MIN_FRAME_LEN, MIN_FRAME_UDP_PAYLOAD, MTU_UDP_PAYLOAD,
 };
 use super::report::{
     render_percentile_svg, write_hgrm, BenchReport, DropCount, Measurement, PathResult, Pinning,
-    RttSummary,
+    RttSummary, TcpTransfer,
 };
 use super::rtt::{new_histogram, run_rtt, KernelUdpEcho, RttConfig, WaitMode};
-use super::{BenchError, BenchPlan, Endpoint, GuestMode, PathRunner, Role};
+use super::tcp::{spawn_receiver, spawn_sender, Transfer, TCP_SINK_PORT, TCP_SOURCE_PORT};
+use super::{BenchError, BenchPlan, Endpoint, GuestMode, PathRunner, Phase, Role, RunningPath};
 
 /// The two echo sizes: (label, UDP payload bytes).
 const RTT_SIZES: [(&str, usize); 2] = [("64B", MIN_FRAME_UDP_PAYLOAD), ("1514B", MTU_UDP_PAYLOAD)];
@@ -31,6 +43,77 @@ const BLAST_START_ALLOWANCE: Duration = Duration::from_secs(30);
 const BLAST_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// UDP port of the kernel echo reference.
 const KERNEL_ECHO_PORT: u16 = 7;
+/// How long the peer's listener keeps a finished connection open for the CPU sample at most.
+const EOF_HOLD_MAX: Duration = Duration::from_secs(5);
+/// How long the guest's tcp-source may take after its ready line to connect to the listener.
+const TCP_CONNECT_ALLOWANCE: Duration = Duration::from_secs(15);
+/// Bytes per MB in `host_cpu_ms_per_mb`, bits per Mb in `mbps`.
+const MEGA: f64 = 1e6;
+/// The TCP directions: index in [`Accum::tcp`], report name, whose clock times it.
+const TCP_TO_GUEST: usize = 0;
+const TCP_FROM_GUEST: usize = 1;
+const TCP_DIRECTIONS: [(&str, &str); 2] = [
+    ("to_guest", "peer client: connect to close"),
+    ("from_guest", "peer listener: first byte to EOF"),
+];
+
+/// CPU time over a phase and the work done in it, summed over the rounds; the first error if
+/// no round could sample it.
+#[derive(Default)]
+struct CpuAcc {
+    cpu: Duration,
+    work: u64,
+    samples: u32,
+    error: Option<String>,
+}
+
+impl CpuAcc {
+    fn add(
+        &mut self,
+        before: Result<Duration, BenchError>,
+        after: Result<Duration, BenchError>,
+        work: u64,
+    ) {
+        match (before, after) {
+            (Ok(b), Ok(a)) if a < b => {
+                self.error.get_or_insert_with(|| {
+                    "the CPU time went backwards (the process ended while sampled)".into()
+                });
+            }
+            (Ok(b), Ok(a)) if work > 0 => {
+                self.cpu += a.saturating_sub(b);
+                self.work += work;
+                self.samples += 1;
+            }
+            (Ok(_), Ok(_)) => {
+                self.error
+                    .get_or_insert_with(|| "no work done while sampled".into());
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                self.error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+
+    /// CPU per work item in `unit`s, or why not.
+    fn per(&self, unit: Duration, scale: f64) -> Result<f64, String> {
+        if self.samples == 0 {
+            return Err(self.error.clone().unwrap_or_else(|| "not sampled".into()));
+        }
+        per_unit(Duration::ZERO, self.cpu, self.work as f64 / scale, unit)
+            .ok_or_else(|| "no work done while sampled".into())
+    }
+}
+
+/// One TCP direction summed over the rounds.
+#[derive(Default)]
+struct TcpAcc {
+    bytes: u64,
+    time: Duration,
+    transfers: u32,
+    cpu: CpuAcc,
+    error: Option<String>,
+}
 
 /// Histograms by label `<path>_<mode>_<size>` (and `reference_<name>_<size>`).
 pub type HistogramSet = BTreeMap<String, Histogram<u64>>;
@@ -52,6 +135,9 @@ struct Accum {
     echo_error: Option<String>,
     rx_error: Option<String>,
     tx_error: Option<String>,
+    rx_io: CpuAcc,
+    tx_io: CpuAcc,
+    tcp: [TcpAcc; 2],
 }
 
 impl Accum {
@@ -179,6 +265,7 @@ fn rx_phase(
         },
     )?;
     let ep = running.endpoint().clone();
+    let io_before = running.io_cpu();
     let cfg = GenConfig {
         ifname: ep.peer_ifname.clone(),
         flow: UdpFlow {
@@ -208,12 +295,14 @@ fn rx_phase(
     )?);
     // Let frames still in flight land before the path stops counting.
     std::thread::sleep(Duration::from_millis(50));
+    let io_after = running.io_cpu();
     let stats = running.finish()?;
     let sent = generated?;
     let received = stats.frames_received.ok_or_else(|| BenchError::Path {
         path: runner.name().into(),
         reason: "the sink reported no received-frame count".into(),
     })?;
+    acc.rx_io.add(io_before, io_after, received);
     acc.rx_offered += sent.sent;
     acc.rx_offered_time += sent.elapsed;
     acc.rx_delivered += received;
@@ -285,7 +374,9 @@ fn tx_phase(
             return Err(e);
         }
     };
+    let io_before = running.io_cpu();
     let counted = counter.finish();
+    let io_after = running.io_cpu();
     let stats = running.finish()?;
     let counted = counted?;
     if counted.matched == 0 {
@@ -297,6 +388,7 @@ fn tx_phase(
     // Frames the counter socket dropped did reach the peer's interface (the socket overflowed
     // after delivery): they count as arrived, so the rate is the path's, not the counter's.
     let arrived = counted.matched + counted.socket_drops;
+    acc.tx_io.add(io_before, io_after, arrived);
     acc.tx_frames += arrived.saturating_sub(1);
     acc.tx_time += counted.active;
     acc.add_drop(
@@ -318,6 +410,187 @@ fn tx_phase(
             .map_or(String::new(), |s| format!("; path sent {s} until stopped"))
     ));
     Ok(())
+}
+
+/// A transfer and the path's host CPU before and after it.
+type Sampled = (
+    Transfer,
+    Result<Duration, BenchError>,
+    Result<Duration, BenchError>,
+);
+
+/// Sample the path's host CPU around `transfer`, then stop the path; the transfer's error wins.
+fn timed_transfer(
+    running: Box<dyn RunningPath>,
+    transfer: impl FnOnce() -> Result<Transfer, BenchError>,
+) -> (
+    Result<Transfer, BenchError>,
+    Result<Duration, BenchError>,
+    Result<Duration, BenchError>,
+) {
+    let before = running.host_cpu();
+    let moved = transfer();
+    let after = running.host_cpu();
+    let finished = running.finish();
+    let moved = moved.and_then(|t| finished.map(|_| t));
+    (moved, before, after)
+}
+
+/// Peer -> guest: the path runs a TCP sink; the bench's client in the peer namespace sends.
+fn tcp_to_guest(
+    plan: &BenchPlan,
+    runner: &mut dyn PathRunner,
+    mode: GuestMode,
+) -> Result<Sampled, BenchError> {
+    let running = runner.start(
+        mode,
+        &Role::TcpSink {
+            port: TCP_SINK_PORT,
+        },
+    )?;
+    let ep = running.endpoint().clone();
+    let target = SocketAddrV4::new(ep.dut_ip, TCP_SINK_PORT);
+    let (bytes, cpu) = (plan.tcp_bytes, plan.client_cpu);
+    let (moved, before, after) = timed_transfer(running, || {
+        join(spawn_sender(&ep.peer_netns, target, bytes, cpu)?)
+    });
+    Ok((moved?, before, after))
+}
+
+/// Guest -> peer: the bench's listener in the peer namespace counts; the path runs a TCP source.
+fn tcp_from_guest(
+    plan: &BenchPlan,
+    runner: &mut dyn PathRunner,
+    mode: GuestMode,
+    ep: &Endpoint,
+) -> Result<Sampled, BenchError> {
+    let at = SocketAddrV4::new(ep.peer_ip, TCP_SOURCE_PORT);
+    // The listener holds the connection open at EOF until the path's CPU time is sampled: the
+    // guest's tcp-source (and with it the VM) ends as soon as the peer closes.
+    let (eof_tx, eof_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let listener = spawn_receiver(
+        &ep.peer_netns,
+        at,
+        plan.boot_timeout + TCP_CONNECT_ALLOWANCE,
+        plan.client_cpu,
+        move || {
+            let _ = eof_tx.send(());
+            let _ = release_rx.recv_timeout(EOF_HOLD_MAX);
+        },
+    )?;
+    let role = Role::TcpSource {
+        peer: at,
+        bytes: plan.tcp_bytes,
+    };
+    let running = match runner.start(mode, &role) {
+        Ok(r) => r,
+        Err(e) => {
+            // Release the listener (and its port) at once: an empty connection ends it.
+            let _ = spawn_sender(&ep.peer_netns, at, 0, None).map(join);
+            let _ = join(listener);
+            return Err(e);
+        }
+    };
+    let sampled_at = Instant::now();
+    let before = running.host_cpu();
+    // Err when the listener ended without EOF: its join below says why.
+    let _ = eof_rx.recv();
+    let after = running.host_cpu();
+    drop(release_tx);
+    let moved = join(listener);
+    let finished = running.finish();
+    let moved = moved?;
+    finished?;
+    // A VM whose console reaches the bench late (QEMU's, when its main loop shares a CPU with a
+    // spinning vCPU) may have begun sending before the first sample: that window is too short.
+    let before = if moved.started_at < sampled_at {
+        Err(BenchError::Io(
+            "the transfer began before the path's ready line reached the bench, so before the \
+             first CPU sample"
+                .into(),
+        ))
+    } else {
+        before
+    };
+    if moved.bytes != plan.tcp_bytes {
+        return Err(BenchError::Path {
+            path: runner.name().into(),
+            reason: format!(
+                "the peer received {} of the {} bytes the path was to send",
+                moved.bytes, plan.tcp_bytes
+            ),
+        });
+    }
+    Ok((moved, before, after))
+}
+
+/// TCP bulk both ways, with the peer's TX checksum offload off for the phase.
+fn tcp_phase(
+    plan: &BenchPlan,
+    runner: &mut dyn PathRunner,
+    mode: GuestMode,
+    acc: &mut Accum,
+    progress: &Progress,
+) {
+    let ep = match runner.prepare(mode) {
+        Ok(ep) => ep,
+        Err(e) => {
+            for t in &mut acc.tcp {
+                note_error(
+                    &mut t.error,
+                    &e,
+                    progress,
+                    &format!("{}/{} tcp", runner.name(), mode.name()),
+                );
+            }
+            return;
+        }
+    };
+    let _offload = match TxChecksumOffloadOff::new(&ep.peer_netns, &ep.peer_ifname) {
+        Ok(g) => g,
+        Err(e) => {
+            for t in &mut acc.tcp {
+                note_error(
+                    &mut t.error,
+                    &e,
+                    progress,
+                    &format!("{}/{} tcp", runner.name(), mode.name()),
+                );
+            }
+            return;
+        }
+    };
+    for (dir, (name, _)) in TCP_DIRECTIONS.iter().enumerate() {
+        let result = if dir == TCP_TO_GUEST {
+            tcp_to_guest(plan, runner, mode)
+        } else {
+            tcp_from_guest(plan, runner, mode, &ep)
+        };
+        let label = format!("{}/{} tcp {name}", runner.name(), mode.name());
+        let t = &mut acc.tcp[dir];
+        match result {
+            Ok((moved, before, after)) if !moved.elapsed.is_zero() => {
+                t.bytes += moved.bytes;
+                t.time += moved.elapsed;
+                t.transfers += 1;
+                t.cpu.add(before, after, moved.bytes);
+                progress.line(&format!(
+                    "{label}: {} bytes in {:.3} s = {:.1} Mb/s",
+                    moved.bytes,
+                    moved.elapsed.as_secs_f64(),
+                    moved.bytes as f64 * 8.0 / moved.elapsed.as_secs_f64() / MEGA
+                ));
+            }
+            Ok(_) => note_error(
+                &mut t.error,
+                &BenchError::Io("the transfer took no measurable time".into()),
+                progress,
+                &label,
+            ),
+            Err(e) => note_error(&mut t.error, &e, progress, &label),
+        }
+    }
 }
 
 fn note_error(slot: &mut Option<String>, e: &BenchError, progress: &Progress, what: &str) {
@@ -350,7 +623,16 @@ fn kernel_echo_reference(
         }
     }
     echo.stop()?;
-    for metric in ["rx_offered_pps", "rx_pps", "tx_pps", "exits_per_packet"] {
+    for metric in [
+        "rx_offered_pps",
+        "rx_pps",
+        "tx_pps",
+        "exits_per_packet",
+        "io_cpu_ns_per_frame.rx",
+        "io_cpu_ns_per_frame.tx",
+        "tcp.to_guest",
+        "tcp.from_guest",
+    ] {
         m.unavailable_metrics
             .insert(metric.into(), "reference row: echo RTT only".into());
     }
@@ -427,18 +709,35 @@ pub fn run_rounds(
                         continue;
                     }
                 }
-                if plan.phases.rx {
+                let unsupported = |phase| runner.phase_unavailable(phase);
+                let (rx_unsupported, tx_unsupported, tcp_unsupported) = (
+                    unsupported(Phase::Rx),
+                    unsupported(Phase::Tx),
+                    unsupported(Phase::Tcp),
+                );
+                if let Some(reason) = rx_unsupported.filter(|_| plan.phases.rx) {
+                    acc.rx_error.get_or_insert(reason);
+                } else if plan.phases.rx {
                     if let Err(e) = rx_phase(plan, runner, mode, acc, &progress) {
                         note_error(&mut acc.rx_error, &e, &progress, &label("receive"));
                     }
                 }
-                if plan.phases.tx {
+                if let Some(reason) = tx_unsupported.filter(|_| plan.phases.tx) {
+                    acc.tx_error.get_or_insert(reason);
+                } else if plan.phases.tx {
                     let tx = runner
                         .prepare(mode)
                         .and_then(|ep| tx_phase(plan, runner, mode, &ep, acc, &progress));
                     if let Err(e) = tx {
                         note_error(&mut acc.tx_error, &e, &progress, &label("transmit"));
                     }
+                }
+                if let Some(reason) = tcp_unsupported.filter(|_| plan.phases.tcp) {
+                    for t in &mut acc.tcp {
+                        t.error.get_or_insert(reason.clone());
+                    }
+                } else if plan.phases.tcp {
+                    tcp_phase(plan, runner, mode, acc, &progress);
                 }
             }
         }
@@ -538,6 +837,60 @@ fn build_result(
     } else {
         m.exits_per_packet = Some(acc.exits as f64 / acc.echo_answered as f64);
         m.exits_by_reason = acc.exits_by_reason.clone();
+    }
+    for (name, io, frames_error, selected, phase) in [
+        ("rx", &acc.rx_io, &acc.rx_error, plan.phases.rx, "receive"),
+        ("tx", &acc.tx_io, &acc.tx_error, plan.phases.tx, "transmit"),
+    ] {
+        let value = match io.per(Duration::from_nanos(1), 1.0) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                let reason = if frames_error.is_some() || !selected {
+                    phase_missing_reason(frames_error, selected, phase)
+                } else {
+                    reason
+                };
+                m.unavailable_metrics
+                    .insert(format!("io_cpu_ns_per_frame.{name}"), reason);
+                None
+            }
+        };
+        if name == "rx" {
+            m.io_cpu_ns_per_frame.rx = value;
+        } else {
+            m.io_cpu_ns_per_frame.tx = value;
+        }
+    }
+    for (dir, (name, timed_by)) in TCP_DIRECTIONS.iter().enumerate() {
+        let t = &acc.tcp[dir];
+        let figure = if t.transfers == 0 || t.time.is_zero() {
+            m.unavailable_metrics.insert(
+                format!("tcp.{name}"),
+                phase_missing_reason(&t.error, plan.phases.tcp, "tcp"),
+            );
+            None
+        } else {
+            let host_cpu_ms_per_mb = match t.cpu.per(Duration::from_millis(1), MEGA) {
+                Ok(v) => Some(v),
+                Err(reason) => {
+                    m.unavailable_metrics
+                        .insert(format!("tcp.{name}.host_cpu_ms_per_mb"), reason);
+                    None
+                }
+            };
+            Some(TcpTransfer {
+                mbps: t.bytes as f64 * 8.0 / t.time.as_secs_f64() / MEGA,
+                host_cpu_ms_per_mb,
+                bytes: t.bytes,
+                transfers: t.transfers,
+                timed_by: timed_by.to_string(),
+            })
+        };
+        if dir == TCP_FROM_GUEST {
+            m.tcp.from_guest = figure;
+        } else {
+            m.tcp.to_guest = figure;
+        }
     }
     m.drops = acc
         .drops

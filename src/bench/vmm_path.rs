@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use super::cpu::{find_thread, process_cpu, thread_cpu};
 use super::guest_proc::GuestProcess;
+
 use super::netns::VethPairNetns;
 use super::packet::{format_mac, Mac, ECHO_PORT, FCS_LEN};
 use super::private_dir::PrivateDir;
@@ -24,6 +26,11 @@ const GUEST_IP: Ipv4Addr = Testbed::VM_IP;
 const GUEST_PREFIX_LEN: u8 = Testbed::PREFIX_LEN;
 /// Guest RAM given to the test guest.
 const GUEST_MEM: &str = "64M";
+/// The name lancet's VMM gives its I/O thread (src/vmm: `std::thread::Builder::name`).
+const IO_THREAD_NAME: &str = "lancet-io";
+/// `--count` for tcp-sink: serve connections until stopped, so the VM is still running when the
+/// bench samples its CPU time after the transfer (with the default 1 it exits at once).
+const TCP_SINK_FOREVER: &str = "0";
 /// How long the VMM gets to stop (and write its statistics) after SIGTERM.
 const TERM_GRACE: Duration = Duration::from_secs(5);
 /// Exit reasons that belong to boot and shutdown, not to moving packets (console output, PCI
@@ -262,6 +269,16 @@ impl PathRunner for VmmRunner {
                     .args(["--count", &count.to_string()])
                     .args(["--size", &(frame_len + FCS_LEN).to_string()]);
             }
+            Role::TcpSink { port } => {
+                command
+                    .args(["--guest", "tcp-sink", "--port", &port.to_string()])
+                    .args(["--count", TCP_SINK_FOREVER]);
+            }
+            Role::TcpSource { peer, bytes } => {
+                command
+                    .args(["--guest", "tcp-source", "--peer", &peer.to_string()])
+                    .args(["--bytes", &bytes.to_string()]);
+            }
         }
         let process = GuestProcess::start(backend.name(), command, settings.boot_timeout)?;
         Ok(Box::new(RunningVmm {
@@ -306,7 +323,7 @@ pub fn stats_from_vmm_json(doc: &serde_json::Value, role: &Role, path: &str) -> 
     match role {
         Role::Sink { .. } => stats.frames_received = nic["rx_frames"].as_u64(),
         Role::Blast { .. } => stats.frames_sent = nic["tx_frames"].as_u64(),
-        Role::Echo => {}
+        _ => {}
     }
     for field in [
         "rx_missed",
@@ -336,6 +353,20 @@ pub fn stats_from_vmm_json(doc: &serde_json::Value, role: &Role, path: &str) -> 
 impl RunningPath for RunningVmm {
     fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    fn host_cpu(&self) -> Result<Duration, BenchError> {
+        let pid = self.process.pid().ok_or_else(|| {
+            BenchError::Io(format!("{}: lancet run has exited", self.backend.name()))
+        })?;
+        process_cpu(pid)
+    }
+
+    fn io_cpu(&self) -> Result<Duration, BenchError> {
+        let pid = self.process.pid().ok_or_else(|| {
+            BenchError::Io(format!("{}: lancet run has exited", self.backend.name()))
+        })?;
+        thread_cpu(pid, find_thread(pid, IO_THREAD_NAME)?)
     }
 
     fn finish(mut self: Box<Self>) -> Result<PathStats, BenchError> {
