@@ -69,16 +69,7 @@ impl PathRunner for NativeRunner {
     }
 
     fn prepare(&mut self, _mode: GuestMode) -> Result<Endpoint, BenchError> {
-        let tb = self.testbed()?;
-        Ok(Endpoint {
-            peer_netns: tb.b.netns.clone(),
-            peer_ifname: tb.b.ifname.clone(),
-            peer_mac: tb.b.mac,
-            peer_ip: tb.b.ip,
-            dut_mac: tb.a.mac,
-            dut_ip: tb.a.ip,
-            echo_port: ECHO_PORT,
-        })
+        Ok(self.testbed()?.endpoint_at_a())
     }
 
     fn start(&mut self, mode: GuestMode, role: &Role) -> Result<Box<dyn RunningPath>, BenchError> {

@@ -36,6 +36,22 @@ pub struct VethPairNetns {
     bed: Testbed,
 }
 
+impl VethPairNetns {
+    /// The endpoint of a device under test that is end `a` itself (its MAC and address), seen
+    /// from the peer on end `b`.
+    pub fn endpoint_at_a(&self) -> super::Endpoint {
+        super::Endpoint {
+            peer_netns: self.b.netns.clone(),
+            peer_ifname: self.b.ifname.clone(),
+            peer_mac: self.b.mac,
+            peer_ip: self.b.ip,
+            dut_mac: self.a.mac,
+            dut_ip: self.a.ip,
+            echo_port: super::packet::ECHO_PORT,
+        }
+    }
+}
+
 fn ip_cmd(args: &[&str]) -> Result<(), BenchError> {
     let out = Command::new("ip")
         .args(args)

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::netns::VethPairNetns;
-use super::packet::{build_udp_frame, UdpFlow, DISCARD_PORT, ECHO_PORT, UDP_PAYLOAD_OFFSET};
+use super::packet::{build_udp_frame, UdpFlow, DISCARD_PORT, UDP_PAYLOAD_OFFSET};
 use super::raw_xsk::{
     spawn_raw_xsk, AttachMode, RawXskConfig, RawXskHandle, XskJob, XskLimits, XskWait,
 };
@@ -59,16 +59,7 @@ impl PathRunner for RawXskRunner {
     }
 
     fn prepare(&mut self, _mode: GuestMode) -> Result<Endpoint, BenchError> {
-        let tb = self.testbed()?;
-        Ok(Endpoint {
-            peer_netns: tb.b.netns.clone(),
-            peer_ifname: tb.b.ifname.clone(),
-            peer_mac: tb.b.mac,
-            peer_ip: tb.b.ip,
-            dut_mac: tb.a.mac,
-            dut_ip: tb.a.ip,
-            echo_port: ECHO_PORT,
-        })
+        Ok(self.testbed()?.endpoint_at_a())
     }
 
     fn start(&mut self, mode: GuestMode, role: &Role) -> Result<Box<dyn RunningPath>, BenchError> {
