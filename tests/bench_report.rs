@@ -2,8 +2,9 @@
 //! SVG output.
 
 use lancet::bench::report::{
-    check_report, render_percentile_svg, render_table, write_hgrm, BenchReport, DropCount,
-    IoCpuPerFrame, Measurement, PathResult, RttSummary, TcpFigures, TcpTransfer, MODES, PATHS,
+    check_report, render_percentile_svg, render_table, render_tcp_svg, write_hgrm, BenchReport,
+    DropCount, IoCpuPerFrame, Measurement, PathResult, RttSummary, TcpFigures, TcpTransfer, MODES,
+    PATHS, PATH_COLORS,
 };
 use lancet::bench::rtt::new_histogram;
 
@@ -255,6 +256,197 @@ fn svg_plot_is_well_formed_with_one_curve_per_histogram() {
             .all(|w| w[1].0 >= w[0].0 && w[1].1 <= w[0].1 + 1e-9));
     }
     assert!(svg.contains("a &lt;title&gt; &amp; more"));
+}
+
+/// The `<g id="{id}">` element of `doc`.
+fn group<'a>(doc: &'a roxmltree::Document<'a>, id: &str) -> roxmltree::Node<'a, 'a> {
+    doc.descendants()
+        .find(|n| n.has_tag_name("g") && n.attribute("id") == Some(id))
+        .unwrap_or_else(|| panic!("no <g id=\"{id}\">"))
+}
+
+/// The text of every x axis tick label under `panel`, left to right.
+fn x_ticks(panel: roxmltree::Node<'_, '_>) -> Vec<String> {
+    panel
+        .descendants()
+        .filter(|n| n.has_tag_name("text") && n.attribute("class") == Some("x-tick"))
+        .map(|n| n.text().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The polylines under `panel`, as (data-path, data-size, stroke, stroke-dasharray).
+fn curves(panel: roxmltree::Node<'_, '_>) -> Vec<(String, String, String, Option<String>)> {
+    panel
+        .descendants()
+        .filter(|n| n.has_tag_name("polyline"))
+        .map(|n| {
+            (
+                n.attribute("data-path").unwrap().to_string(),
+                n.attribute("data-size").unwrap().to_string(),
+                n.attribute("stroke").unwrap().to_string(),
+                n.attribute("stroke-dasharray").map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn colour_of(path: &str) -> &'static str {
+    PATH_COLORS.iter().find(|(p, _)| *p == path).unwrap().1
+}
+
+#[test]
+fn svg_plot_has_one_panel_per_mode_with_fixed_path_colours_and_size_dashes() {
+    let a = histogram(&(1..=1000).collect::<Vec<_>>());
+    let mut labels = Vec::new();
+    for path in PATHS {
+        for mode in MODES {
+            for size in ["64B", "1514B"] {
+                labels.push(format!("{path}_{mode}_{size}"));
+            }
+        }
+    }
+    let series: Vec<_> = labels.iter().map(|l| (l.clone(), &a)).collect();
+    let svg = render_percentile_svg("t", &series);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let colours: std::collections::BTreeSet<_> = PATH_COLORS.iter().map(|(_, c)| c).collect();
+    assert_eq!(colours.len(), PATHS.len(), "path colours must be distinct");
+    for mode in MODES {
+        let panel = group(&doc, &format!("panel-{mode}"));
+        let lines = curves(panel);
+        assert_eq!(lines.len(), PATHS.len() * 2, "{mode}");
+        for (path, size, stroke, dash) in lines {
+            assert_eq!(stroke, colour_of(&path), "{mode} {path} {size}");
+            match size.as_str() {
+                "64B" => assert_eq!(dash, None, "{path} 64B is solid"),
+                "1514B" => assert_eq!(dash.as_deref(), Some("6 3"), "{path} 1514B is dashed"),
+                other => panic!("unexpected size {other}"),
+            }
+        }
+        let titles: Vec<_> = panel
+            .descendants()
+            .filter(|n| n.has_tag_name("title"))
+            .filter_map(|n| n.text())
+            .collect();
+        assert!(titles.iter().all(|t| t.contains(&format!("_{mode}_"))));
+    }
+    let legend: Vec<_> = group(&doc, "legend")
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .collect();
+    for path in PATHS {
+        assert!(legend.contains(&path), "{path} missing from {legend:?}");
+    }
+    assert!(legend.contains(&"64 B") && legend.contains(&"1514 B"));
+}
+
+#[test]
+fn svg_x_axis_ends_where_the_sample_count_supports_it() {
+    let thousand = histogram(&(1..=1000).collect::<Vec<_>>());
+    let hundred_thousand = histogram(&(1..=100_000).collect::<Vec<_>>());
+    let series = [
+        ("xdp_irq_64B".to_string(), &thousand),
+        ("tap_irq_64B".to_string(), &thousand),
+        ("xdp_poll_64B".to_string(), &hundred_thousand),
+    ];
+    let svg = render_percentile_svg("t", &series);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let irq = x_ticks(group(&doc, "panel-irq"));
+    assert_eq!(irq, ["0", "90", "99", "99.9"]);
+    let poll = x_ticks(group(&doc, "panel-poll"));
+    assert_eq!(poll.last().map(String::as_str), Some("99.999"));
+    // The 1000-sample curve reaches the right edge of the plot (p = 99.9 %).
+    let polyline = group(&doc, "panel-irq")
+        .descendants()
+        .find(|n| n.has_tag_name("polyline"))
+        .unwrap();
+    let frame = group(&doc, "panel-irq")
+        .descendants()
+        .find(|n| n.has_tag_name("rect"))
+        .unwrap();
+    let right: f64 = frame.attribute("x").unwrap().parse::<f64>().unwrap()
+        + frame.attribute("width").unwrap().parse::<f64>().unwrap();
+    let xs: Vec<f64> = polyline
+        .attribute("points")
+        .unwrap()
+        .split_whitespace()
+        .map(|xy| xy.split_once(',').unwrap().0.parse().unwrap())
+        .collect();
+    let max_x = xs.iter().copied().fold(f64::MIN, f64::max);
+    assert!((max_x - right).abs() < 0.5, "{max_x} vs {right}");
+    // p = 99 % lies two thirds of the way along a 3-decade axis.
+    let left: f64 = frame.attribute("x").unwrap().parse().unwrap();
+    let tick_99 = group(&doc, "panel-irq")
+        .descendants()
+        .find(|n| n.attribute("class") == Some("x-tick") && n.text() == Some("99"))
+        .unwrap();
+    let x_99: f64 = tick_99.attribute("x").unwrap().parse().unwrap();
+    assert!((x_99 - (left + (right - left) * 2.0 / 3.0)).abs() < 0.5);
+}
+
+#[test]
+fn tcp_svg_has_one_bar_per_path_and_direction_proportional_to_mbps() {
+    let mut report = full_report();
+    // A path with only one direction measured, and one without TCP figures.
+    let mut m = measured(1, 300_000.0);
+    m.tcp.from_guest = None;
+    report.set("raw_xsk", "irq", PathResult::Measured(Box::new(m)));
+    let mut m = measured(1, 300_000.0);
+    m.tcp = TcpFigures::default();
+    report.set("native", "irq", PathResult::Measured(Box::new(m)));
+    let svg = render_tcp_svg("tcp <&>", &report);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    for mode in MODES {
+        let panel = group(&doc, &format!("tcp-panel-{mode}"));
+        let bars: Vec<_> = panel
+            .descendants()
+            .filter(|n| n.has_tag_name("rect") && n.attribute("data-path").is_some())
+            .collect();
+        let mut expected = Vec::new();
+        for path in PATHS {
+            let Some(m) = report.get(path, mode).and_then(PathResult::measured) else {
+                continue;
+            };
+            for (dir, t) in [
+                ("to_guest", &m.tcp.to_guest),
+                ("from_guest", &m.tcp.from_guest),
+            ] {
+                if let Some(t) = t {
+                    expected.push((path.to_string(), dir.to_string(), t.mbps));
+                }
+            }
+        }
+        let got: Vec<(String, String, f64)> = bars
+            .iter()
+            .map(|b| {
+                (
+                    b.attribute("data-path").unwrap().to_string(),
+                    b.attribute("data-direction").unwrap().to_string(),
+                    b.attribute("height").unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        let names = |v: &[(String, String, f64)]| -> Vec<(String, String)> {
+            v.iter().map(|(p, d, _)| (p.clone(), d.clone())).collect()
+        };
+        assert_eq!(names(&got), names(&expected), "{mode}");
+        assert!(!got.is_empty(), "{mode}");
+        assert!(got.iter().all(|(p, _, _)| p != "native" || mode != "irq"));
+        // Height / Mb/s is the same for every bar of the panel.
+        let ratio = got[0].2 / expected[0].2;
+        assert!(ratio > 0.0);
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(
+                (g.2 / e.2 - ratio).abs() < ratio * 1e-3,
+                "{mode} {} {}: height {} for {} Mb/s",
+                g.0,
+                g.1,
+                g.2,
+                e.2
+            );
+        }
+    }
+    assert!(svg.contains("tcp &lt;&amp;&gt;"));
 }
 
 #[test]

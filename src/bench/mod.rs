@@ -562,7 +562,7 @@ pub fn run_bench_with(
         eprintln!("bench: wrote {}", path.display());
     }
     if let Some(dir) = &args.out {
-        runner::write_out_dir(dir, &histograms)?;
+        runner::write_out_dir(dir, &histograms, &report)?;
         eprintln!("bench: wrote histograms and plot to {}", dir.display());
     }
     Ok(report)

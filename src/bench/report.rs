@@ -1,5 +1,6 @@
 //! The bench's result model (serde, the `--json` file), its consistency check, the stdout table,
-//! the ratios between paths, and the `--out` files: .hgrm percentile distributions and one SVG plot.
+//! the ratios between paths, and the `--out` files: .hgrm percentile distributions, the latency
+//! SVG (one panel per guest mode) and the TCP bar chart SVG.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -595,19 +596,44 @@ pub fn write_hgrm(out: &mut dyn Write, h: &Histogram<u64>) -> io::Result<()> {
     Ok(())
 }
 
-/// Plot area geometry of the SVG (pixels).
+/// Width of both SVGs (pixels).
 const SVG_WIDTH: f64 = 1000.0;
-const SVG_HEIGHT: f64 = 600.0;
+/// Height of the title band above the panels (pixels).
+const TITLE_HEIGHT: f64 = 40.0;
+/// Height of one guest-mode panel, plot and tick labels included (pixels).
+const PANEL_HEIGHT: f64 = 440.0;
+/// Plot area of a panel: left and right edges (pixels from the SVG's left edge).
 const PLOT_LEFT: f64 = 80.0;
 const PLOT_RIGHT: f64 = 700.0;
-const PLOT_TOP: f64 = 40.0;
-const PLOT_BOTTOM: f64 = 540.0;
-/// Decades of 1/(1-percentile) on the x axis: 0%, 90%, ... 99.9999%.
-const X_DECADES: u32 = 6;
-const SERIES_COLORS: [&str; 10] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
+/// Plot area of a panel: top and bottom edges (pixels from the panel's top).
+const PLOT_TOP: f64 = 30.0;
+const PLOT_BOTTOM: f64 = 380.0;
+/// The x axis spans at least this many decades of 1/(1-percentile), even for < 10 samples.
+const MIN_X_DECADES: f64 = 1.0;
+/// Line colour of each path's curves (and nothing else uses these colours).
+pub const PATH_COLORS: [(&str, &str); 5] = [
+    ("xdp", "#1f77b4"),
+    ("tap", "#d62728"),
+    ("qemu_tap", "#2ca02c"),
+    ("raw_xsk", "#ff7f0e"),
+    ("native", "#9467bd"),
 ];
+/// Colour of a curve whose path is not in [`PATH_COLORS`] (e.g. a reference row).
+pub const OTHER_PATH_COLOR: &str = "#7f7f7f";
+/// `stroke-dasharray` of each frame size's curves; `None` is a solid line.
+pub const SIZE_DASHES: [(&str, Option<&str>); 2] = [("64B", None), ("1514B", Some("6 3"))];
+/// `stroke-dasharray` of a frame size not in [`SIZE_DASHES`].
+pub const OTHER_SIZE_DASH: &str = "2 3";
+/// The TCP directions plotted: report field name, legend text, bar colour.
+pub const TCP_DIRECTIONS: [(&str, &str, &str); 2] = [
+    ("to_guest", "to guest", "#1f77b4"),
+    ("from_guest", "from guest", "#ff7f0e"),
+];
+/// Width of one TCP bar and the gap between path groups (pixels).
+const BAR_WIDTH: f64 = 30.0;
+const BAR_GROUP_GAP: f64 = 40.0;
+/// Horizontal grid lines of the TCP chart (above the zero line).
+const TCP_Y_TICKS: u32 = 5;
 
 fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -616,153 +642,526 @@ fn xml_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// One SVG with the latency percentile curves of all `series` (label, histogram in us), in
-/// HdrHistogram's style: x = percentile on a log scale of 1/(1-p), y = latency (log scale).
-pub fn render_percentile_svg(title: &str, series: &[(String, &Histogram<u64>)]) -> String {
-    let non_empty: Vec<&(String, &Histogram<u64>)> =
-        series.iter().filter(|(_, h)| !h.is_empty()).collect();
-    let y_min = non_empty
+/// Path, guest mode and frame size of a histogram label `<path>_<mode>_<size>`; a label without a
+/// mode (e.g. `reference_kernel_udp_echo_64B`) has `mode: None` and belongs in every panel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SeriesKey<'a> {
+    path: &'a str,
+    mode: Option<&'a str>,
+    size: &'a str,
+}
+
+/// Split a histogram label into its [`SeriesKey`] (path names may themselves contain `_`).
+fn parse_series_label(label: &str) -> SeriesKey<'_> {
+    let Some((rest, size)) = label.rsplit_once('_') else {
+        return SeriesKey {
+            path: label,
+            mode: None,
+            size: "",
+        };
+    };
+    match rest.rsplit_once('_') {
+        Some((path, mode)) if MODES.contains(&mode) => SeriesKey {
+            path,
+            mode: Some(mode),
+            size,
+        },
+        _ => SeriesKey {
+            path: rest,
+            mode: None,
+            size,
+        },
+    }
+}
+
+/// The fixed colour of `path`'s curves.
+fn path_color(path: &str) -> &'static str {
+    PATH_COLORS
         .iter()
-        .map(|(_, h)| h.min().max(1))
-        .min()
-        .unwrap_or(1) as f64;
-    let y_max = non_empty
+        .find(|(p, _)| *p == path)
+        .map_or(OTHER_PATH_COLOR, |(_, c)| c)
+}
+
+/// The ` stroke-dasharray="..."` attribute of `size`'s curves (empty for a solid line).
+fn size_dash_attr(size: &str) -> String {
+    let dash = SIZE_DASHES
         .iter()
-        .map(|(_, h)| h.max().max(2))
-        .max()
-        .unwrap_or(10) as f64;
-    let lo_decade = y_min.log10().floor();
-    let hi_decade = y_max.log10().ceil().max(lo_decade + 1.0);
-    let x_of = |q: f64| {
-        let d = (1.0 / (1.0 - q.min(1.0 - 1e-6)))
+        .find(|(s, _)| *s == size)
+        .map_or(Some(OTHER_SIZE_DASH), |(_, d)| *d);
+    dash.map_or_else(String::new, |d| format!(r#" stroke-dasharray="{d}""#))
+}
+
+/// Tick label of `decade` nines on the percentile axis: 0, 90, 99, 99.9, 99.99, ...
+fn nines_label(decade: u32) -> String {
+    match decade {
+        0 => "0".to_string(),
+        1 => "90".to_string(),
+        d => {
+            let fraction = "9".repeat(d as usize - 2);
+            if fraction.is_empty() {
+                "99".to_string()
+            } else {
+                format!("99.{fraction}")
+            }
+        }
+    }
+}
+
+/// The largest `k` with `10^k <= samples`: the last whole decade of nines `samples` support.
+fn supported_decades(samples: u64) -> u32 {
+    let mut k = 0;
+    let mut power = Some(10u64);
+    while let Some(p) = power.filter(|p| *p <= samples) {
+        k += 1;
+        power = p.checked_mul(10);
+    }
+    k
+}
+
+/// One curve of a latency panel.
+#[derive(Clone, Copy)]
+struct Curve<'a> {
+    label: &'a str,
+    key: SeriesKey<'a>,
+    hist: &'a Histogram<u64>,
+}
+
+/// Scales of one latency panel: x in decades of 1/(1-p), y in decades of microseconds.
+struct LatencyAxes {
+    /// Panel's top edge in the SVG (pixels).
+    top: f64,
+    /// Decades on the x axis: log10 of the largest sample count (the largest supported p).
+    x_decades: f64,
+    /// Last whole decade with a tick.
+    last_tick: u32,
+    lo_decade: f64,
+    hi_decade: f64,
+}
+
+impl LatencyAxes {
+    /// Axes fitting `curves`: x up to the largest p with (1-p) * samples >= 1, y over min..max.
+    fn fit(top: f64, curves: &[Curve<'_>]) -> Self {
+        let samples = curves.iter().map(|c| c.hist.len()).max().unwrap_or(0);
+        let last_tick = supported_decades(samples);
+        let x_decades = (samples.max(1) as f64)
             .log10()
-            .min(f64::from(X_DECADES));
-        PLOT_LEFT + d / f64::from(X_DECADES) * (PLOT_RIGHT - PLOT_LEFT)
-    };
-    let y_of = |us: f64| {
-        let d = (us.max(1.0).log10() - lo_decade) / (hi_decade - lo_decade);
-        PLOT_BOTTOM - d * (PLOT_BOTTOM - PLOT_TOP)
-    };
-    let mut svg = String::new();
+            .max(f64::from(last_tick))
+            .max(MIN_X_DECADES);
+        let y_min = curves
+            .iter()
+            .map(|c| c.hist.min().max(1))
+            .min()
+            .unwrap_or(1) as f64;
+        let y_max = curves
+            .iter()
+            .map(|c| c.hist.max().max(2))
+            .max()
+            .unwrap_or(10) as f64;
+        let lo_decade = y_min.log10().floor();
+        let hi_decade = y_max.log10().ceil().max(lo_decade + 1.0);
+        LatencyAxes {
+            top,
+            x_decades,
+            last_tick,
+            lo_decade,
+            hi_decade,
+        }
+    }
+
+    /// x of a decade count on the percentile axis.
+    fn x_of_decades(&self, d: f64) -> f64 {
+        PLOT_LEFT + d.min(self.x_decades) / self.x_decades * (PLOT_RIGHT - PLOT_LEFT)
+    }
+
+    /// x of percentile `q` (0..=1); beyond the supported range the curve stays at the right edge.
+    fn x_of(&self, q: f64) -> f64 {
+        let d = if q >= 1.0 {
+            self.x_decades
+        } else {
+            -(1.0 - q).log10()
+        };
+        self.x_of_decades(d.max(0.0))
+    }
+
+    /// y of a latency in microseconds (log scale).
+    fn y_of(&self, us: f64) -> f64 {
+        let d = (us.max(1.0).log10() - self.lo_decade) / (self.hi_decade - self.lo_decade);
+        self.top + PLOT_BOTTOM - d * (PLOT_BOTTOM - PLOT_TOP)
+    }
+
+    fn plot_top(&self) -> f64 {
+        self.top + PLOT_TOP
+    }
+
+    fn plot_bottom(&self) -> f64 {
+        self.top + PLOT_BOTTOM
+    }
+
+    /// The latency decades with a grid line and tick label.
+    fn y_decades(&self) -> impl Iterator<Item = f64> {
+        let (lo, hi) = (self.lo_decade, self.hi_decade);
+        (0..)
+            .map(move |i| lo + f64::from(i))
+            .take_while(move |d| *d <= hi)
+    }
+}
+
+/// The SVG prologue: root element, white background and the centred title.
+fn svg_open(svg: &mut String, title: &str, height: f64) {
     let _ = writeln!(
         svg,
         r#"<?xml version="1.0" encoding="UTF-8"?>
-<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" height="{SVG_HEIGHT}" viewBox="0 0 {SVG_WIDTH} {SVG_HEIGHT}" font-family="sans-serif" font-size="12">
-<rect x="0" y="0" width="{SVG_WIDTH}" height="{SVG_HEIGHT}" fill="white"/>
+<svg xmlns="http://www.w3.org/2000/svg" width="{SVG_WIDTH}" height="{height}" viewBox="0 0 {SVG_WIDTH} {height}" font-family="sans-serif" font-size="12">
+<rect x="0" y="0" width="{SVG_WIDTH}" height="{height}" fill="white"/>
 <text x="{}" y="24" text-anchor="middle" font-size="16">{}</text>"#,
         (PLOT_LEFT + PLOT_RIGHT) / 2.0,
         xml_escape(title)
     );
-    let _ = writeln!(svg, r##"<g id="grid" stroke="#dddddd" stroke-width="1">"##);
-    for d in 0..=X_DECADES {
-        let x = PLOT_LEFT + f64::from(d) / f64::from(X_DECADES) * (PLOT_RIGHT - PLOT_LEFT);
+}
+
+/// The latency panel's grid, frame, tick labels and axis titles.
+fn write_latency_axes(svg: &mut String, mode: &str, axes: &LatencyAxes) {
+    let (top, bottom) = (axes.plot_top(), axes.plot_bottom());
+    let _ = writeln!(
+        svg,
+        r##"<g class="grid" stroke="#dddddd" stroke-width="1">"##
+    );
+    for d in 0..=axes.last_tick {
+        let x = axes.x_of_decades(f64::from(d));
         let _ = writeln!(
             svg,
-            r#"<line x1="{x:.1}" y1="{PLOT_TOP}" x2="{x:.1}" y2="{PLOT_BOTTOM}"/>"#
+            r#"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{bottom}"/>"#
         );
     }
-    let mut decade = lo_decade;
-    while decade <= hi_decade {
-        let y = y_of(10f64.powf(decade));
+    for decade in axes.y_decades() {
+        let y = axes.y_of(10f64.powf(decade));
         let _ = writeln!(
             svg,
             r#"<line x1="{PLOT_LEFT}" y1="{y:.1}" x2="{PLOT_RIGHT}" y2="{y:.1}"/>"#
         );
-        decade += 1.0;
     }
     let _ = writeln!(svg, "</g>");
-    let _ = writeln!(svg, r#"<g id="axes" fill="black">"#);
+    let _ = writeln!(svg, r#"<g class="axes" fill="black">"#);
     let _ = writeln!(
         svg,
-        r#"<rect x="{PLOT_LEFT}" y="{PLOT_TOP}" width="{}" height="{}" fill="none" stroke="black"/>"#,
+        r#"<rect x="{PLOT_LEFT}" y="{top}" width="{}" height="{}" fill="none" stroke="black"/>"#,
         PLOT_RIGHT - PLOT_LEFT,
-        PLOT_BOTTOM - PLOT_TOP
+        bottom - top
     );
-    let x_labels = ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"];
-    for (d, label) in x_labels.iter().enumerate().take(X_DECADES as usize + 1) {
-        let x = PLOT_LEFT + d as f64 / f64::from(X_DECADES) * (PLOT_RIGHT - PLOT_LEFT);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">guest mode: {}</text>"#,
+        (PLOT_LEFT + PLOT_RIGHT) / 2.0,
+        top - 8.0,
+        xml_escape(mode)
+    );
+    for d in 0..=axes.last_tick {
         let _ = writeln!(
             svg,
-            r#"<text x="{x:.1}" y="{}" text-anchor="middle">{label}</text>"#,
-            PLOT_BOTTOM + 18.0
+            r#"<text class="x-tick" x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            axes.x_of_decades(f64::from(d)),
+            bottom + 18.0,
+            nines_label(d)
         );
     }
     let _ = writeln!(
         svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">percentile</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="middle">percentile (%)</text>"#,
         (PLOT_LEFT + PLOT_RIGHT) / 2.0,
-        PLOT_BOTTOM + 40.0
+        bottom + 40.0
     );
-    let mut decade = lo_decade;
-    while decade <= hi_decade {
-        let y = y_of(10f64.powf(decade));
+    for decade in axes.y_decades() {
         let _ = writeln!(
             svg,
-            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+            r#"<text class="y-tick" x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
             PLOT_LEFT - 6.0,
-            y + 4.0,
+            axes.y_of(10f64.powf(decade)) + 4.0,
             10f64.powf(decade) as u64
         );
-        decade += 1.0;
     }
+    let mid = (top + bottom) / 2.0;
     let _ = writeln!(
         svg,
-        r#"<text x="20" y="{}" text-anchor="middle" transform="rotate(-90 20 {})">RTT (us, log scale)</text>"#,
-        (PLOT_TOP + PLOT_BOTTOM) / 2.0,
-        (PLOT_TOP + PLOT_BOTTOM) / 2.0
+        r#"<text x="20" y="{mid}" text-anchor="middle" transform="rotate(-90 20 {mid})">RTT (us, log scale)</text>"#
     );
     let _ = writeln!(svg, "</g>");
-    // One colour per series group (the label without its last `_size` part), a dash pattern for
-    // every size after the group's first: paths and modes by colour, sizes by dashes.
-    let mut groups: Vec<&str> = Vec::new();
-    let mut styles = Vec::new();
-    for (label, _) in &non_empty {
-        let group = label.rsplit_once('_').map_or(label.as_str(), |(g, _)| g);
-        let seen_sizes = styles.iter().filter(|(g, _)| *g == group).count();
-        let index = groups.iter().position(|g| *g == group).unwrap_or_else(|| {
-            groups.push(group);
-            groups.len() - 1
-        });
-        let dash = if seen_sizes == 0 {
-            ""
-        } else {
-            r#" stroke-dasharray="6 3""#
-        };
-        styles.push((group, (SERIES_COLORS[index % SERIES_COLORS.len()], dash)));
-    }
-    let _ = writeln!(svg, r#"<g id="series" fill="none" stroke-width="2">"#);
-    for (i, (label, h)) in non_empty.iter().enumerate() {
-        let (color, dash) = styles[i].1;
+}
+
+/// One polyline per curve: colour by path, dash style by frame size.
+fn write_latency_curves(svg: &mut String, axes: &LatencyAxes, curves: &[Curve<'_>]) {
+    let _ = writeln!(svg, r#"<g class="series" fill="none" stroke-width="2">"#);
+    for c in curves {
         let mut points = String::new();
-        for v in h.iter_quantiles(HGRM_TICKS_PER_HALF_DISTANCE) {
-            let q = v.quantile_iterated_to();
+        for v in c.hist.iter_quantiles(HGRM_TICKS_PER_HALF_DISTANCE) {
             let _ = write!(
                 points,
                 "{:.1},{:.1} ",
-                x_of(q),
-                y_of(v.value_iterated_to() as f64)
+                axes.x_of(v.quantile_iterated_to()),
+                axes.y_of(v.value_iterated_to() as f64)
             );
         }
         let _ = writeln!(
             svg,
-            r#"<polyline stroke="{color}"{dash} points="{}"><title>{}</title></polyline>"#,
+            r#"<polyline stroke="{}"{} data-path="{}" data-size="{}" points="{}"><title>{}</title></polyline>"#,
+            path_color(c.key.path),
+            size_dash_attr(c.key.size),
+            xml_escape(c.key.path),
+            xml_escape(c.key.size),
             points.trim_end(),
-            xml_escape(label)
+            xml_escape(c.label)
         );
     }
     let _ = writeln!(svg, "</g>");
+}
+
+/// One `<g id="panel-<mode>">` with its own axes and the curves of `mode` (and mode-less ones).
+fn write_latency_panel(svg: &mut String, mode: &str, top: f64, curves: &[Curve<'_>]) {
+    let axes = LatencyAxes::fit(top, curves);
+    let _ = writeln!(svg, r#"<g id="panel-{}">"#, xml_escape(mode));
+    write_latency_axes(svg, mode, &axes);
+    write_latency_curves(svg, &axes, curves);
+    let _ = writeln!(svg, "</g>");
+}
+
+/// A legend entry: a short line in `stroke` (with `dash`) and its text, at row `row`.
+fn write_legend_row(svg: &mut String, row: usize, stroke: &str, dash: &str, text: &str) {
+    let y = TITLE_HEIGHT + PLOT_TOP + 10.0 + row as f64 * 18.0;
+    let _ = writeln!(
+        svg,
+        r#"<line x1="{}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="{stroke}"{dash} stroke-width="3"/><text x="{}" y="{:.1}">{}</text>"#,
+        PLOT_RIGHT + 15.0,
+        PLOT_RIGHT + 45.0,
+        PLOT_RIGHT + 51.0,
+        y + 4.0,
+        xml_escape(text)
+    );
+}
+
+/// The legend: one colour per path plotted, then one dash style per frame size plotted.
+fn write_latency_legend(svg: &mut String, curves: &[Curve<'_>]) {
+    let mut paths: Vec<&str> = Vec::new();
+    let mut sizes: Vec<&str> = Vec::new();
+    for c in curves {
+        if !paths.contains(&c.key.path) {
+            paths.push(c.key.path);
+        }
+        if !sizes.contains(&c.key.size) {
+            sizes.push(c.key.size);
+        }
+    }
     let _ = writeln!(svg, r#"<g id="legend">"#);
-    for (i, (label, _)) in non_empty.iter().enumerate() {
-        let (color, dash) = styles[i].1;
-        let y = PLOT_TOP + 10.0 + i as f64 * 18.0;
+    for (row, path) in paths.iter().enumerate() {
+        write_legend_row(svg, row, path_color(path), "", path);
+    }
+    for (i, size) in sizes.iter().enumerate() {
+        let text = size
+            .strip_suffix('B')
+            .map_or(size.to_string(), |n| format!("{n} B"));
+        write_legend_row(
+            svg,
+            paths.len() + 1 + i,
+            "black",
+            &size_dash_attr(size),
+            &text,
+        );
+    }
+    let _ = writeln!(svg, "</g>");
+}
+
+/// The latency SVG: one panel per guest mode in [`MODES`] (stacked, each with its own axes) with
+/// the percentile curves of `series` (label `<path>_<mode>_<size>`, histogram in us), in
+/// HdrHistogram's style: x = percentile on a log scale of 1/(1-p) up to the largest percentile the
+/// panel's sample count supports, y = latency (log scale). Paths are told apart by colour
+/// ([`PATH_COLORS`]), frame sizes by dash style ([`SIZE_DASHES`]).
+pub fn render_percentile_svg(title: &str, series: &[(String, &Histogram<u64>)]) -> String {
+    let curves: Vec<Curve<'_>> = series
+        .iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(label, hist)| Curve {
+            label,
+            key: parse_series_label(label),
+            hist,
+        })
+        .collect();
+    let height = TITLE_HEIGHT + PANEL_HEIGHT * MODES.len() as f64;
+    let mut svg = String::new();
+    svg_open(&mut svg, title, height);
+    for (i, mode) in MODES.iter().enumerate() {
+        let in_panel: Vec<Curve<'_>> = curves
+            .iter()
+            .filter(|c| c.key.mode.map_or(true, |m| m == *mode))
+            .copied()
+            .collect();
+        let top = TITLE_HEIGHT + PANEL_HEIGHT * i as f64;
+        write_latency_panel(&mut svg, mode, top, &in_panel);
+    }
+    write_latency_legend(&mut svg, &curves);
+    let _ = writeln!(svg, "</svg>");
+    svg
+}
+
+/// One bar of the TCP chart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TcpBar<'a> {
+    path: &'a str,
+    /// Index into [`TCP_DIRECTIONS`].
+    direction: usize,
+    mbps: f64,
+}
+
+/// The TCP Mb/s of every path measured in `mode`, in [`PATHS`] order, `to_guest` before
+/// `from_guest`; directions without a figure are left out.
+fn tcp_bars<'a>(report: &'a BenchReport, mode: &str) -> Vec<TcpBar<'a>> {
+    let mut bars = Vec::new();
+    for path in PATHS {
+        let Some(m) = report.get(path, mode).and_then(PathResult::measured) else {
+            continue;
+        };
+        for (direction, t) in [&m.tcp.to_guest, &m.tcp.from_guest].iter().enumerate() {
+            if let Some(t) = t.as_ref().filter(|t| t.mbps.is_finite() && t.mbps > 0.0) {
+                bars.push(TcpBar {
+                    path,
+                    direction,
+                    mbps: t.mbps,
+                });
+            }
+        }
+    }
+    bars
+}
+
+/// The smallest 1, 2 or 5 times a power of ten that is >= `v` (the bar chart's y axis top).
+fn nice_ceiling(v: f64) -> f64 {
+    if !(v.is_finite() && v > 0.0) {
+        return 1.0;
+    }
+    let power = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * power)
+        .find(|c| *c >= v)
+        .unwrap_or(10.0 * power)
+}
+
+/// `v` with as many decimals as a tick `step` needs (none for steps of 1 and more).
+fn tick_text(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 || step <= 0.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    format!("{v:.decimals$}")
+}
+
+/// The TCP panel's grid, frame, Mb/s tick labels and titles; `y_max` is the axis top in Mb/s.
+fn write_tcp_axes(svg: &mut String, mode: &str, top: f64, y_max: f64) {
+    let (plot_top, plot_bottom) = (top + PLOT_TOP, top + PLOT_BOTTOM);
+    let _ = writeln!(svg, r##"<g class="axes" fill="black" stroke="none">"##);
+    for i in 0..=TCP_Y_TICKS {
+        let frac = f64::from(i) / f64::from(TCP_Y_TICKS);
+        let y = plot_bottom - frac * (plot_bottom - plot_top);
         let _ = writeln!(
             svg,
-            r#"<line x1="{}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="{color}"{dash} stroke-width="3"/><text x="{}" y="{:.1}">{}</text>"#,
-            PLOT_RIGHT + 15.0,
-            PLOT_RIGHT + 40.0,
-            PLOT_RIGHT + 46.0,
+            r##"<line x1="{PLOT_LEFT}" y1="{y:.1}" x2="{PLOT_RIGHT}" y2="{y:.1}" stroke="#dddddd"/><text class="y-tick" x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            PLOT_LEFT - 6.0,
             y + 4.0,
-            xml_escape(label)
+            tick_text(frac * y_max, y_max / f64::from(TCP_Y_TICKS))
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r#"<rect x="{PLOT_LEFT}" y="{plot_top}" width="{}" height="{}" fill="none" stroke="black"/>"#,
+        PLOT_RIGHT - PLOT_LEFT,
+        PLOT_BOTTOM - PLOT_TOP
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">guest mode: {}</text>"#,
+        (PLOT_LEFT + PLOT_RIGHT) / 2.0,
+        plot_top - 8.0,
+        xml_escape(mode)
+    );
+    let mid = (plot_top + plot_bottom) / 2.0;
+    let _ = writeln!(
+        svg,
+        r#"<text x="20" y="{mid}" text-anchor="middle" transform="rotate(-90 20 {mid})">TCP Mb/s</text>"#
+    );
+    let _ = writeln!(svg, "</g>");
+}
+
+/// The bars of one TCP panel, grouped by path, each labelled under its group.
+fn write_tcp_bars(svg: &mut String, top: f64, y_max: f64, bars: &[TcpBar<'_>]) {
+    let plot_bottom = top + PLOT_BOTTOM;
+    let scale = (PLOT_BOTTOM - PLOT_TOP) / y_max;
+    let group_width = BAR_WIDTH * TCP_DIRECTIONS.len() as f64;
+    let mut paths: Vec<&str> = Vec::new();
+    let _ = writeln!(svg, r#"<g class="bars">"#);
+    for bar in bars {
+        if !paths.contains(&bar.path) {
+            paths.push(bar.path);
+        }
+        let group = (paths.len() - 1) as f64;
+        let x = PLOT_LEFT
+            + BAR_GROUP_GAP / 2.0
+            + group * (group_width + BAR_GROUP_GAP)
+            + bar.direction as f64 * BAR_WIDTH;
+        let height = bar.mbps * scale;
+        let (name, text, color) = TCP_DIRECTIONS[bar.direction];
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{x:.1}" y="{:.3}" width="{BAR_WIDTH}" height="{height:.3}" fill="{color}" data-path="{}" data-direction="{name}" data-mbps="{}"><title>{} {text}: {:.1} Mb/s</title></rect>"#,
+            plot_bottom - height,
+            xml_escape(bar.path),
+            bar.mbps,
+            xml_escape(bar.path),
+            bar.mbps
+        );
+    }
+    for (group, path) in paths.iter().enumerate() {
+        let x = PLOT_LEFT
+            + BAR_GROUP_GAP / 2.0
+            + group as f64 * (group_width + BAR_GROUP_GAP)
+            + group_width / 2.0;
+        let _ = writeln!(
+            svg,
+            r#"<text class="x-tick" x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            plot_bottom + 18.0,
+            xml_escape(path)
+        );
+    }
+    let _ = writeln!(svg, "</g>");
+}
+
+/// One `<g id="tcp-panel-<mode>">` with its own Mb/s axis and a bar group per path with figures.
+fn write_tcp_panel(svg: &mut String, mode: &str, top: f64, bars: &[TcpBar<'_>]) {
+    let y_max = nice_ceiling(bars.iter().map(|b| b.mbps).fold(0.0, f64::max));
+    let _ = writeln!(svg, r#"<g id="tcp-panel-{}">"#, xml_escape(mode));
+    write_tcp_axes(svg, mode, top, y_max);
+    write_tcp_bars(svg, top, y_max, bars);
+    let _ = writeln!(svg, "</g>");
+}
+
+/// The TCP SVG: per guest mode (stacked panels), a grouped bar chart of the TCP bulk Mb/s of every
+/// path with TCP figures, one bar per direction ([`TCP_DIRECTIONS`]); paths without figures are
+/// left out. Bar heights are proportional to Mb/s on a linear axis starting at 0.
+pub fn render_tcp_svg(title: &str, report: &BenchReport) -> String {
+    let height = TITLE_HEIGHT + PANEL_HEIGHT * MODES.len() as f64;
+    let mut svg = String::new();
+    svg_open(&mut svg, title, height);
+    for (i, mode) in MODES.iter().enumerate() {
+        let top = TITLE_HEIGHT + PANEL_HEIGHT * i as f64;
+        write_tcp_panel(&mut svg, mode, top, &tcp_bars(report, mode));
+    }
+    let _ = writeln!(svg, r#"<g id="legend">"#);
+    for (row, (_, text, color)) in TCP_DIRECTIONS.iter().enumerate() {
+        let y = TITLE_HEIGHT + PLOT_TOP + 10.0 + row as f64 * 18.0;
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{}" y="{:.1}" width="12" height="12" fill="{color}"/><text x="{}" y="{:.1}">{text}</text>"#,
+            PLOT_RIGHT + 15.0,
+            y - 6.0,
+            PLOT_RIGHT + 33.0,
+            y + 4.0
         );
     }
     let _ = writeln!(svg, "</g>\n</svg>");

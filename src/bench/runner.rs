@@ -26,8 +26,8 @@ use super::packet::{
     UdpFlow, DISCARD_PORT, FCS_LEN, MIN_FRAME_LEN, MIN_FRAME_UDP_PAYLOAD, MTU_UDP_PAYLOAD,
 };
 use super::report::{
-    render_percentile_svg, write_hgrm, BenchReport, DropCount, Measurement, PathResult, Pinning,
-    RttSummary, TcpTransfer,
+    render_percentile_svg, render_tcp_svg, write_hgrm, BenchReport, DropCount, Measurement,
+    PathResult, Pinning, RttSummary, TcpTransfer,
 };
 use super::rtt::{new_histogram, run_rtt, KernelUdpEcho, RttConfig, WaitMode};
 use super::tcp::{spawn_receiver, spawn_sender, Transfer, TCP_SINK_PORT, TCP_SOURCE_PORT};
@@ -41,6 +41,9 @@ const GEN_SRC_PORT: u16 = 40007;
 const BLAST_START_ALLOWANCE: Duration = Duration::from_secs(30);
 /// The transmit phase ends when nothing arrived for this long after traffic began.
 const BLAST_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// File names of the `--out` plots: latency percentiles and TCP throughput.
+const LATENCY_SVG: &str = "latency.svg";
+const TCP_SVG: &str = "tcp.svg";
 /// UDP port of the kernel echo reference.
 const KERNEL_ECHO_PORT: u16 = 7;
 /// How long the peer's listener keeps a finished connection open for the CPU sample at most.
@@ -903,8 +906,13 @@ fn build_result(
     PathResult::Measured(Box::new(m))
 }
 
-/// Write every histogram as `<label>.hgrm` and all curves into `latency.svg` under `dir`.
-pub fn write_out_dir(dir: &Path, hists: &HistogramSet) -> Result<(), BenchError> {
+/// Write every histogram as `<label>.hgrm`, all curves into `latency.svg` (one panel per guest
+/// mode) and the TCP Mb/s of `report` into `tcp.svg`, under `dir`.
+pub fn write_out_dir(
+    dir: &Path,
+    hists: &HistogramSet,
+    report: &BenchReport,
+) -> Result<(), BenchError> {
     let io_err =
         |what: &Path, e: std::io::Error| BenchError::Io(format!("writing {}: {e}", what.display()));
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
@@ -917,6 +925,9 @@ pub fn write_out_dir(dir: &Path, hists: &HistogramSet) -> Result<(), BenchError>
     let series: Vec<(String, &Histogram<u64>)> =
         hists.iter().map(|(l, h)| (l.clone(), h)).collect();
     let svg = render_percentile_svg("lancet bench: echo RTT percentiles", &series);
-    let file = dir.join("latency.svg");
+    let file = dir.join(LATENCY_SVG);
+    std::fs::write(&file, svg).map_err(|e| io_err(&file, e))?;
+    let svg = render_tcp_svg("lancet bench: TCP bulk throughput", report);
+    let file = dir.join(TCP_SVG);
     std::fs::write(&file, svg).map_err(|e| io_err(&file, e))
 }
