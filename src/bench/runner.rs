@@ -536,23 +536,13 @@ fn tcp_phase(
     acc: &mut Accum,
     progress: &Progress,
 ) {
-    let ep = match runner.prepare(mode) {
-        Ok(ep) => ep,
+    let set_up = runner.prepare(mode).and_then(|ep| {
+        TxChecksumOffloadOff::new(&ep.peer_netns, &ep.peer_ifname).map(|guard| (ep, guard))
+    });
+    let (ep, _offload) = match set_up {
+        Ok(ready) => ready,
         Err(e) => {
-            for t in &mut acc.tcp {
-                note_error(
-                    &mut t.error,
-                    &e,
-                    progress,
-                    &format!("{}/{} tcp", runner.name(), mode.name()),
-                );
-            }
-            return;
-        }
-    };
-    let _offload = match TxChecksumOffloadOff::new(&ep.peer_netns, &ep.peer_ifname) {
-        Ok(g) => g,
-        Err(e) => {
+            // Both directions fail with the set-up's error.
             for t in &mut acc.tcp {
                 note_error(
                     &mut t.error,
