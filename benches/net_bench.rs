@@ -28,7 +28,7 @@ mod net_support;
 
 use hdrhistogram::Histogram;
 use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig};
-use lancet::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 const FRAME_LEN: usize = 64;
 const ECHO_PORT: u16 = 7;

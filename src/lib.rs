@@ -6,16 +6,14 @@
 //! - [`net`]: the host side of the wire: the [`net::Backend`] trait, the AF_XDP and TAP backends,
 //!   the XDP steering program's loader.
 //! - [`vmm`]: the machine around the chip: KVM, guest memory, buses, boot, serial, the I/O thread.
-//! - [`testbed`]: network namespaces (`lt-*`) for `make run`, benchmarks and tests.
-//! - [`demo`]: `lancet demo`, what `make run` shows.
-//! - [`bench`]: `lancet bench`, the side-by-side comparison of the AF_XDP, TAP, QEMU and raw XSK paths.
+//! - [`tools`]: the project's tools, not the product: the `lt-*` test namespaces
+//!   ([`tools::testbed`]), `lancet demo` and `lancet bench` (the side-by-side comparison of the
+//!   AF_XDP, TAP, QEMU and raw XSK paths).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod bench;
 pub mod cli_filter;
-pub mod demo;
 pub mod lance;
 pub mod net;
-pub mod testbed;
+pub mod tools;
 pub mod vmm;

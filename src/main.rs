@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use lancet::bench::vmm_path::PollKick;
 use lancet::net::names::{IfName, NetnsName, VmName};
+use lancet::tools::bench::vmm_path::PollKick;
 use lancet::vmm::boot::BootSpec;
 use lancet::vmm::memory::parse_size;
 use lancet::vmm::serial::{CappedWriter, SerialDrops, DEFAULT_SERIAL_MAX_BYTES};
@@ -41,10 +41,10 @@ enum Command {
     Stats(lancet::cli_filter::StatsArgs),
     /// Measure the AF_XDP path against the TAP path, QEMU's pcnet + TAP and a raw AF_XDP socket,
     /// side by side in one run (echo RTT percentiles, guest RX/TX rates, exits per packet).
-    Bench(Box<lancet::bench::BenchArgs>),
+    Bench(Box<lancet::tools::bench::BenchArgs>),
     /// Build a demo topology in `lt-*` network namespaces, boot the test guest bridged over AF_XDP
     /// (or TAP), ping it and UDP-echo it from the peer namespace, show the counters, clean up.
-    Demo(lancet::demo::DemoArgs),
+    Demo(lancet::tools::demo::DemoArgs),
 }
 
 const RUN_ABOUT: &str = "Boot a VM under KVM with one network device, the emulated Am79C970A (PCnet-PCI II) at PCI 00:03.0 \
@@ -617,14 +617,14 @@ fn main() -> ExitCode {
         Command::Stats(args) => {
             lancet::cli_filter::run_stats(&args, &mut out).map_err(|e| e.to_string())
         }
-        Command::Bench(args) => match lancet::bench::run_bench(&args) {
+        Command::Bench(args) => match lancet::tools::bench::run_bench(&args) {
             Ok(_) => return ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lancet bench: error: {e}");
                 return ExitCode::from(1);
             }
         },
-        Command::Demo(args) => match lancet::demo::run_demo(&args) {
+        Command::Demo(args) => match lancet::tools::demo::run_demo(&args) {
             Ok(()) => return ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lancet demo: error: {e}");

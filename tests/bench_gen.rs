@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
-use lancet::bench::gen::{run_generator, spawn_counter, CountConfig, FrameFilter, GenConfig};
-use lancet::bench::netns::{join, spawn_in_netns, VethPairNetns};
-use lancet::bench::packet::{UdpFlow, DISCARD_PORT, MIN_FRAME_UDP_PAYLOAD};
+use lancet::tools::bench::gen::{
+    run_generator, spawn_counter, CountConfig, FrameFilter, GenConfig,
+};
+use lancet::tools::bench::netns::{join, spawn_in_netns, VethPairNetns};
+use lancet::tools::bench::packet::{UdpFlow, DISCARD_PORT, MIN_FRAME_UDP_PAYLOAD};
 
 fn flow(pair: &VethPairNetns) -> UdpFlow {
     UdpFlow {

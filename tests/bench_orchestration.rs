@@ -6,15 +6,15 @@
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use lancet::bench::gen::{
+use lancet::tools::bench::gen::{
     run_generator, spawn_counter, CountConfig, CounterHandle, FrameFilter, GenConfig,
 };
-use lancet::bench::netns::{spawn_in_netns, VethPairNetns};
-use lancet::bench::packet::{UdpFlow, DISCARD_PORT, UDP_PAYLOAD_OFFSET};
-use lancet::bench::report::{check_report, PathResult};
-use lancet::bench::rtt::KernelUdpEcho;
-use lancet::bench::tcp::{spawn_receiver, spawn_sender, Transfer};
-use lancet::bench::{
+use lancet::tools::bench::netns::{spawn_in_netns, VethPairNetns};
+use lancet::tools::bench::packet::{UdpFlow, DISCARD_PORT, UDP_PAYLOAD_OFFSET};
+use lancet::tools::bench::report::{check_report, PathResult};
+use lancet::tools::bench::rtt::KernelUdpEcho;
+use lancet::tools::bench::tcp::{spawn_receiver, spawn_sender, Transfer};
+use lancet::tools::bench::{
     run_rounds, BenchArgs, BenchError, BenchPlan, Endpoint, GuestMode, PathRunner, PathStats, Role,
     RunningPath,
 };
@@ -30,7 +30,7 @@ struct KernelStandIn {
 enum Job {
     Echo(KernelUdpEcho),
     Sink(CounterHandle),
-    Blast(std::thread::JoinHandle<Result<lancet::bench::gen::GenOutcome, BenchError>>),
+    Blast(std::thread::JoinHandle<Result<lancet::tools::bench::gen::GenOutcome, BenchError>>),
     Tcp(std::thread::JoinHandle<Result<Transfer, BenchError>>),
 }
 
@@ -57,11 +57,11 @@ impl RunningPath for Running {
                 stats.receive_window = Some(counted.active);
             }
             Job::Blast(thread) => {
-                let sent = lancet::bench::netns::join(thread)?;
+                let sent = lancet::tools::bench::netns::join(thread)?;
                 stats.frames_sent = Some(sent.sent);
             }
             Job::Tcp(thread) => {
-                lancet::bench::netns::join(thread)?;
+                lancet::tools::bench::netns::join(thread)?;
             }
         }
         Ok(stats)

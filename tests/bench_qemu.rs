@@ -5,10 +5,10 @@ use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lancet::bench::netns::{join, spawn_in_netns};
-use lancet::bench::qemu_path::{default_guest_image, QemuSettings, QemuTapRunner};
-use lancet::bench::rtt::{run_rtt, RttConfig, WaitMode};
-use lancet::bench::{GuestMode, PathRunner, Role};
+use lancet::tools::bench::netns::{join, spawn_in_netns};
+use lancet::tools::bench::qemu_path::{default_guest_image, QemuSettings, QemuTapRunner};
+use lancet::tools::bench::rtt::{run_rtt, RttConfig, WaitMode};
+use lancet::tools::bench::{GuestMode, PathRunner, Role};
 
 #[test]
 fn missing_guest_image_makes_the_path_unavailable_with_the_file_named() {
@@ -63,17 +63,18 @@ fn qemu_guest_echo_answers_the_rtt_client() {
 
 #[test]
 fn qemu_path_measures_echo_receive_and_transmit() {
-    let args = lancet::bench::BenchArgs {
+    let args = lancet::tools::bench::BenchArgs {
         quick: true,
         paths: vec!["qemu_tap".into()],
         modes: vec!["poll".into()],
         samples: Some(200),
         rate_seconds: Some(0.3),
-        ..lancet::bench::BenchArgs::default()
+        ..lancet::tools::bench::BenchArgs::default()
     };
-    let report = lancet::bench::run_bench(&args).unwrap();
-    lancet::bench::report::check_report(&report).unwrap();
-    let Some(lancet::bench::report::PathResult::Measured(m)) = report.get("qemu_tap", "poll")
+    let report = lancet::tools::bench::run_bench(&args).unwrap();
+    lancet::tools::bench::report::check_report(&report).unwrap();
+    let Some(lancet::tools::bench::report::PathResult::Measured(m)) =
+        report.get("qemu_tap", "poll")
     else {
         panic!(
             "qemu_tap/poll not measured (run `make guest`): {:?}",
@@ -125,7 +126,7 @@ exit 9"#;
 
 #[test]
 fn cpu_probe_falls_back_when_kvm_refuses_an_msr_and_keeps_the_feature_hiding() {
-    use lancet::bench::qemu_cpu::{default_cpu_candidates, probe_cpu_model};
+    use lancet::tools::bench::qemu_cpu::{default_cpu_candidates, probe_cpu_model};
     let dir = FakeQemuDir::new();
     let qemu = dir.script("qemu-refuses-msr", REFUSES_ARCH_CAPABILITIES);
     let candidates = default_cpu_candidates();
@@ -141,7 +142,7 @@ fn cpu_probe_falls_back_when_kvm_refuses_an_msr_and_keeps_the_feature_hiding() {
 
 #[test]
 fn cpu_probe_reports_other_failures_without_trying_further_models() {
-    use lancet::bench::qemu_cpu::{default_cpu_candidates, probe_cpu_model, CpuProbeError};
+    use lancet::tools::bench::qemu_cpu::{default_cpu_candidates, probe_cpu_model, CpuProbeError};
     let dir = FakeQemuDir::new();
     let log = dir.0.join("calls");
     let qemu = dir.script(
@@ -170,10 +171,10 @@ fn cpu_probe_reports_other_failures_without_trying_further_models() {
 fn cpu_probe_finds_a_model_the_real_qemu_starts_with() {
     // Where QEMU and KVM exist (make test installs QEMU; CI has /dev/kvm), a model must be found:
     // the bench's qemu_tap path depends on it.
-    let model = lancet::bench::qemu_cpu::qemu_cpu_model()
+    let model = lancet::tools::bench::qemu_cpu::qemu_cpu_model()
         .unwrap_or_else(|e| panic!("no QEMU CPU model starts on this host: {e}"));
     assert!(
-        lancet::bench::qemu_cpu::BASE_MODELS
+        lancet::tools::bench::qemu_cpu::BASE_MODELS
             .iter()
             .any(|base| model.starts_with(base)),
         "{model}"

@@ -4,13 +4,17 @@
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use lancet::bench::gen::{run_generator, spawn_counter, CountConfig, FrameFilter, GenConfig};
-use lancet::bench::netns::{join, spawn_in_netns, VethPairNetns};
-use lancet::bench::packet::{
+use lancet::tools::bench::gen::{
+    run_generator, spawn_counter, CountConfig, FrameFilter, GenConfig,
+};
+use lancet::tools::bench::netns::{join, spawn_in_netns, VethPairNetns};
+use lancet::tools::bench::packet::{
     build_udp_frame, UdpFlow, DISCARD_PORT, ECHO_PORT, MIN_FRAME_UDP_PAYLOAD,
 };
-use lancet::bench::raw_xsk::{spawn_raw_xsk, AttachMode, RawXskConfig, XskJob, XskLimits, XskWait};
-use lancet::bench::rtt::{run_rtt, RttConfig, WaitMode};
+use lancet::tools::bench::raw_xsk::{
+    spawn_raw_xsk, AttachMode, RawXskConfig, XskJob, XskLimits, XskWait,
+};
+use lancet::tools::bench::rtt::{run_rtt, RttConfig, WaitMode};
 
 fn xsk_config(pair: &VethPairNetns, wait: XskWait) -> RawXskConfig {
     RawXskConfig {

@@ -1,12 +1,12 @@
 //! The report model: JSON round trip, the consistency check, ratios, the stdout table, .hgrm and
 //! SVG output.
 
-use lancet::bench::report::{
+use lancet::tools::bench::report::{
     check_report, render_percentile_svg, render_table, render_tcp_svg, write_hgrm, BenchReport,
     DropCount, IoCpuPerFrame, Measurement, PathResult, RttSummary, TcpFigures, TcpTransfer, MODES,
     PATHS, PATH_COLORS,
 };
-use lancet::bench::rtt::new_histogram;
+use lancet::tools::bench::rtt::new_histogram;
 
 fn histogram(values: &[u64]) -> hdrhistogram::Histogram<u64> {
     let mut h = new_histogram();

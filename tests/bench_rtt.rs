@@ -3,9 +3,9 @@
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use lancet::bench::netns::{join, spawn_in_netns, VethPairNetns};
-use lancet::bench::packet::{MIN_FRAME_UDP_PAYLOAD, MTU_UDP_PAYLOAD};
-use lancet::bench::rtt::{run_rtt, KernelUdpEcho, RttConfig, WaitMode};
+use lancet::tools::bench::netns::{join, spawn_in_netns, VethPairNetns};
+use lancet::tools::bench::packet::{MIN_FRAME_UDP_PAYLOAD, MTU_UDP_PAYLOAD};
+use lancet::tools::bench::rtt::{run_rtt, KernelUdpEcho, RttConfig, WaitMode};
 
 const ECHO_PORT: u16 = 7007;
 

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use lancet::bench::report::{check_report, BenchReport, PathResult, MODES};
-use lancet::bench::{run_bench, BenchArgs};
+use lancet::tools::bench::report::{check_report, BenchReport, PathResult, MODES};
+use lancet::tools::bench::{run_bench, BenchArgs};
 
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lancet-{name}-{}", std::process::id()));

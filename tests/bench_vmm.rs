@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lancet::bench::vmm_path::{stats_from_vmm_json, VmmBackend, VmmRunner, VmmSettings};
-use lancet::bench::{GuestMode, PathRunner, Role};
+use lancet::tools::bench::vmm_path::{stats_from_vmm_json, VmmBackend, VmmRunner, VmmSettings};
+use lancet::tools::bench::{GuestMode, PathRunner, Role};
 
 fn stats_doc() -> serde_json::Value {
     serde_json::json!({
@@ -73,7 +73,7 @@ fn missing_lancet_or_guest_makes_the_path_unavailable_with_the_file_named() {
         boot_timeout: Duration::from_secs(1),
         pin_vcpu: None,
         pin_io: None,
-        poll_kick: lancet::bench::vmm_path::PollKick::Always,
+        poll_kick: lancet::tools::bench::vmm_path::PollKick::Always,
         busy_poll_us: None,
     };
     let mut runner = VmmRunner::new(VmmBackend::Xdp, settings.clone());

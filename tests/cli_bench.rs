@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use lancet::bench::report::{check_report, BenchReport, PathResult, MODES, PATHS};
+use lancet::tools::bench::report::{check_report, BenchReport, PathResult, MODES, PATHS};
 
 #[test]
 fn quick_bench_json_is_complete_and_consistent() {

@@ -12,7 +12,7 @@ use lancet::net::{
     spoof::SpoofGuard,
     Backend,
 };
-use lancet::testbed::{Side, Testbed};
+use lancet::tools::testbed::{Side, Testbed};
 
 const MIRROR_TAP: &str = "lt-mir0";
 

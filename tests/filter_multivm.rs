@@ -14,7 +14,7 @@ use filter_support::{bed, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, 
 use lancet::net::{
     nic, port::PORT_QUEUE, rules::Rule, Backend, FrameTx, XdpBackend, XdpConfig, XdpMode,
 };
-use lancet::testbed::{frames, Side, Testbed};
+use lancet::tools::testbed::{frames, Side, Testbed};
 
 /// The second VM.
 const VM_B: &str = "b";
@@ -234,7 +234,7 @@ fn a_mirror_rule_reaches_a_vm_on_a_veth_port_with_its_host_copy() {
 #[test]
 fn a_port_the_mtu_does_not_allow_is_refused_and_leaves_nothing_behind() {
     let _pins = pin_lock();
-    let bed = Testbed::new(lancet::testbed::TestbedConfig {
+    let bed = Testbed::new(lancet::tools::testbed::TestbedConfig {
         name_prefix: "mt".into(),
         mtu: Some(3600),
         ..Default::default()
@@ -409,7 +409,7 @@ fn neighbour_mac(bed: &Testbed, ip: Ipv4Addr) -> String {
 
 #[test]
 fn two_lancet_runs_on_one_nic_each_answer_for_themselves() {
-    let bed = Testbed::new(lancet::testbed::TestbedConfig {
+    let bed = Testbed::new(lancet::tools::testbed::TestbedConfig {
         name_prefix: "mr".into(),
         ..Default::default()
     })

@@ -18,7 +18,7 @@ use lancet::net::{
     nic, pin, rulemaps::RuleMaps, rules::Rule, steer::attached_program_id, Backend, XdpBackend,
     XdpConfig, XdpMode,
 };
-use lancet::testbed::Testbed;
+use lancet::tools::testbed::Testbed;
 
 fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
@@ -132,7 +132,7 @@ fn cli_changes_the_rules_of_a_running_backend() {
 #[test]
 fn nic_attach_survives_the_process_and_run_reuses_it() {
     let _pins = pin_lock();
-    let bed = Testbed::new(lancet::testbed::TestbedConfig {
+    let bed = Testbed::new(lancet::tools::testbed::TestbedConfig {
         name_prefix: "pa".into(),
         ..Default::default()
     })
@@ -251,7 +251,7 @@ fn rules_change_while_traffic_flows_without_losing_kept_frames() {
     let sender = {
         let peer = b
             .bed
-            .raw_socket(lancet::testbed::Side::Peer, Testbed::PEER_NIC)
+            .raw_socket(lancet::tools::testbed::Side::Peer, Testbed::PEER_NIC)
             .unwrap();
         std::thread::spawn(move || {
             for seq in 0..FRAMES {
@@ -290,7 +290,7 @@ fn pins_of_namespaces_that_no_longer_exist_are_ignored_and_swept() {
         "a dead namespace's pins are not picked"
     );
     // Creating pins for any NIC sweeps what dead namespaces left.
-    let bed = Testbed::new(lancet::testbed::TestbedConfig {
+    let bed = Testbed::new(lancet::tools::testbed::TestbedConfig {
         name_prefix: "ps".into(),
         ..Default::default()
     })
@@ -311,7 +311,7 @@ fn pins_of_namespaces_that_no_longer_exist_are_ignored_and_swept() {
 fn incompatible_leftover_pins_are_replaced_when_no_program_is_attached() {
     use lancet::net::{pin, XdpBackend, XdpConfig, XdpMode};
     let _pins = pin_lock();
-    let bed = Testbed::new(lancet::testbed::TestbedConfig {
+    let bed = Testbed::new(lancet::tools::testbed::TestbedConfig {
         name_prefix: "ip".into(),
         ..Default::default()
     })

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use filter_support::{bed, sock_receive, vm_receive, Frame, QUIET, VM};
 use lancet::net::{rules::Rule, Backend};
-use lancet::testbed::Testbed;
+use lancet::tools::testbed::Testbed;
 
 fn rule(text: &str) -> Rule {
     Rule::parse_str(text).unwrap()

@@ -9,7 +9,7 @@ use filter_support::{pin_lock, seq_of, sock_receive, Frame, QUIET, WAIT};
 use lancet::net::{
     stats, vmnet::VmNet, vmnet::VmNetOptions, Backend, BackendKind, BackendSpec, FrameTx, XdpMode,
 };
-use lancet::testbed::{Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{Side, Testbed, TestbedConfig};
 
 #[test]
 fn run_wrapper_captures_guards_and_publishes() {
@@ -97,7 +97,7 @@ fn run_wrapper_captures_guards_and_publishes() {
 /// guest claims the same address is refused it (counted), and its frames from it never leave.
 #[test]
 fn learned_addresses_are_steered_and_another_vms_address_is_refused() {
-    use lancet::testbed::frames;
+    use lancet::tools::testbed::frames;
     let _pins = pin_lock();
     let bed = Testbed::new(TestbedConfig {
         name_prefix: "vl".into(),

@@ -13,7 +13,7 @@ use std::{
 
 use filter_support::pin_lock;
 use lancet::net::{local::LocalLink, Backend, FrameTx, XdpBackend, XdpConfig, XdpMode};
-use lancet::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x57];
 const IP_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 11);

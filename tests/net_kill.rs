@@ -9,7 +9,7 @@ use std::{
 };
 
 use lancet::net::{nic, steer, MacFilter, XdpBackend, XdpConfig, XdpMode};
-use lancet::testbed::{Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{Side, Testbed, TestbedConfig};
 
 const CHILD_NS_VAR: &str = "LANCET_TEST_CHILD_NS";
 const CHILD_FILTER_VAR: &str = "LANCET_TEST_CHILD_FILTER";
@@ -36,7 +36,7 @@ fn child_holds_an_xdp_backend() {
         Ok("promisc") => MacFilter::Promiscuous,
         _ => MacFilter::Unicast,
     };
-    let _in_ns = lancet::testbed::NsGuard::enter(&ns).unwrap();
+    let _in_ns = lancet::tools::testbed::NsGuard::enter(&ns).unwrap();
     let mut cfg = XdpConfig::new(Testbed::NIC, Testbed::VM_MAC);
     cfg.mode = XdpMode::Native;
     cfg.mac_filter = filter;

@@ -11,7 +11,7 @@ use std::{
 };
 
 use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig};
-use lancet::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 use net_support::NullGuest;
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -15,7 +15,7 @@ use filter_support::{pin_lock, vm_receive, Frame, WAIT};
 use lancet::net::{
     nic, port::ALL_QUEUES, port::PORT_QUEUE, Backend, XdpBackend, XdpConfig, XdpMode,
 };
-use lancet::testbed::{Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{Side, Testbed, TestbedConfig};
 
 /// RX (and TX) queues of both veth ends.
 const QUEUES: u32 = 4;

@@ -4,7 +4,7 @@
 use lancet::net::{
     nic, open_backend, BackendKind, BackendSpec, NetError, XdpMode, DEFAULT_TAP_NAME,
 };
-use lancet::testbed::{Testbed, TestbedConfig};
+use lancet::tools::testbed::{Testbed, TestbedConfig};
 
 fn spec(kind: BackendKind, nic: &str) -> BackendSpec {
     BackendSpec {

@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig};
-use lancet::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 use support::pcnet32::{Config, Machine, Pcnet32};
 
 const WAIT: Duration = Duration::from_secs(30);

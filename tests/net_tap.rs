@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use lancet::net::{Backend, FrameTx, TapBackend, TapConfig};
-use lancet::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 const WAIT: Duration = Duration::from_secs(3);
 const MAX_WIRE_FRAME: usize = 1514; // 1518 with the FCS the chip adds

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use lancet::testbed::{Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{Side, Testbed, TestbedConfig};
 
 fn netns_exists(name: &str) -> bool {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();

@@ -12,7 +12,7 @@ use std::{
 };
 
 use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig, XdpMode};
-use lancet::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 const FRAMES: u64 = 100_000;
 const FRAME_LEN: usize = 64;

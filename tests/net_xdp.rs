@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use lancet::net::{
     steer::link_local_from_mac, Backend, FrameTx, NetError, XdpBackend, XdpConfig, XdpMode,
 };
-use lancet::testbed::{frames, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, Side, Testbed, TestbedConfig};
 
 const WAIT: Duration = Duration::from_secs(3);
 const MAX_WIRE_FRAME: usize = 1514; // 1518 with the FCS the chip adds

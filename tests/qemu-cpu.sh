@@ -4,7 +4,7 @@
 # (IA32_ARCH_CAPABILITIES: "failed to set MSR 0x10a to 0x69"), and QEMU aborts at start. Each
 # candidate is started once, paused (-S), with its monitor on stdin answering `quit`: exit 0 means
 # every vCPU register was accepted. Only that refusal tries the next candidate; any other failure
-# (no KVM, a broken QEMU) is printed as it is. src/bench/qemu_cpu.rs does the same for `lancet bench`.
+# (no KVM, a broken QEMU) is printed as it is. src/tools/bench/qemu_cpu.rs does the same for `lancet bench`.
 
 # The features lancet's own VM hides by default (src/vmm/cpuid.rs DEFAULT_HIDDEN; a test keeps
 # the two equal), as QEMU -cpu flags.

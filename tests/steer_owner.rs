@@ -19,7 +19,7 @@ use lancet::net::{
     rulemaps::{RuleMaps, VmName},
     NetError, XdpBackend, XdpConfig, XdpMode,
 };
-use lancet::testbed::{frames, Testbed};
+use lancet::tools::testbed::{frames, Testbed};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x57];

@@ -1,4 +1,4 @@
-//! End to end over the real backends, in network namespaces from `src/testbed.rs`: `lancet run`
+//! End to end over the real backends, in network namespaces from `src/tools/testbed.rs`: `lancet run`
 //! (the binary) boots the test guest bridged over AF_XDP and over TAP, in interrupt and poll mode,
 //! and the peer namespace pings it, resolves it by ARP and gets UDP echoes back; sink and blast move
 //! 100 000 frames each way with every frame counted on both ends; the small Linux guest's pcnet32
@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::vm::{guest_args, testbed, VmProcess};
-use lancet::testbed::{frames, Side, Testbed};
+use lancet::tools::testbed::{frames, Side, Testbed};
 
 /// Pings the VM from the peer namespace: `count` requests, returns how many were answered.
 fn ping(bed: &Testbed, count: u32) -> (u32, String) {

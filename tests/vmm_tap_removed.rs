@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lancet::lance::{IrqLine, Lance};
 use lancet::net::{TapBackend, TapConfig};
-use lancet::testbed::{Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{Side, Testbed, TestbedConfig};
 use lancet::vmm::io_thread::{run_io_thread, IoTuning};
 use lancet::vmm::nic::{BackendPort, NetShared};
 use lancet::vmm::stats::ExitStats;

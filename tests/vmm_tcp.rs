@@ -1,4 +1,4 @@
-//! TCP end to end over the real backends, in network namespaces from `src/testbed.rs`: the test
+//! TCP end to end over the real backends, in network namespaces from `src/tools/testbed.rs`: the test
 //! guest's smoltcp stack (`--guest tcp-sink` / `tcp-source`) against the peer namespace's kernel.
 //! - tcp-sink: a real client (`nc -N`, netcat-openbsd) in the peer namespace sends 4 MiB; the guest
 //!   reports exactly that many bytes and exits 0 when the client closes; with `--count 2` it serves
@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::vm::{guest_args, testbed, VmProcess};
-use lancet::testbed::{Side, Testbed};
+use lancet::tools::testbed::{Side, Testbed};
 
 /// What the client sends to tcp-sink, and tcp-source to the kernel sink.
 const TRANSFER_BYTES: u64 = 4 * 1024 * 1024;

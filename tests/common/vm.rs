@@ -1,11 +1,11 @@
-//! `lancet run` as a child process in a testbed (`src/testbed.rs`) booting the test guest: start
+//! `lancet run` as a child process in a testbed (`src/tools/testbed.rs`) booting the test guest: start
 //! it, watch its serial console, stop it or wait for its exit, and kill it (by PID) on drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lancet::testbed::{Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{Side, Testbed, TestbedConfig};
 
 /// A `lancet run` child process in a testbed; killed (by its PID) and reaped on drop.
 pub struct VmProcess {

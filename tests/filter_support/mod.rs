@@ -10,7 +10,7 @@ use std::{
 };
 
 use lancet::net::{Backend, XdpBackend, XdpConfig, XdpMode};
-use lancet::testbed::{RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{RawSocket, Side, Testbed, TestbedConfig};
 
 /// The VM name the tests register.
 pub const VM: &str = "web1";

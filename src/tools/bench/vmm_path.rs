@@ -16,7 +16,7 @@ use super::packet::{format_mac, Mac, ECHO_PORT, FCS_LEN};
 use super::private_dir::PrivateDir;
 use super::qemu_path::BLAST_LINE;
 use super::report::{DropCount, Pinning};
-use crate::testbed::Testbed;
+use crate::tools::testbed::Testbed;
 
 use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Role, RunningPath};
 

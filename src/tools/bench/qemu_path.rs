@@ -8,7 +8,7 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use crate::testbed::Testbed;
+use crate::tools::testbed::Testbed;
 
 use super::cpu::{process_cpu, thread_cpu};
 use super::guest_proc::GuestProcess;

@@ -11,7 +11,7 @@
 //! veth with no VM: the echo and TCP baseline. [`cpu`] samples CPU time from /proc for
 //! `host_cpu_ms_per_mb` (TCP) and `io_cpu_ns_per_frame` (receive and transmit phases).
 //!
-//! Wiring into the CLI: `Command::Bench(args: lancet::bench::BenchArgs)` in main.rs calling
+//! Wiring into the CLI: `Command::Bench(args: lancet::tools::bench::BenchArgs)` in main.rs calling
 //! [`run_bench`], exit status non-zero on `Err` (the report is printed and written by `run_bench`).
 //! The xdp/tap runners start `lancet run` from the running executable (`--lancet` overrides).
 

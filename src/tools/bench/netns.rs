@@ -1,4 +1,4 @@
-//! The bench's view of the shared testbed ([`crate::testbed::Testbed`]: two `lt-*` namespaces
+//! The bench's view of the shared testbed ([`crate::tools::testbed::Testbed`]: two `lt-*` namespaces
 //! joined by a veth pair, removed on drop) as two addressed ends; running code inside a namespace;
 //! reading interface counters.
 
@@ -11,7 +11,7 @@ use nix::sched::{setns, CloneFlags};
 
 use super::packet::Mac;
 use super::BenchError;
-use crate::testbed::{Side, Testbed, TestbedConfig};
+use crate::tools::testbed::{Side, Testbed, TestbedConfig};
 
 /// Where `ip netns` keeps its namespace handles.
 const NETNS_RUN_DIR: &str = "/run/netns";

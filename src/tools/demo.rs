@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::bench::netns::{join, spawn_in_netns};
-use crate::bench::qemu_path::default_guest_image;
-use crate::bench::report::RttSummary;
-use crate::bench::rtt::{run_rtt, RttConfig, WaitMode};
-use crate::bench::vmm_path::{PollKick, VmmBackend, VmmRunner, VmmSettings};
-use crate::bench::{BenchError, GuestMode, PathRunner, Role};
+use crate::tools::bench::netns::{join, spawn_in_netns};
+use crate::tools::bench::qemu_path::default_guest_image;
+use crate::tools::bench::report::RttSummary;
+use crate::tools::bench::rtt::{run_rtt, RttConfig, WaitMode};
+use crate::tools::bench::vmm_path::{PollKick, VmmBackend, VmmRunner, VmmSettings};
+use crate::tools::bench::{BenchError, GuestMode, PathRunner, Role};
 
 /// What `lancet demo` runs.
 #[derive(clap::Args, Debug, Clone)]
@@ -95,7 +95,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<(), BenchError> {
     println!(
         "VM is up: guest {} ({}) behind the host NIC; peer namespace {} ({} on {})",
         ep.dut_ip,
-        crate::bench::packet::format_mac(&ep.dut_mac),
+        crate::tools::bench::packet::format_mac(&ep.dut_mac),
         ep.peer_netns,
         ep.peer_ip,
         ep.peer_ifname
