@@ -4,7 +4,8 @@
 //! Each iteration moves a batch of frames; criterion's "thrpt" is frames per second.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use lancet::lance::{FrameTx, IrqLine, Lance, RxOutcome, MAX_FRAME_LEN};
+use lancet::frame::{FrameTx, MAX_FRAME_LEN};
+use lancet::lance::{IrqLine, Lance, RxOutcome};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];

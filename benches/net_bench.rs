@@ -386,7 +386,7 @@ struct NullBackend {
     buf: Vec<u8>,
 }
 
-impl lancet::net::FrameTx for NullBackend {
+impl lancet::frame::FrameTx for NullBackend {
     fn tx_buffer(&mut self) -> Option<&mut [u8]> {
         Some(&mut self.buf)
     }

@@ -2,6 +2,7 @@
 //! are bridged to AF_XDP socket queues (or, as the classic baseline, a TAP device on a Linux bridge).
 //!
 //! Data flows one way through each part:
+//! - [`frame`]: the vocabulary the model and the host side share (`FrameTx`, MAC addresses).
 //! - [`lance`]: the chip model. Pure: no syscalls, no threads. Guest memory through vm-memory.
 //! - [`net`]: the host side of the wire: the [`net::Backend`] trait, the AF_XDP and TAP backends,
 //!   the XDP steering program's loader.
@@ -13,6 +14,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli_filter;
+pub mod frame;
 pub mod lance;
 pub mod net;
 pub mod tools;

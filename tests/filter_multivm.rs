@@ -5,15 +5,14 @@
 mod common;
 mod filter_support;
 
+use lancet::frame::FrameTx;
 use std::{
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
 use filter_support::{bed, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, WAIT};
-use lancet::net::{
-    nic, port::PORT_QUEUE, rules::Rule, Backend, FrameTx, XdpBackend, XdpConfig, XdpMode,
-};
+use lancet::net::{nic, port::PORT_QUEUE, rules::Rule, Backend, XdpBackend, XdpConfig, XdpMode};
 use lancet::tools::testbed::{frames, Side, Testbed};
 
 /// The second VM.

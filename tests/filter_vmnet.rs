@@ -3,11 +3,12 @@
 
 mod filter_support;
 
+use lancet::frame::FrameTx;
 use std::process::Command;
 
 use filter_support::{pin_lock, seq_of, sock_receive, Frame, QUIET, WAIT};
 use lancet::net::{
-    stats, vmnet::VmNet, vmnet::VmNetOptions, Backend, BackendKind, BackendSpec, FrameTx, XdpMode,
+    stats, vmnet::VmNet, vmnet::VmNetOptions, Backend, BackendKind, BackendSpec, XdpMode,
 };
 use lancet::tools::testbed::{Side, Testbed, TestbedConfig};
 

@@ -22,11 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use lancet::frame::{FrameTx, MAX_FRAME_LEN};
 use lancet::lance::regs::{
     BCR_SWS, CSR0_INIT, CSR0_STRT, CSR0_TDMD, CSR_IADR_HI, CSR_IADR_LO, CSR_STATUS, RDP, WIO_BDP,
     WIO_RAP,
 };
-use lancet::lance::{FrameTx, Lance, MAX_FRAME_LEN};
+use lancet::lance::Lance;
 use lancet::vmm::bus::Bus;
 use lancet::vmm::nic::{NetPort, NetShared};
 use lancet::vmm::serial::{IrqFdTrigger, SerialConsole};

@@ -8,7 +8,8 @@
 
 mod support;
 
-use lancet::lance::{FrameTx, Lance};
+use lancet::frame::FrameTx;
+use lancet::lance::Lance;
 use proptest::prelude::*;
 use support::guarded::{guarded_memory, CountingMem, Irq};
 use vm_memory::{Bytes, GuestAddress};
@@ -30,7 +31,7 @@ impl FrameTx for Sink {
         Some(&mut self.buf)
     }
     fn tx_commit(&mut self, len: usize) {
-        assert!(len <= lancet::lance::MAX_FRAME_LEN);
+        assert!(len <= lancet::frame::MAX_FRAME_LEN);
     }
 }
 

@@ -12,7 +12,8 @@ use std::{
 };
 
 use filter_support::pin_lock;
-use lancet::net::{local::LocalLink, Backend, FrameTx, XdpBackend, XdpConfig, XdpMode};
+use lancet::frame::FrameTx;
+use lancet::net::{local::LocalLink, Backend, XdpBackend, XdpConfig, XdpMode};
 use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x57];

@@ -3,10 +3,11 @@
 
 use std::{net::IpAddr, os::fd::RawFd};
 
+use lancet::frame::{FrameTx, MAX_FRAME_LEN};
 use lancet::net::{
     learn::{AddressEvent, Limits},
     spoof::{GuardPolicy, SpoofGuard},
-    Backend, BackendStats, FrameTx, NetError, MAX_FRAME_LEN,
+    Backend, BackendStats, NetError,
 };
 
 const VM_MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use lancet::net::{Backend, FrameTx, TapBackend, TapConfig};
+use lancet::frame::FrameTx;
+use lancet::net::{Backend, TapBackend, TapConfig};
 use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -70,7 +71,7 @@ fn receive(
 
 fn transmit(backend: &mut TapBackend, frame: &[u8]) {
     let buf = backend.tx_buffer().expect("a TX buffer");
-    assert!(buf.len() >= lancet::net::MAX_FRAME_LEN);
+    assert!(buf.len() >= lancet::frame::MAX_FRAME_LEN);
     buf[..frame.len()].copy_from_slice(frame);
     backend.tx_commit(frame.len());
     backend.tx_flush();

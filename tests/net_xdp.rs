@@ -1,11 +1,10 @@
 //! AF_XDP backend against a veth testbed: steering (VM unicast, ARP, NS, host traffic), TX byte for
 //! byte, maximum-size frames both ways, and the refusals (second program, MTU too large).
 
+use lancet::frame::FrameTx;
 use std::time::{Duration, Instant};
 
-use lancet::net::{
-    steer::link_local_from_mac, Backend, FrameTx, NetError, XdpBackend, XdpConfig, XdpMode,
-};
+use lancet::net::{steer::link_local_from_mac, Backend, NetError, XdpBackend, XdpConfig, XdpMode};
 use lancet::tools::testbed::{frames, Side, Testbed, TestbedConfig};
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -44,7 +43,7 @@ fn receive(backend: &mut XdpBackend, n: usize, wait: Duration) -> Vec<Vec<u8>> {
 
 fn transmit(backend: &mut XdpBackend, frame: &[u8]) {
     let buf = backend.tx_buffer().expect("a free TX frame");
-    assert!(buf.len() >= lancet::net::MAX_FRAME_LEN);
+    assert!(buf.len() >= lancet::frame::MAX_FRAME_LEN);
     buf[..frame.len()].copy_from_slice(frame);
     backend.tx_commit(frame.len());
     backend.tx_flush();

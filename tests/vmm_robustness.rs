@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{pvh_elf_with_data, temp_file, Captured, Code, EchoPort};
-use lancet::lance::FrameTx;
+use lancet::frame::FrameTx;
 use lancet::vmm::boot::BootSpec;
 use lancet::vmm::nic::{NetPort, NicEffect, NicModel, TxOutcome};
 use lancet::vmm::{run_vm, HiddenFeatures, NetConfig, RunReport, VmConfig, VmOutcome};

@@ -67,30 +67,13 @@ use desc::Style;
 use pci::PciConfig;
 use regs::*;
 
+pub(crate) use crate::frame::{FrameTx, MAX_FRAME_LEN};
+
 /// The interrupt line (PCI INTA#) the model drives. Called only when the level changes.
 pub trait IrqLine {
     /// Assert (`true`) or deassert (`false`) the line.
     fn set_level(&mut self, asserted: bool);
 }
-
-/// The transmit half of a backend, as the model sees it. The model assembles a frame straight into
-/// the buffer the backend lends it (one copy: guest memory to backend buffer).
-pub trait FrameTx {
-    /// Carrier: `false` makes the model report LCAR (loss of carrier) on transmitted frames.
-    fn link_up(&self) -> bool {
-        true
-    }
-    /// A buffer of at least [`MAX_FRAME_LEN`] bytes for the next frame, or `None` when the backend
-    /// cannot take a frame now (the descriptor then stays owned by the chip and is retried later).
-    fn tx_buffer(&mut self) -> Option<&mut [u8]>;
-    /// Send the first `len` bytes of the buffer returned by the last `tx_buffer` call.
-    fn tx_commit(&mut self, len: usize);
-    /// End of a batch: push what was committed to the wire (one kick per batch).
-    fn tx_flush(&mut self) {}
-}
-
-/// Largest frame the chip sends or receives, FCS included (1514 + 4).
-pub const MAX_FRAME_LEN: usize = 1518;
 
 /// What a register write asks of the VMM.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,7 @@ use std::os::fd::RawFd;
 
 use serde::Serialize;
 
-pub use crate::lance::{FrameTx, MAX_FRAME_LEN};
+use crate::frame::{FrameTx, MAX_FRAME_LEN};
 
 pub mod bridge;
 pub mod learn;

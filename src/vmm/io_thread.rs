@@ -192,7 +192,7 @@ mod tests {
     use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
     use super::*;
-    use crate::lance::FrameTx;
+    use crate::frame::FrameTx;
     use crate::vmm::nic::{NetPort, NicEffect, NicModel, TxOutcome};
 
     /// A NIC whose RX room the test sets, recording delivered frames; its TX sends one frame per

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::lance::FrameTx;
+use crate::frame::FrameTx;
 
 use super::error::{os_err, Result};
 

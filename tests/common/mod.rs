@@ -8,7 +8,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use lancet::lance::{FrameTx, IrqLine};
+use lancet::frame::FrameTx;
+use lancet::lance::IrqLine;
 use lancet::vmm::nic::{NetPort, NicEffect, NicModel, TxOutcome};
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};

@@ -6,7 +6,8 @@
 //!
 //! Descriptor and init block layouts are written here independently of the model's own code.
 
-use lancet::lance::{FrameTx, IrqLine, Lance, RegEffect, MAX_FRAME_LEN};
+use lancet::frame::{FrameTx, MAX_FRAME_LEN};
+use lancet::lance::{IrqLine, Lance, RegEffect};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 // ---- recording stand-ins ----
