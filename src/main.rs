@@ -485,7 +485,7 @@ fn run(args: RunArgs) -> CliResult<i32> {
     let report = run_vm(config).map_err(|e| e.to_string())?;
     let _ = std::io::stdout().flush();
     eprintln!("lancet: {}", report.outcome);
-    let mut json = report.to_json();
+    let mut stats = report.stats();
     if let Some(d) = &serial_drops {
         if d.bytes() > 0 {
             eprintln!(
@@ -495,21 +495,24 @@ fn run(args: RunArgs) -> CliResult<i32> {
                 d.bytes()
             );
         }
-        json["serial"] = serde_json::json!({ "dropped_bytes": d.bytes() });
+        stats.serial = Some(lancet::vmm::SerialStats {
+            dropped_bytes: d.bytes(),
+        });
     }
+    let nic = stats.nic.clone().unwrap_or_default();
     eprintln!(
         "lancet: NIC tx {} / rx {} frames, {} vCPU exits ({} to the NIC, {} per frame)",
-        json["nic"]["tx_frames"],
-        json["nic"]["rx_frames"],
-        json["exits"]["total"],
+        nic.tx_frames,
+        nic.rx_frames,
+        stats.exits.total,
         report.exits.nic_exits(),
-        match json["nic_exits_per_frame"].as_f64() {
+        match stats.nic_exits_per_frame {
             Some(v) => format!("{v:.2}"),
             None => "-".into(),
         }
     );
     if let Some(path) = &args.stats_json {
-        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&stats).unwrap_or_default();
         std::fs::write(path, text + "\n")
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
@@ -528,11 +531,11 @@ mod net_setup {
     use super::{BackendKind, CliResult, RunArgs, TxMode, XdpModeArg};
     use lancet::lance::Lance;
     use lancet::net::{self, BackendSpec, XdpMode};
-    use lancet::vmm::nic::{BackendPort, NetPort, NicModel};
+    use lancet::vmm::nic::NicModel;
     use lancet::vmm::{IoTuning, NetConfig};
 
     pub fn net_config(args: &RunArgs) -> CliResult<Option<NetConfig>> {
-        let backend: Option<Box<dyn NetPort>> = match &args.nic {
+        let backend: Option<Box<dyn net::Backend>> = match &args.nic {
             Some(nic) => Some(open_backend(args, nic)?),
             None => None,
         };
@@ -552,7 +555,7 @@ mod net_setup {
         }))
     }
 
-    fn open_backend(args: &RunArgs, nic: &str) -> CliResult<Box<dyn NetPort>> {
+    fn open_backend(args: &RunArgs, nic: &str) -> CliResult<Box<dyn net::Backend>> {
         let spec = BackendSpec {
             kind: match args.backend {
                 BackendKind::Xdp => net::BackendKind::Xdp,
@@ -578,7 +581,7 @@ mod net_setup {
             mirror_tap: args.mirror_tap.as_ref().map(|t| t.to_string()),
         };
         let backend = net::vmnet::VmNet::open(&spec, &opts).map_err(|e| e.to_string())?;
-        Ok(Box::new(BackendPort(Box::new(backend))))
+        Ok(Box::new(backend))
     }
 
     /// The VM's IPv4 address, for ARP steering: --guest-ip, or the `ip=` kernel parameter.

@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lancet::tools::bench::vmm_path::{stats_from_vmm_json, VmmBackend, VmmRunner, VmmSettings};
+use lancet::tools::bench::vmm_path::{stats_from_vmm_report, VmmBackend, VmmRunner, VmmSettings};
 use lancet::tools::bench::{GuestMode, PathRunner, Role};
+use lancet::vmm::RunStats;
 
-fn stats_doc() -> serde_json::Value {
-    serde_json::json!({
+fn stats_doc() -> RunStats {
+    serde_json::from_value(serde_json::json!({
         "outcome": "guest exited with status 0",
         "exits": {
             "pio_nic": 0, "pio_serial": 900, "pio_pci_config": 40, "pio_debug_exit": 1,
@@ -17,13 +18,14 @@ fn stats_doc() -> serde_json::Value {
         "frames_moved": 9000,
         "nic": { "rx_frames": 4500, "tx_frames": 4400, "rx_missed": 7, "rx_overflow": 0, "rx_filtered": 2 },
         "backend": { "rx_frames": 4507, "drops": { "rx_ring_full": 0, "rx_fill_ring_empty": 11 } }
-    })
+    }))
+    .expect("a --stats-json document")
 }
 
 #[test]
 fn vmm_stats_give_packet_path_exits_frames_and_drops() {
     let doc = stats_doc();
-    let sink = stats_from_vmm_json(&doc, &Role::Sink { max_frames: 10 }, "xdp");
+    let sink = stats_from_vmm_report(&doc, &Role::Sink { max_frames: 10 }, "xdp");
     // Boot and shutdown exits (console, PCI probing, exit port, totals) are left out.
     let reasons: Vec<&str> = sink.kvm_exits.keys().map(String::as_str).collect();
     assert_eq!(reasons, ["interrupted", "mmio_nic"]);
@@ -42,7 +44,7 @@ fn vmm_stats_give_packet_path_exits_frames_and_drops() {
             ("xdp: backend rx_fill_ring_empty", 11)
         ]
     );
-    let blast = stats_from_vmm_json(
+    let blast = stats_from_vmm_report(
         &doc,
         &Role::Blast {
             count: 1,
@@ -56,11 +58,8 @@ fn vmm_stats_give_packet_path_exits_frames_and_drops() {
 
 #[test]
 fn vmm_stats_without_the_expected_keys_give_no_figures() {
-    let stats = stats_from_vmm_json(
-        &serde_json::json!({"outcome": "x"}),
-        &Role::Sink { max_frames: 1 },
-        "xdp",
-    );
+    let doc: RunStats = serde_json::from_value(serde_json::json!({"outcome": "x"})).unwrap();
+    let stats = stats_from_vmm_report(&doc, &Role::Sink { max_frames: 1 }, "xdp");
     assert!(stats.kvm_exits.is_empty() && stats.drops.is_empty());
     assert_eq!(stats.frames_received, None);
 }

@@ -75,9 +75,9 @@ fn run_wrapper_captures_guards_and_publishes() {
     let report = stats::collect(&filter_support::pinned_nic_name(&bed)).unwrap();
     let vm = report.vms.iter().find(|v| v.vm.name == "db1").unwrap();
     let counters = vm.counters.as_ref().expect("published");
-    assert_eq!(counters["counters"]["rx_frames"], 3);
-    assert_eq!(counters["counters"]["drops"]["tx_spoofed"], 1);
-    assert_eq!(counters["pcap"][0], 3);
+    assert_eq!(counters.counters.rx_frames, 3);
+    assert_eq!(counters.counters.drops.tx_spoofed, 1);
+    assert_eq!(counters.pcap.map(|p| p.0), Some(3));
     assert!(stats::render(&report).contains("db1"));
     drop(net);
     let out = Command::new("tcpdump")

@@ -28,8 +28,9 @@ use lancet::lance::regs::{
     WIO_RAP,
 };
 use lancet::lance::Lance;
+use lancet::net::{Backend, BackendStats, NetError};
 use lancet::vmm::bus::Bus;
-use lancet::vmm::nic::{NetPort, NetShared};
+use lancet::vmm::nic::NetShared;
 use lancet::vmm::serial::{IrqFdTrigger, SerialConsole};
 use lancet::vmm::stats::ExitStats;
 use lancet::vmm::{NIC_IO_BAR, NIC_MMIO_BAR};
@@ -356,7 +357,7 @@ impl FrameTx for SinkPort {
     }
 }
 
-impl NetPort for SinkPort {
+impl Backend for SinkPort {
     fn kind(&self) -> &'static str {
         "fuzz-sink"
     }
@@ -364,17 +365,14 @@ impl NetPort for SinkPort {
         use std::os::fd::AsRawFd;
         self.ready.as_raw_fd()
     }
-    fn recv_batch(&mut self, _: usize, _: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
+    fn recv_batch(&mut self, _: usize, _: &mut dyn FnMut(&[u8])) -> Result<usize, NetError> {
         Ok(0)
     }
     fn reap(&mut self) {
         self.sink.credits = self.sink.credits.saturating_add(1).min(8);
     }
-    fn frame_tx(&mut self) -> &mut dyn FrameTx {
-        self
-    }
-    fn stats_json(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    fn stats(&self) -> BackendStats {
+        BackendStats::default()
     }
 }
 

@@ -51,7 +51,7 @@ fn guest_prints_on_serial_and_exits_with_its_status() {
     assert_eq!(serial, "hello from the guest\n");
     assert_eq!(report.outcome, VmOutcome::GuestExit(7));
     assert_eq!(report.outcome.exit_status(), 7);
-    assert!(report.exits.to_json()["pio_serial"].as_u64().unwrap() >= 21);
+    assert!(report.exits.snapshot().pio_serial >= 21);
 }
 
 #[test]
@@ -105,9 +105,9 @@ fn pci_scan_finds_host_bridge_and_nic_with_assigned_resources() {
         VmOutcome::GuestExit(0),
         "check failed in the guest"
     );
-    let exits = report.exits.to_json();
-    assert_eq!(exits["mmio_nic"], 1);
-    assert_eq!(exits["pio_nic"], 1);
+    let exits = report.exits.snapshot();
+    assert_eq!(exits.mmio_nic, 1);
+    assert_eq!(exits.pio_nic, 1);
 }
 
 #[test]

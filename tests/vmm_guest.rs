@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::frames::{arp_fields, arp_request, icmp_echo, ipv4_fields, udp};
 use common::{test_guest_elf, Captured, EchoPort};
+use lancet::net::Backend;
 use lancet::vmm::boot::BootSpec;
-use lancet::vmm::nic::NetPort;
 use lancet::vmm::{run_vm, HiddenFeatures, RunReport, VmConfig, VmOutcome};
 
 const VM_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -30,7 +30,7 @@ fn boot_guest(
     done: impl Fn(&[Vec<u8>]) -> bool + Send + 'static,
 ) -> (RunReport, String) {
     let serial = Captured::default();
-    let backend: Box<dyn NetPort> = Box::new(port);
+    let backend: Box<dyn Backend> = Box::new(port);
     let report = run_vm(VmConfig {
         mem_bytes: 64 << 20,
         cpus: 1,
@@ -126,8 +126,8 @@ fn answers_arp_icmp_and_udp(mode: &str) {
         "a UDP echo"
     );
     let nic = report.nic.unwrap();
-    assert_eq!(nic["rx_frames"], 3);
-    assert_eq!(nic["tx_frames"], 3);
+    assert_eq!(nic.rx_frames, 3);
+    assert_eq!(nic.tx_frames, 3);
 }
 
 #[test]
@@ -219,8 +219,8 @@ fn poll_mode_without_tdmd_answers_every_echo_with_no_nic_exit_per_echo() {
         long.exits.nic_exits(),
         short.exits.nic_exits(),
         "NIC exits must not grow with the echo count: short {:?} long {:?}",
-        short.exits.to_json(),
-        long.exits.to_json()
+        short.exits.snapshot(),
+        long.exits.snapshot()
     );
     // kick=lazy: TDMD only when the I/O thread's poll has not taken a reply within ~20 us; every
     // echo is answered either way.
@@ -273,11 +273,8 @@ fn hostile_test_guest_leaves_the_vmm_up_and_the_next_vm_is_served() {
         );
     }
     let nic = report.nic.unwrap();
-    eprintln!("hostile test guest: NIC counters {nic}");
-    assert!(
-        nic["dma_errors"].as_u64().unwrap() > 0,
-        "errors are reported: {nic}"
-    );
+    eprintln!("hostile test guest: NIC counters {nic:?}");
+    assert!(nic.dma_errors > 0, "errors are reported: {nic:?}");
     // The same process then serves a well-behaved VM.
     answers_arp_icmp_and_udp("poll");
 }

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use common::{pvh_elf_with_data, temp_file, Captured, Code, EchoPort};
 use lancet::frame::FrameTx;
+use lancet::lance::{LanceStats, RegEffect, TxReport};
+use lancet::net::{Backend, BackendStats, NetError};
 use lancet::vmm::boot::BootSpec;
-use lancet::vmm::nic::{NetPort, NicEffect, NicModel, TxOutcome};
+use lancet::vmm::nic::NicModel;
 use lancet::vmm::{run_vm, HiddenFeatures, NetConfig, RunReport, VmConfig, VmOutcome};
 use vm_memory::GuestMemoryMmap;
 
@@ -114,10 +116,10 @@ impl NicModel for PanicOnRegisterRead {
     fn read_reg(&mut self, _: &GuestMemoryMmap, _: u64, _: &mut [u8]) {
         panic!("injected device model failure");
     }
-    fn write_reg(&mut self, mem: &GuestMemoryMmap, offset: u64, data: &[u8]) -> NicEffect {
+    fn write_reg(&mut self, mem: &GuestMemoryMmap, offset: u64, data: &[u8]) -> RegEffect {
         self.0.write_reg(mem, offset, data)
     }
-    fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxOutcome {
+    fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxReport {
         self.0.transmit(mem, tx)
     }
     fn tx_polling(&self) -> bool {
@@ -129,11 +131,8 @@ impl NicModel for PanicOnRegisterRead {
     fn receive(&mut self, mem: &GuestMemoryMmap, frame: &[u8]) {
         self.0.receive(mem, frame)
     }
-    fn stats_json(&self) -> serde_json::Value {
-        self.0.stats_json()
-    }
-    fn frames_moved(&self) -> u64 {
-        self.0.frames_moved()
+    fn stats(&self) -> LanceStats {
+        self.0.stats()
     }
 }
 
@@ -150,24 +149,25 @@ impl FrameTx for PanicOnReap {
     }
 }
 
-impl NetPort for PanicOnReap {
+impl Backend for PanicOnReap {
     fn kind(&self) -> &'static str {
         "panic-test"
     }
     fn poll_fd(&self) -> std::os::fd::RawFd {
         self.0.poll_fd()
     }
-    fn recv_batch(&mut self, max: usize, deliver: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, NetError> {
         self.0.recv_batch(max, deliver)
     }
     fn reap(&mut self) {
         panic!("injected backend failure");
     }
-    fn frame_tx(&mut self) -> &mut dyn FrameTx {
-        self
-    }
-    fn stats_json(&self) -> serde_json::Value {
-        serde_json::Value::Null
+    fn stats(&self) -> BackendStats {
+        BackendStats::default()
     }
 }
 
@@ -206,7 +206,11 @@ fn a_panicking_io_thread_stops_the_vm_with_a_message() {
     let (report, _) = run("io-panic", &code, net);
     assert_failed_with(&report, "the I/O thread panicked: injected backend failure");
     assert_eq!(
-        report.io_thread_error.as_deref(),
+        report
+            .io_thread_error
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
         Some("the I/O thread panicked: injected backend failure")
     );
 }

@@ -11,7 +11,7 @@ use lancet::lance::{IrqLine, Lance};
 use lancet::net::{TapBackend, TapConfig};
 use lancet::tools::testbed::{Side, Testbed, TestbedConfig};
 use lancet::vmm::io_thread::{run_io_thread, IoTuning};
-use lancet::vmm::nic::{BackendPort, NetShared};
+use lancet::vmm::nic::NetShared;
 use lancet::vmm::stats::ExitStats;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -93,14 +93,7 @@ fn a_deleted_tap_takes_the_link_down_without_spinning_the_io_thread() {
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let mut lance = Lance::new(Testbed::VM_MAC, NoIrq);
     lance.set_link(true);
-    let net = Arc::new(
-        NetShared::new(
-            Box::new(lance),
-            Some(Box::new(BackendPort(Box::new(tap)))),
-            true,
-        )
-        .unwrap(),
-    );
+    let net = Arc::new(NetShared::new(Box::new(lance), Some(Box::new(tap)), true).unwrap());
     assert!(link_led(&net, &mem), "link up before");
     let stats = Arc::new(ExitStats::default());
     let stop = EventFd::new(EFD_NONBLOCK).unwrap();

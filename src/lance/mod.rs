@@ -116,7 +116,8 @@ pub enum RxOutcome {
 }
 
 /// Counters of everything the model did or dropped. Every dropped frame is counted here.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LanceStats {
     pub tx_frames: u64,
     pub tx_bytes: u64,

@@ -64,7 +64,8 @@ pub fn tap_ifname(pid: u32, idx: u32) -> String {
 }
 
 /// The NIC-wide counters of the bridge programs (summed over CPUs; shared by every VM on the NIC).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct BridgeCounters {
     /// Unicast frames from a VM injected into the NIC's receive path (to the host).
     pub vm_to_host: u64,

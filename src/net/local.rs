@@ -36,7 +36,8 @@ const MAC_LEN: usize = 6;
 const TAP_READ_EVERY: u32 = 8;
 
 /// Counters of one VM's local link.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct LocalStats {
     /// Unicast frames the VM sent to the host or another local VM (through the tap, not the wire).
     pub tx_local: u64,
@@ -227,5 +228,17 @@ impl Backend for LocalLink {
 
     fn local_stats(&self) -> Option<LocalStats> {
         Some(self.counters())
+    }
+
+    fn mirror_stats(&self) -> Option<super::xdp::MirrorStats> {
+        Some(self.xdp.mirror_stats())
+    }
+
+    fn steer_address(&mut self, ip: std::net::IpAddr) -> Result<(), NetError> {
+        self.xdp.steer_address(ip)
+    }
+
+    fn unsteer_address(&mut self, ip: std::net::IpAddr) {
+        self.xdp.unsteer_address(ip)
     }
 }

@@ -11,8 +11,13 @@
 //!     fn recv_batch(&mut self, max: usize, deliver: &mut dyn FnMut(&[u8])) -> Result<usize, NetError>;
 //!     fn reap(&mut self);                             // TX completions, fill-ring refill
 //!     fn stats(&self) -> BackendStats;                // frames, bytes, drops by reason
+//!     // optional: local bridge / mirror counters, steering of learned addresses (AF_XDP)
 //! }
 //! ```
+//!
+//! It is the only backend contract: the VMM holds a `Box<dyn Backend>`, and what wraps a backend
+//! (anti-spoofing, capture, stats publishing) is a [`layer::Layer`] of hooks put on it by
+//! [`layer::Layered`], the one place that forwards the contract.
 //!
 //! Several VMs on one NIC: the first VM's AF_XDP socket binds the NIC's queue; every further VM
 //! gets its own veth port fed by an XDP redirect from the steering program ([`port`]), so each VM
@@ -27,11 +32,12 @@
 
 use std::os::fd::RawFd;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::frame::{FrameTx, MAX_FRAME_LEN};
 
 pub mod bridge;
+pub mod layer;
 pub mod learn;
 pub mod liblog;
 pub mod local;
@@ -89,10 +95,72 @@ pub trait Backend: FrameTx + Send {
     fn local_stats(&self) -> Option<local::LocalStats> {
         None
     }
+    /// The mirror counters (an AF_XDP VM; `None` otherwise).
+    fn mirror_stats(&self) -> Option<xdp::MirrorStats> {
+        None
+    }
+    /// Steer traffic for `ip`, an address the VM was seen using, to this VM (AF_XDP: ARP and
+    /// neighbour solicitations for it). Backends on a Linux bridge need nothing: it learns itself.
+    fn steer_address(&mut self, _ip: std::net::IpAddr) -> Result<(), NetError> {
+        Ok(())
+    }
+    /// Stop steering `ip` to this VM (its learned address expired).
+    fn unsteer_address(&mut self, _ip: std::net::IpAddr) {}
+}
+
+/// A boxed backend (what [`open_backend`] returns) is a backend, so layers go on it too.
+impl<B: Backend + ?Sized> FrameTx for Box<B> {
+    fn link_up(&self) -> bool {
+        (**self).link_up()
+    }
+    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
+        (**self).tx_buffer()
+    }
+    fn tx_commit(&mut self, len: usize) {
+        (**self).tx_commit(len)
+    }
+    fn tx_flush(&mut self) {
+        (**self).tx_flush()
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+    fn poll_fd(&self) -> RawFd {
+        (**self).poll_fd()
+    }
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, NetError> {
+        (**self).recv_batch(max, deliver)
+    }
+    fn reap(&mut self) {
+        (**self).reap()
+    }
+    fn stats(&self) -> BackendStats {
+        (**self).stats()
+    }
+    fn local_stats(&self) -> Option<local::LocalStats> {
+        (**self).local_stats()
+    }
+    fn mirror_stats(&self) -> Option<xdp::MirrorStats> {
+        (**self).mirror_stats()
+    }
+    fn steer_address(&mut self, ip: std::net::IpAddr) -> Result<(), NetError> {
+        (**self).steer_address(ip)
+    }
+    fn unsteer_address(&mut self, ip: std::net::IpAddr) {
+        (**self).unsteer_address(ip)
+    }
 }
 
 /// Counters of one backend. Every frame the backend or the kernel below it drops is in `drops`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BackendStats {
     /// Frames handed to the device model.
     pub rx_frames: u64,
@@ -113,7 +181,8 @@ pub struct BackendStats {
 /// Dropped frames by reason. The `rx_ring_full`, `rx_fill_ring_empty`, `rx_invalid`,
 /// `rx_kernel_other` and `tx_invalid` counters are the socket's XDP_STATISTICS (AF_XDP) or the TAP
 /// device's kernel counters; the others are counted by the backend itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DropStats {
     /// RX queue full because the guest stopped draining (XSK RX ring full; TAP queue overflow).
     pub rx_ring_full: u64,
@@ -160,6 +229,28 @@ impl DropStats {
             + self.rx_invalid
             + self.rx_kernel_other
             + self.rx_oversize
+    }
+
+    /// Each counter with its name in the stats JSON, in name order.
+    pub fn by_reason(&self) -> [(&'static str, u64); 16] {
+        [
+            ("rx_fill_ring_empty", self.rx_fill_ring_empty),
+            ("rx_invalid", self.rx_invalid),
+            ("rx_kernel_other", self.rx_kernel_other),
+            ("rx_oversize", self.rx_oversize),
+            ("rx_ring_full", self.rx_ring_full),
+            ("tx_address_cap", self.tx_address_cap),
+            ("tx_arp_sender", self.tx_arp_sender),
+            ("tx_bad_length", self.tx_bad_length),
+            ("tx_error", self.tx_error),
+            ("tx_invalid", self.tx_invalid),
+            ("tx_ipv4_source", self.tx_ipv4_source),
+            ("tx_ipv6_source", self.tx_ipv6_source),
+            ("tx_link_local", self.tx_link_local),
+            ("tx_oversize", self.tx_oversize),
+            ("tx_spoofed", self.tx_spoofed),
+            ("tx_vlan", self.tx_vlan),
+        ]
     }
 
     /// Every frame lost on the transmit side.

@@ -1,7 +1,7 @@
-//! Anti-spoofing on the transmit path. [`SpoofGuard`] wraps any [`Backend`]: on `tx_commit` it
-//! checks the committed frame (its first `len` bytes, never bytes beyond them) and, for a frame
-//! the VM may not send, does not commit (the buffer is lent again for the next frame) and counts
-//! the drop by reason ([`GuardDrops`], shown in the backend's [`DropStats`]).
+//! Anti-spoofing on the transmit path. [`AntiSpoof`] is a [`Layer`] ([`SpoofGuard`] puts it on
+//! any [`Backend`]): on `tx_commit` it checks the committed frame (its first `len` bytes, never
+//! bytes beyond them) and, for a frame the VM may not send, does not commit (the buffer is lent
+//! again for the next frame) and counts the drop by reason ([`GuardDrops`], shown in the backend's [`DropStats`]).
 //!
 //! Default policy ([`GuardPolicy`]; `--allow-spoof` turns every check off):
 //! - a frame shorter than an Ethernet header is dropped (`tx_bad_length`), as is a truncated ARP,
@@ -24,15 +24,15 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::RawFd,
     time::{Duration, Instant},
 };
 
 use serde::Serialize;
 
 use super::{
+    layer::{Layer, Layered},
     learn::{AddressBook, AddressEvent, Limits, Refusal},
-    Backend, BackendStats, DropStats, FrameTx, NetError,
+    Backend, BackendStats, DropStats,
 };
 
 /// Ethernet header: destination, source, ethertype.
@@ -375,17 +375,52 @@ impl FrameChecker {
     }
 }
 
-/// A [`Backend`] that drops the frames a VM may not send ([`FrameChecker`]).
+/// The anti-spoofing [`Layer`]: checks each committed frame with a [`FrameChecker`] and counts
+/// the frames it drops by reason (added to the backend's [`DropStats`]).
 #[derive(Debug)]
-pub struct SpoofGuard<B> {
-    inner: B,
+pub struct AntiSpoof {
     allow: bool,
     checker: FrameChecker,
     start: Instant,
     drops: GuardDrops,
 }
 
-impl<B: Backend> SpoofGuard<B> {
+impl AntiSpoof {
+    /// The checks for a VM whose MAC is `mac` under `policy`.
+    pub fn new(mac: [u8; 6], policy: &GuardPolicy) -> Self {
+        Self {
+            allow: policy.allow_spoof,
+            checker: FrameChecker::new(mac, policy),
+            start: Instant::now(),
+            drops: GuardDrops::default(),
+        }
+    }
+}
+
+impl<B: ?Sized> Layer<B> for AntiSpoof {
+    fn inspects_tx(&self) -> bool {
+        !self.allow
+    }
+
+    fn on_tx(&mut self, frame: &[u8]) -> bool {
+        match self.checker.check(frame, self.start.elapsed()) {
+            Ok(()) => true,
+            Err(reason) => {
+                self.drops.count(reason);
+                false
+            }
+        }
+    }
+
+    fn add_stats(&self, stats: &mut BackendStats) {
+        self.drops.add_to(&mut stats.drops);
+    }
+}
+
+/// A [`Backend`] that drops the frames a VM may not send ([`AntiSpoof`] on it).
+pub type SpoofGuard<B> = Layered<B, AntiSpoof>;
+
+impl<B: Backend> Layered<B, AntiSpoof> {
     /// Guard `inner` for a VM whose MAC is `mac` with the default policy (untagged, learned
     /// addresses); `allow_spoof` lets every frame through.
     pub fn new(inner: B, mac: [u8; 6], allow_spoof: bool) -> Self {
@@ -401,34 +436,29 @@ impl<B: Backend> SpoofGuard<B> {
 
     /// Guard `inner` for a VM whose MAC is `mac` under `policy`.
     pub fn with_policy(inner: B, mac: [u8; 6], policy: &GuardPolicy) -> Self {
-        Self {
-            inner,
-            allow: policy.allow_spoof,
-            checker: FrameChecker::new(mac, policy),
-            start: Instant::now(),
-            drops: GuardDrops::default(),
-        }
+        Layered::wrap(inner, AntiSpoof::new(mac, policy))
     }
 
     /// Frames dropped for a foreign source MAC.
     pub fn spoofed(&self) -> u64 {
-        self.drops.source_mac
+        self.layer().drops.source_mac
     }
 
     /// Frames dropped, by reason.
     pub fn drops(&self) -> GuardDrops {
-        self.drops
+        self.layer().drops
     }
 
     /// The VM's addresses as the guard knows them.
     pub fn addresses(&self) -> Vec<IpAddr> {
-        self.checker.book().addresses()
+        self.layer().checker.book().addresses()
     }
 
     /// Addresses learned or expired since the last call (for steering registration).
     pub fn take_address_events(&mut self) -> Vec<AddressEvent> {
-        let now = self.start.elapsed();
-        let book = self.checker.book_mut();
+        let guard = self.layer_mut();
+        let now = guard.start.elapsed();
+        let book = guard.checker.book_mut();
         book.expire(now);
         book.take_events()
     }
@@ -436,133 +466,15 @@ impl<B: Backend> SpoofGuard<B> {
     /// Refuse `addr` from now on (another live VM owns it): frames from it are dropped and
     /// counted as foreign sources until the VM leaves it alone for the learning TTL.
     pub fn refuse_address(&mut self, addr: IpAddr) {
-        let now = self.start.elapsed();
-        self.checker.book_mut().refuse(addr, now);
+        let guard = self.layer_mut();
+        let now = guard.start.elapsed();
+        guard.checker.book_mut().refuse(addr, now);
     }
 
     /// The learned addresses and how long since the VM last used each.
     pub fn learned_addresses(&self) -> Vec<(IpAddr, Duration)> {
-        self.checker.book().learned_with_age(self.start.elapsed())
-    }
-
-    /// The wrapped backend.
-    pub fn inner(&self) -> &B {
-        &self.inner
-    }
-
-    /// The wrapped backend, mutable.
-    pub fn inner_mut(&mut self) -> &mut B {
-        &mut self.inner
-    }
-
-    /// Unwrap the backend.
-    pub fn into_inner(self) -> B {
-        self.inner
-    }
-}
-
-impl<B: Backend> FrameTx for SpoofGuard<B> {
-    fn link_up(&self) -> bool {
-        self.inner.link_up()
-    }
-
-    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
-        self.inner.tx_buffer()
-    }
-
-    fn tx_commit(&mut self, len: usize) {
-        if !self.allow {
-            let now = self.start.elapsed();
-            // The backends lend the same buffer again until it is committed. Only the committed
-            // bytes are checked; a length beyond the buffer is the backend's to count (oversize).
-            let Self { inner, checker, .. } = self;
-            let verdict = inner
-                .tx_buffer()
-                .and_then(|buf| buf.get(..len))
-                .map(|frame| checker.check(frame, now));
-            if let Some(Err(reason)) = verdict {
-                self.drops.count(reason);
-                return;
-            }
-        }
-        self.inner.tx_commit(len);
-    }
-
-    fn tx_flush(&mut self) {
-        self.inner.tx_flush();
-    }
-}
-
-impl<B: Backend> Backend for SpoofGuard<B> {
-    fn kind(&self) -> &'static str {
-        self.inner.kind()
-    }
-
-    fn poll_fd(&self) -> RawFd {
-        self.inner.poll_fd()
-    }
-
-    fn recv_batch(
-        &mut self,
-        max: usize,
-        deliver: &mut dyn FnMut(&[u8]),
-    ) -> Result<usize, NetError> {
-        self.inner.recv_batch(max, deliver)
-    }
-
-    fn reap(&mut self) {
-        self.inner.reap();
-    }
-
-    fn stats(&self) -> BackendStats {
-        let mut s = self.inner.stats();
-        self.drops.add_to(&mut s.drops);
-        s
-    }
-}
-
-/// A boxed backend (what [`super::open_backend`] returns) is a backend, so it can be guarded.
-impl FrameTx for Box<dyn Backend> {
-    fn link_up(&self) -> bool {
-        (**self).link_up()
-    }
-
-    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
-        (**self).tx_buffer()
-    }
-
-    fn tx_commit(&mut self, len: usize) {
-        (**self).tx_commit(len)
-    }
-
-    fn tx_flush(&mut self) {
-        (**self).tx_flush()
-    }
-}
-
-impl Backend for Box<dyn Backend> {
-    fn kind(&self) -> &'static str {
-        (**self).kind()
-    }
-
-    fn poll_fd(&self) -> RawFd {
-        (**self).poll_fd()
-    }
-
-    fn recv_batch(
-        &mut self,
-        max: usize,
-        deliver: &mut dyn FnMut(&[u8]),
-    ) -> Result<usize, NetError> {
-        (**self).recv_batch(max, deliver)
-    }
-
-    fn reap(&mut self) {
-        (**self).reap()
-    }
-
-    fn stats(&self) -> BackendStats {
-        (**self).stats()
+        let guard = self.layer();
+        guard.checker.book().learned_with_age(guard.start.elapsed())
     }
 }
 

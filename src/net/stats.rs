@@ -18,6 +18,7 @@ use super::{
     format_mac,
     rulemaps::{FilterError, ListedRule, RuleMaps, VmName},
     steer::{pinned_counters, SteerCounters},
+    vmnet::PublishedStats,
     NetError,
 };
 
@@ -146,8 +147,8 @@ pub struct VmReport {
     pub vm: VmName,
     /// Whether its process is gone.
     pub stale: bool,
-    /// What its VMM last published (None: nothing published).
-    pub counters: Option<serde_json::Value>,
+    /// What its VMM last published (None: nothing published, or unreadable).
+    pub counters: Option<PublishedStats>,
 }
 
 /// Collect the report of `ifname` from its pinned maps and the published VM counters.

@@ -100,7 +100,8 @@ pub enum XdpMode {
 }
 
 /// The per-verdict counters of the steering program, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SteerCounters {
     /// Unicast frames redirected to a VM socket.
     pub to_vm: u64,

@@ -1,18 +1,19 @@
-//! The VM-facing network of `lancet run`: the backend ([`super::open_backend`] for TAP, an
-//! [`XdpBackend`] with pinned maps and a registered VM name for AF_XDP), wrapped with
-//! anti-spoofing (unless `--allow-spoof`), the optional pcap capture (`--pcap FILE`) and the
-//! counters published for `lancet stats`. [`VmNet`] is itself a [`Backend`], so the VMM's I/O
-//! thread uses it exactly like the bare backend.
+//! The VM-facing network of `lancet run`: the backend ([`super::open_backend`] for TAP, a
+//! [`LocalLink`] over an [`XdpBackend`] with pinned maps and a registered VM name for AF_XDP), with
+//! anti-spoofing (unless `--allow-spoof`: [`SpoofGuard`]) and [`VmLayer`] on top: the optional pcap
+//! capture (`--pcap FILE`), steering of the addresses the guest is learned to use, and the counters
+//! published for `lancet stats`. [`VmNet`] is itself a [`Backend`] (layers compose through
+//! [`Layered`]), so the VMM's I/O thread uses it exactly like the bare backend.
 
 use std::{
-    os::fd::RawFd,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
+    layer::{Layer, Layered},
     learn::AddressEvent,
     local::{LocalLink, LocalStats},
     names::{IfName, VmName},
@@ -20,7 +21,7 @@ use super::{
     spoof::{GuardPolicy, SpoofGuard},
     stats::StatsPublisher,
     xdp::MirrorStats,
-    Backend, BackendKind, BackendSpec, BackendStats, FrameTx, NetError, XdpBackend, XdpConfig,
+    Backend, BackendKind, BackendSpec, BackendStats, NetError, XdpBackend, XdpConfig,
 };
 
 /// What `lancet run` adds to a [`BackendSpec`].
@@ -50,10 +51,11 @@ const PCAP_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_VM_NAME: &str = "vm";
 
 /// What a running VMM publishes for `lancet stats`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PublishedStats {
     /// "xdp" or "tap".
-    pub backend: &'static str,
+    pub backend: String,
     /// The backend's counters (drops by reason include the XSK ring statistics).
     pub counters: BackendStats,
     /// Mirror counters (AF_XDP).
@@ -68,7 +70,8 @@ pub struct PublishedStats {
 }
 
 /// The guest's learned addresses as steering sees them (`lancet stats`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LearningStats {
     /// Each learned address and the seconds since the guest last used it.
     pub addresses: Vec<LearnedAddress>,
@@ -81,31 +84,30 @@ pub struct LearningStats {
 }
 
 /// One learned address and its age.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LearnedAddress {
     pub addr: std::net::IpAddr,
     /// Seconds since the guest last sent from it (it expires at the learning TTL).
     pub idle_s: f64,
 }
 
-enum Inner {
-    Xdp(Box<SpoofGuard<LocalLink>>),
-    Other(Box<SpoofGuard<Box<dyn Backend>>>),
-}
+/// The backend of one VM with anti-spoofing, capture, learned-address steering and stats
+/// publishing.
+pub type VmNet = Layered<SpoofGuard<Box<dyn Backend>>, VmLayer>;
 
-/// The backend of one VM with anti-spoofing, capture and stats publishing.
-pub struct VmNet {
-    inner: Inner,
-    /// Counters of address learning (the addresses themselves live in the guard).
-    learning: LearningStats,
+/// What `lancet run` puts on the guarded backend (see the module docs).
+pub struct VmLayer {
+    /// Counters of address learning (the addresses themselves live in the guard); `None`: the
+    /// backend needs no steering of learned addresses (TAP: the Linux bridge learns).
+    learning: Option<LearningStats>,
     pcap: Option<PcapWriter>,
     pcap_flushed: Instant,
     publisher: Option<StatsPublisher>,
 }
 
-impl std::fmt::Debug for VmNet {
+impl std::fmt::Debug for VmLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VmNet").finish_non_exhaustive()
+        f.debug_struct("VmLayer").finish_non_exhaustive()
     }
 }
 
@@ -121,7 +123,7 @@ impl VmNet {
             addresses: opts.addresses.clone(),
             ..GuardPolicy::default()
         };
-        let inner = match spec.kind {
+        let backend: Box<dyn Backend> = match spec.kind {
             BackendKind::Xdp => {
                 let mut cfg = XdpConfig::new(spec.nic.clone(), spec.vm_mac);
                 cfg.vm_ip = spec.vm_ip;
@@ -129,17 +131,13 @@ impl VmNet {
                 cfg.pin = true;
                 cfg.vm_name = Some(name.clone());
                 cfg.mirror_tap = opts.mirror_tap.clone();
-                Inner::Xdp(Box::new(SpoofGuard::with_policy(
-                    LocalLink::open(XdpBackend::open(&cfg)?, &spec.nic, spec.vm_mac)?,
+                Box::new(LocalLink::open(
+                    XdpBackend::open(&cfg)?,
+                    &spec.nic,
                     spec.vm_mac,
-                    &policy,
-                )))
+                )?)
             }
-            BackendKind::Tap => Inner::Other(Box::new(SpoofGuard::with_policy(
-                super::open_backend(spec)?,
-                spec.vm_mac,
-                &policy,
-            ))),
+            BackendKind::Tap => super::open_backend(spec)?,
         };
         let pcap = match &opts.pcap {
             Some(path) => Some(
@@ -155,147 +153,102 @@ impl VmNet {
             None => None,
         };
         let publisher = StatsPublisher::new(&super::stats::key_here(&spec.nic), &name).ok();
-        Ok(Self {
-            inner,
-            learning: LearningStats::default(),
+        let layer = VmLayer {
+            learning: (spec.kind == BackendKind::Xdp).then(LearningStats::default),
             pcap,
             pcap_flushed: Instant::now(),
             publisher,
-        })
-    }
-
-    fn backend(&self) -> &dyn Backend {
-        match &self.inner {
-            Inner::Xdp(b) => b.as_ref(),
-            Inner::Other(b) => b.as_ref(),
-        }
-    }
-
-    fn backend_mut(&mut self) -> &mut dyn Backend {
-        match &mut self.inner {
-            Inner::Xdp(b) => b.as_mut(),
-            Inner::Other(b) => b.as_mut(),
-        }
+        };
+        Ok(Layered::wrap(
+            SpoofGuard::with_policy(backend, spec.vm_mac, &policy),
+            layer,
+        ))
     }
 
     /// The counters `lancet stats` shows for this VM.
     pub fn published(&self) -> PublishedStats {
+        self.layer().published(self.inner())
+    }
+}
+
+impl VmLayer {
+    /// The counters `lancet stats` shows for the VM whose guarded backend is `guard`.
+    fn published(&self, guard: &SpoofGuard<Box<dyn Backend>>) -> PublishedStats {
         PublishedStats {
-            backend: self.backend().kind(),
-            counters: self.backend().stats(),
-            mirror: match &self.inner {
-                Inner::Xdp(b) => Some(b.inner().xdp().mirror_stats()),
-                Inner::Other(_) => None,
-            },
-            local: self.local_stats(),
+            backend: guard.kind().to_string(),
+            counters: guard.stats(),
+            mirror: guard.mirror_stats(),
+            local: guard.local_stats(),
             pcap: self
                 .pcap
                 .as_ref()
                 .map(|p| (p.rx_frames(), p.tx_frames(), p.errors(), p.not_captured())),
-            learning: match &self.inner {
-                Inner::Xdp(guard) => Some(LearningStats {
-                    addresses: guard
-                        .learned_addresses()
-                        .into_iter()
-                        .map(|(addr, idle)| LearnedAddress {
-                            addr,
-                            idle_s: idle.as_secs_f64(),
-                        })
-                        .collect(),
-                    ..self.learning.clone()
-                }),
-                Inner::Other(_) => None,
-            },
+            learning: self.learning.as_ref().map(|learning| LearningStats {
+                addresses: guard
+                    .learned_addresses()
+                    .into_iter()
+                    .map(|(addr, idle)| LearnedAddress {
+                        addr,
+                        idle_s: idle.as_secs_f64(),
+                    })
+                    .collect(),
+                ..learning.clone()
+            }),
         }
     }
 
     /// Steer the addresses the guard learned to this VM (ARP / NS for them reach it) and stop
     /// steering expired ones; an address another live VM owns is refused to this guest instead.
     /// (The TAP path needs none of this: the Linux bridge learns by itself.)
-    fn apply_learned_addresses(&mut self) {
-        let Inner::Xdp(guard) = &mut self.inner else {
+    fn apply_learned_addresses(&mut self, guard: &mut SpoofGuard<Box<dyn Backend>>) {
+        let Some(learning) = self.learning.as_mut() else {
             return;
         };
         for event in guard.take_address_events() {
             match event {
-                AddressEvent::Learned(ip) => match guard.inner_mut().xdp_mut().steer_address(ip) {
-                    Ok(()) => self.learning.steered += 1,
+                AddressEvent::Learned(ip) => match guard.inner_mut().steer_address(ip) {
+                    Ok(()) => learning.steered += 1,
                     Err(NetError::AddressInUse { by, .. }) => {
                         tracing::warn!(%ip, owner = %by, "the guest uses an address another VM owns: refused");
                         guard.refuse_address(ip);
-                        self.learning.refused_owned_by_other_vm += 1;
+                        learning.refused_owned_by_other_vm += 1;
                     }
                     Err(e) => {
                         tracing::warn!(%ip, error = %e, "steering a learned address");
-                        self.learning.steering_errors += 1;
+                        learning.steering_errors += 1;
                     }
                 },
-                AddressEvent::Expired(ip) => guard.inner_mut().xdp_mut().unsteer_address(ip),
+                AddressEvent::Expired(ip) => guard.inner_mut().unsteer_address(ip),
             }
         }
     }
 }
 
-impl FrameTx for VmNet {
-    fn link_up(&self) -> bool {
-        self.backend().link_up()
+impl Layer<SpoofGuard<Box<dyn Backend>>> for VmLayer {
+    fn inspects_tx(&self) -> bool {
+        self.pcap.is_some()
     }
 
-    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
-        self.backend_mut().tx_buffer()
-    }
-
-    fn tx_commit(&mut self, len: usize) {
-        if self.pcap.is_some() {
-            // The backends lend the same buffer again until it is committed.
-            let frame = self
-                .backend_mut()
-                .tx_buffer()
-                .and_then(|b| b.get(..len))
-                .map(<[u8]>::to_vec);
-            if let (Some(frame), Some(pcap)) = (frame, self.pcap.as_mut()) {
-                pcap.record(Direction::Tx, &frame);
-            }
+    /// The capture records what the guest sent, also frames anti-spoofing then drops.
+    fn on_tx(&mut self, frame: &[u8]) -> bool {
+        if let Some(pcap) = self.pcap.as_mut() {
+            pcap.record(Direction::Tx, frame);
         }
-        self.backend_mut().tx_commit(len);
+        true
     }
 
-    fn tx_flush(&mut self) {
-        self.backend_mut().tx_flush();
-    }
-}
-
-impl Backend for VmNet {
-    fn kind(&self) -> &'static str {
-        self.backend().kind()
+    fn inspects_rx(&self) -> bool {
+        self.pcap.is_some()
     }
 
-    fn poll_fd(&self) -> RawFd {
-        self.backend().poll_fd()
-    }
-
-    fn recv_batch(
-        &mut self,
-        max: usize,
-        deliver: &mut dyn FnMut(&[u8]),
-    ) -> Result<usize, NetError> {
-        let Self { inner, pcap, .. } = self;
-        let backend: &mut dyn Backend = match inner {
-            Inner::Xdp(b) => b.as_mut(),
-            Inner::Other(b) => b.as_mut(),
-        };
-        match pcap.as_mut() {
-            Some(pcap) => backend.recv_batch(max, &mut |frame| {
-                pcap.record(Direction::Rx, frame);
-                deliver(frame);
-            }),
-            None => backend.recv_batch(max, deliver),
+    fn on_rx(&mut self, frame: &[u8]) {
+        if let Some(pcap) = self.pcap.as_mut() {
+            pcap.record(Direction::Rx, frame);
         }
     }
 
-    fn reap(&mut self) {
-        self.backend_mut().reap();
-        self.apply_learned_addresses();
+    fn after_reap(&mut self, guard: &mut SpoofGuard<Box<dyn Backend>>) {
+        self.apply_learned_addresses(guard);
         if self.pcap_flushed.elapsed() >= PCAP_FLUSH_INTERVAL {
             self.pcap_flushed = Instant::now();
             if let Some(p) = self.pcap.as_mut() {
@@ -305,29 +258,10 @@ impl Backend for VmNet {
         // Collecting the counters costs syscalls (XDP_STATISTICS, per-CPU maps, the tap's
         // /proc/net/dev): only when a publication is due, not on every reap.
         if self.publisher.as_ref().is_some_and(StatsPublisher::due) {
-            let stats = self.published();
+            let stats = self.published(guard);
             if let Some(p) = self.publisher.as_mut() {
                 p.publish(&stats);
             }
-        }
-    }
-
-    fn stats(&self) -> BackendStats {
-        self.backend().stats()
-    }
-
-    fn local_stats(&self) -> Option<LocalStats> {
-        match &self.inner {
-            Inner::Xdp(b) => Some(b.inner().counters()),
-            Inner::Other(_) => None,
-        }
-    }
-}
-
-impl Drop for VmNet {
-    fn drop(&mut self) {
-        if let Some(p) = self.pcap.as_mut() {
-            p.flush();
         }
     }
 }

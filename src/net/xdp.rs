@@ -54,7 +54,8 @@ use super::{
 };
 
 /// Mirror counters of one AF_XDP backend.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct MirrorStats {
     /// Frames a mirror rule sent to this VM (each also meant for the host).
     pub frames: u64,

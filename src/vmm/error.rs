@@ -87,3 +87,38 @@ pub(crate) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> V
 pub(crate) fn os_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
     move |source| VmmError::Os { what, source }
 }
+
+/// A VM thread (a vCPU or the I/O thread) panicked; the VM was stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {thread} thread panicked: {message}")]
+pub struct ThreadPanic {
+    /// "vCPU 0", "I/O", ...
+    pub thread: String,
+    /// The panic message ("no message" when the payload was not a string).
+    pub message: String,
+}
+
+/// Why the I/O thread ended before it was told to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum IoThreadError {
+    #[error("{op}: {source}")]
+    Epoll {
+        /// The failed call (`epoll_create`, `epoll_ctl`, `epoll_wait`).
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pin(VmmError),
+    #[error(transparent)]
+    Panicked(#[from] ThreadPanic),
+    #[error("the I/O thread ended without a result")]
+    NoResult,
+}
+
+impl IoThreadError {
+    /// Wraps a failed epoll call.
+    pub(crate) fn epoll(op: &'static str) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| IoThreadError::Epoll { op, source }
+    }
+}

@@ -21,6 +21,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::error::IoThreadError;
 use super::nic::NetShared;
 use super::stats::ExitStats;
 
@@ -51,15 +52,15 @@ impl Default for IoTuning {
     }
 }
 
-/// Runs until `stop` is signalled. Errors from epoll end the thread with a message.
+/// Runs until `stop` is signalled. Errors from epoll end the thread.
 pub fn run_io_thread(
     net: Arc<NetShared>,
     mem: GuestMemoryMmap,
     stop: EventFd,
     stats: Arc<ExitStats>,
     tuning: IoTuning,
-) -> Result<(), String> {
-    let epoll = Epoll::new().map_err(|e| format!("epoll_create: {e}"))?;
+) -> Result<(), IoThreadError> {
+    let epoll = Epoll::new().map_err(IoThreadError::epoll("epoll_create"))?;
     let add = |fd, token| {
         epoll
             .ctl(
@@ -67,7 +68,7 @@ pub fn run_io_thread(
                 fd,
                 EpollEvent::new(EventSet::IN, token),
             )
-            .map_err(|e| format!("epoll_ctl: {e}"))
+            .map_err(IoThreadError::epoll("epoll_ctl"))
     };
     use std::os::fd::AsRawFd;
     add(net.kick.as_raw_fd(), TOKEN_KICK)?;
@@ -99,7 +100,7 @@ pub fn run_io_thread(
         let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
-            Err(e) => return Err(format!("epoll_wait: {e}")),
+            Err(e) => return Err(IoThreadError::epoll("epoll_wait")(e)),
         };
         let (mut kicked, mut rx_ready, mut lost) = (false, false, false);
         for ev in &events[..n] {
@@ -193,7 +194,9 @@ mod tests {
 
     use super::*;
     use crate::frame::FrameTx;
-    use crate::vmm::nic::{NetPort, NicEffect, NicModel, TxOutcome};
+    use crate::lance::{LanceStats, RegEffect, TxReport};
+    use crate::net::{Backend, BackendStats, NetError};
+    use crate::vmm::nic::NicModel;
 
     /// A NIC whose RX room the test sets, recording delivered frames; its TX sends one frame per
     /// pending request.
@@ -213,10 +216,10 @@ mod tests {
             None
         }
         fn read_reg(&mut self, _: &GuestMemoryMmap, _: u64, _: &mut [u8]) {}
-        fn write_reg(&mut self, _: &GuestMemoryMmap, _: u64, _: &[u8]) -> NicEffect {
-            NicEffect::default()
+        fn write_reg(&mut self, _: &GuestMemoryMmap, _: u64, _: &[u8]) -> RegEffect {
+            RegEffect::default()
         }
-        fn transmit(&mut self, _: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxOutcome {
+        fn transmit(&mut self, _: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxReport {
             let mut sent = 0;
             let mut blocked = false;
             while self.tx_pending.load(Ordering::SeqCst) > 0 {
@@ -230,9 +233,10 @@ mod tests {
                 sent += 1;
             }
             tx.tx_flush();
-            TxOutcome {
+            TxReport {
                 frames: sent,
                 blocked,
+                ..TxReport::default()
             }
         }
         fn tx_polling(&self) -> bool {
@@ -245,11 +249,8 @@ mod tests {
             self.room.fetch_sub(1, Ordering::SeqCst);
             self.received.lock().unwrap().push(frame.to_vec());
         }
-        fn stats_json(&self) -> serde_json::Value {
-            serde_json::Value::Null
-        }
-        fn frames_moved(&self) -> u64 {
-            0
+        fn stats(&self) -> LanceStats {
+            LanceStats::default()
         }
     }
 
@@ -274,7 +275,7 @@ mod tests {
         }
     }
 
-    impl NetPort for SocketPort {
+    impl Backend for SocketPort {
         fn kind(&self) -> &'static str {
             "socket"
         }
@@ -285,7 +286,7 @@ mod tests {
             &mut self,
             max: usize,
             deliver: &mut dyn FnMut(&[u8]),
-        ) -> Result<usize, String> {
+        ) -> Result<usize, NetError> {
             let mut got = 0;
             let mut frame = [0u8; 2048];
             while got < max {
@@ -295,17 +296,14 @@ mod tests {
                         got += 1;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(NetError::io("receiving from the socket pair", e)),
                 }
             }
             Ok(got)
         }
         fn reap(&mut self) {}
-        fn frame_tx(&mut self) -> &mut dyn FrameTx {
-            self
-        }
-        fn stats_json(&self) -> serde_json::Value {
-            serde_json::Value::Null
+        fn stats(&self) -> BackendStats {
+            BackendStats::default()
         }
     }
 

@@ -64,6 +64,7 @@
 
 pub mod boot;
 pub mod bus;
+pub mod control;
 pub mod cpuid;
 pub mod error;
 pub mod io_thread;
@@ -71,27 +72,31 @@ pub mod irq;
 pub mod memory;
 pub mod nic;
 pub mod pci;
+pub mod report;
 pub mod serial;
 pub mod stats;
 pub mod vcpu;
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::Killable;
 
-use boot::BootSpec;
-use error::{kvm_err, os_err, Result, VmmError};
-use nic::{NetPort, NetShared, NicModel};
+use boot::{BootEntry, BootSpec};
+use control::stop_vm_on_panic;
+use error::{kvm_err, os_err, IoThreadError, Result, VmmError};
+use nic::{NetShared, NicModel};
 use stats::ExitStats;
 
+pub use control::{VmControl, VmOutcome};
 pub use cpuid::{HiddenFeatures, DEFAULT_HIDDEN};
 pub use io_thread::IoTuning;
+pub use report::{BackendReport, RunReport, RunStats, SerialStats};
 
 /// Address of the TSS region KVM needs on Intel (three pages below the BIOS area's end).
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
@@ -107,118 +112,6 @@ const PCI_COMMAND_MEMORY: u16 = 1 << 1;
 const PCI_COMMAND_MASTER: u16 = 1 << 2;
 /// BAR bit 0: I/O space.
 const PCI_BAR_IO: u32 = 1;
-
-/// How the VM ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VmOutcome {
-    /// The guest wrote this status to the debug-exit port.
-    GuestExit(u8),
-    /// A vCPU executed HLT with no interrupt controller able to wake it.
-    Halted,
-    /// KVM_EXIT_SHUTDOWN: the guest triple-faulted (or asked for a reset that way).
-    TripleFault { vcpu: usize, rip: u64 },
-    /// KVM_EXIT_SYSTEM_EVENT (shutdown / reset / crash).
-    SystemEvent(u32),
-    /// Stopped by a signal (Ctrl-C / SIGTERM).
-    Signal(i32),
-    /// Something the VMM cannot continue from, with a message.
-    Failed(String),
-    /// `timeout` expired before the guest finished.
-    TimedOut(std::time::Duration),
-    /// The embedding program's `stop_check` asked to stop.
-    Stopped,
-}
-
-impl VmOutcome {
-    /// Process exit status for this outcome: the guest's own status, 0 for a clean stop by signal,
-    /// 1 for failures.
-    pub fn exit_status(&self) -> i32 {
-        match self {
-            VmOutcome::GuestExit(code) => i32::from(*code),
-            VmOutcome::Halted | VmOutcome::Signal(_) | VmOutcome::Stopped => 0,
-            VmOutcome::SystemEvent(kind) if *kind == kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => 0,
-            _ => 1,
-        }
-    }
-}
-
-impl std::fmt::Display for VmOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            VmOutcome::GuestExit(code) => write!(f, "guest exited with status {code}"),
-            VmOutcome::Halted => write!(f, "guest halted"),
-            VmOutcome::TripleFault { vcpu, rip } => write!(
-                f,
-                "guest triple-faulted on vCPU {vcpu} (last rip {rip:#x}); the VM was stopped"
-            ),
-            VmOutcome::SystemEvent(kind) => write!(
-                f,
-                "guest system event {kind} (1 = shutdown, 2 = reset, 3 = crash)"
-            ),
-            VmOutcome::Signal(sig) => write!(f, "stopped by signal {sig}"),
-            VmOutcome::Failed(msg) => write!(f, "VM stopped: {msg}"),
-            VmOutcome::Stopped => write!(f, "stopped by the embedding program"),
-            VmOutcome::TimedOut(after) => {
-                write!(
-                    f,
-                    "VM stopped: the guest did not finish within {}s",
-                    after.as_secs_f64()
-                )
-            }
-        }
-    }
-}
-
-/// Shared run state: the stop flag, the first outcome, and the eventfd the main thread waits on.
-pub struct VmControl {
-    stop: AtomicBool,
-    outcome: Mutex<Option<VmOutcome>>,
-    done: EventFd,
-}
-
-impl VmControl {
-    fn new() -> Result<Self> {
-        Ok(Self {
-            stop: AtomicBool::new(false),
-            outcome: Mutex::new(None),
-            done: EventFd::new(EFD_NONBLOCK).map_err(os_err("the VM exit eventfd"))?,
-        })
-    }
-
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
-    }
-
-    /// Records `outcome` (the first one wins) and wakes the main thread.
-    pub fn finish(&self, outcome: VmOutcome) {
-        let mut slot = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(outcome);
-        }
-        self.stop.store(true, Ordering::Release);
-        let _ = self.done.write(1);
-    }
-}
-
-/// Runs `body` (a vCPU or the I/O thread's work); if it panics, the VM stops with outcome
-/// [`VmOutcome::Failed`] naming the thread and the panic message (a non-zero exit status), so the
-/// main thread never waits for a thread that is gone. Returns the message as the error.
-fn stop_vm_on_panic<T>(
-    control: &VmControl,
-    what: &str,
-    body: impl FnOnce() -> T,
-) -> std::result::Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).map_err(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "no message".into());
-        let message = format!("the {what} thread panicked: {message}");
-        control.finish(VmOutcome::Failed(message.clone()));
-        message
-    })
-}
 
 /// The eventfd that SIGINT/SIGTERM write to (-1: none installed).
 static SIGNAL_EVENTFD: AtomicI32 = AtomicI32::new(-1);
@@ -240,7 +133,7 @@ extern "C" fn shutdown_handler(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mu
 /// VM fd) and the backend.
 pub struct NetConfig {
     pub make_nic: Box<dyn FnOnce(irq::KvmIrqLine) -> Box<dyn NicModel>>,
-    pub backend: Option<Box<dyn NetPort>>,
+    pub backend: Option<Box<dyn crate::net::Backend>>,
     pub tx_inline: bool,
     pub io: IoTuning,
 }
@@ -266,42 +159,6 @@ pub struct VmConfig {
 
 /// How often `VmConfig::stop_check` is polled.
 pub const STOP_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_millis(10);
-
-/// What a finished VM reports.
-#[derive(Debug)]
-pub struct RunReport {
-    pub outcome: VmOutcome,
-    pub exits: Arc<ExitStats>,
-    pub nic: Option<serde_json::Value>,
-    pub backend: Option<serde_json::Value>,
-    pub frames_moved: u64,
-    pub io_thread_error: Option<String>,
-}
-
-impl RunReport {
-    /// The `--stats-json` document.
-    pub fn to_json(&self) -> serde_json::Value {
-        let nic_exits = self.exits.nic_exits();
-        let per_frame = if self.frames_moved > 0 {
-            serde_json::json!(nic_exits as f64 / self.frames_moved as f64)
-        } else {
-            serde_json::Value::Null
-        };
-        serde_json::json!({
-            "outcome": self.outcome.to_string(),
-            "exit_status": self.outcome.exit_status(),
-            "exits": self.exits.to_json(),
-            "unhandled_accesses": self.exits.unhandled_accesses.load(Ordering::Relaxed),
-            "io_thread_wakeups": self.exits.io_wakeups.load(Ordering::Relaxed),
-            "backend_lost": self.exits.backend_lost.load(Ordering::Relaxed),
-            "frames_moved": self.frames_moved,
-            "nic_exits_per_frame": per_frame,
-            "nic": self.nic,
-            "backend": self.backend,
-            "io_thread_error": self.io_thread_error,
-        })
-    }
-}
 
 /// Opens /dev/kvm with errors that say what to do.
 pub fn open_kvm() -> Result<Kvm> {
@@ -347,60 +204,148 @@ fn assign_nic_resources(nic: &mut dyn NicModel) {
 
 /// Builds the VM, boots the guest, runs it to the end, and reports.
 pub fn run_vm(config: VmConfig) -> Result<RunReport> {
+    check_config(&config)?;
+    let VmConfig {
+        mem_bytes,
+        cpus,
+        boot,
+        hidden,
+        serial_out,
+        net,
+        pin_vcpu,
+        pin_io,
+        handle_signals,
+        timeout,
+        stop_check,
+    } = config;
+    let machine = Machine::create(mem_bytes)?;
+    let entry = load_guest(&machine.mem, &boot, cpus)?;
+    let serial = serial_console(&machine.vm, serial_out)?;
+    let exits = Arc::new(ExitStats::default());
+    let (net, io_tuning) = build_nic(&machine.vm, net)?;
+    let bus = Arc::new(bus::Bus::new(
+        serial,
+        net.clone(),
+        machine.mem.clone(),
+        Arc::clone(&exits),
+    ));
+    let control = Arc::new(VmControl::new()?);
+    let vcpus = create_vcpus(&machine, &hidden, cpus, entry)?;
+    let _signals = if handle_signals {
+        Some(SignalRoute::install(&control)?)
+    } else {
+        None
+    };
+    check_pinning(pin_vcpu, pin_io)?;
+    let io = match &net {
+        Some(net) => Some(spawn_io_thread(
+            IoThreadParts {
+                net: Arc::clone(net),
+                mem: machine.mem.clone(),
+                exits: Arc::clone(&exits),
+                tuning: io_tuning,
+                pin: pin_io,
+            },
+            &control,
+        )?),
+        None => None,
+    };
+    let vcpu_handles = spawn_vcpus(vcpus, &bus, &control, pin_vcpu)?;
+    wait_for_outcome(&control, timeout, stop_check);
+    let io_thread_error = stop_threads(&control, vcpu_handles, io);
+    bus.flush_serial();
+    Ok(collect_report(
+        &control,
+        exits,
+        net.as_deref(),
+        io_thread_error,
+    ))
+}
+
+/// Refuses a configuration before any KVM or guest memory exists: the vCPU count, the kernel's
+/// format, the initrd's size (checked again, same rule, when it is loaded).
+fn check_config(config: &VmConfig) -> Result<()> {
     if !(1..=8).contains(&config.cpus) {
         return Err(VmmError::CpuCount(config.cpus));
     }
     boot::kernel_format(&config.boot.kernel)?;
     if let Some(initrd) = &config.boot.initrd {
-        // Refused before any guest memory exists; checked again (same rule) when it is loaded.
         boot::open_initrd(initrd, boot::initrd_limit(config.mem_bytes))?;
     }
-    let kvm = open_kvm()?;
-    let vm: Arc<VmFd> = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
-    vm.set_tss_address(KVM_TSS_ADDRESS)
-        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-    irq::create_interrupt_controllers(&vm)?;
-    irq::set_pic_level_triggered(&vm, boot::mptable::NIC_IRQ)?;
-    let mem = memory::create_guest_memory(config.mem_bytes)?;
-    memory::register_guest_memory(&vm, &mem)?;
+    Ok(())
+}
 
-    let mut boot_spec = config.boot.clone();
-    boot_spec.cpus = config.cpus as u8;
-    let entry = boot::load_guest(&mem, &boot_spec)?;
-    boot::write_gdt(&mem, matches!(entry, boot::BootEntry::Linux64 { .. }))?;
+/// The KVM VM with its interrupt controllers and its registered guest memory.
+struct Machine {
+    kvm: Kvm,
+    vm: Arc<VmFd>,
+    mem: GuestMemoryMmap,
+}
 
+impl Machine {
+    /// Creates the VM (TSS, PIC/IOAPIC, the NIC's level-triggered line) and `mem_bytes` of RAM.
+    fn create(mem_bytes: u64) -> Result<Self> {
+        let kvm = open_kvm()?;
+        let vm: Arc<VmFd> = Arc::new(kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?);
+        vm.set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        irq::create_interrupt_controllers(&vm)?;
+        irq::set_pic_level_triggered(&vm, boot::mptable::NIC_IRQ)?;
+        let mem = memory::create_guest_memory(mem_bytes)?;
+        memory::register_guest_memory(&vm, &mem)?;
+        Ok(Self { kvm, vm, mem })
+    }
+}
+
+/// Loads the kernel (and initrd, command line, MP table for `cpus`) and the GDT; returns where
+/// the boot vCPU starts.
+fn load_guest(mem: &GuestMemoryMmap, boot: &BootSpec, cpus: usize) -> Result<BootEntry> {
+    let mut boot_spec = boot.clone();
+    boot_spec.cpus = cpus as u8;
+    let entry = boot::load_guest(mem, &boot_spec)?;
+    boot::write_gdt(mem, matches!(entry, BootEntry::Linux64 { .. }))?;
+    Ok(entry)
+}
+
+/// The serial console writing to `out`, its interrupt delivered through an irqfd.
+fn serial_console(vm: &VmFd, out: Box<dyn Write + Send>) -> Result<serial::SerialConsole> {
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(os_err("the serial IRQ eventfd"))?;
     vm.register_irqfd(&serial_irq, serial::SERIAL_IRQ)
         .map_err(kvm_err("KVM_IRQFD"))?;
-    let serial = serial::SerialConsole::new(serial::IrqFdTrigger(serial_irq), config.serial_out);
+    Ok(serial::SerialConsole::new(
+        serial::IrqFdTrigger(serial_irq),
+        out,
+    ))
+}
 
-    let exits = Arc::new(ExitStats::default());
-    let (net, io_tuning) = match config.net {
-        Some(net_config) => {
-            let mut nic = (net_config.make_nic)(irq::KvmIrqLine::new(
-                Arc::clone(&vm),
-                u32::from(boot::mptable::NIC_IRQ),
-            ));
-            assign_nic_resources(nic.as_mut());
-            let shared = NetShared::new(nic, net_config.backend, net_config.tx_inline)?;
-            (Some(Arc::new(shared)), net_config.io)
-        }
-        None => (None, IoTuning::default()),
+/// Builds the NIC model on its interrupt line, presets its PCI resources and locks it together
+/// with its backend; returns it with the I/O thread's tuning.
+fn build_nic(vm: &Arc<VmFd>, net: Option<NetConfig>) -> Result<(Option<Arc<NetShared>>, IoTuning)> {
+    let Some(net) = net else {
+        return Ok((None, IoTuning::default()));
     };
-    let bus = Arc::new(bus::Bus::new(
-        serial,
-        net.clone(),
-        mem.clone(),
-        Arc::clone(&exits),
-    ));
-    let control = Arc::new(VmControl::new()?);
+    let irq = irq::KvmIrqLine::new(Arc::clone(vm), u32::from(boot::mptable::NIC_IRQ));
+    let mut nic = (net.make_nic)(irq);
+    assign_nic_resources(nic.as_mut());
+    let shared = NetShared::new(nic, net.backend, net.tx_inline)?;
+    Ok((Some(Arc::new(shared)), net.io))
+}
 
-    let mut vcpus = Vec::with_capacity(config.cpus);
-    for index in 0..config.cpus {
-        let vcpu = vm
+/// Creates and configures `cpus` vCPUs (CPUID, registers); vCPU 0 starts at `entry`. Installs
+/// the signal handler that kicks vCPUs out of KVM_RUN.
+fn create_vcpus(
+    machine: &Machine,
+    hidden: &HiddenFeatures,
+    cpus: usize,
+    entry: BootEntry,
+) -> Result<Vec<VcpuFd>> {
+    let mut vcpus = Vec::with_capacity(cpus);
+    for index in 0..cpus {
+        let vcpu = machine
+            .vm
             .create_vcpu(index as u64)
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        let cpuid = cpuid::guest_cpuid(&kvm, &config.hidden, index as u8, config.cpus as u8)?;
+        let cpuid = cpuid::guest_cpuid(&machine.kvm, hidden, index as u8, cpus as u8)?;
         vcpu::configure_vcpu(&vcpu, &cpuid)?;
         if index == 0 {
             vcpu::set_boot_registers(&vcpu, entry)?;
@@ -408,8 +353,17 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
         vcpus.push(vcpu);
     }
     vcpu::install_kick_handler()?;
-    if config.handle_signals {
-        SIGNAL_EVENTFD.store(control.done.as_raw_fd(), Ordering::SeqCst);
+    Ok(vcpus)
+}
+
+/// SIGINT/SIGTERM wake the main thread through the VM's done eventfd while this lives.
+struct SignalRoute;
+
+impl SignalRoute {
+    /// Routes the shutdown signals to `control` (registering the handler on first use).
+    fn install(control: &VmControl) -> Result<Self> {
+        SIGNAL_EVENTFD.store(control.done_fd(), Ordering::SeqCst);
+        let route = SignalRoute;
         for sig in [libc::SIGINT, libc::SIGTERM] {
             vmm_sys_util::signal::register_signal_handler(sig, shutdown_handler).map_err(|e| {
                 VmmError::Os {
@@ -418,56 +372,89 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
                 }
             })?;
         }
+        Ok(route)
     }
+}
 
-    // Pinning errors are reported before any thread starts.
-    let core_count = affinity::get_core_num();
-    for (thread, cpu) in [("vCPU", config.pin_vcpu), ("I/O", config.pin_io)] {
-        if let Some(cpu) = cpu.filter(|c| *c >= core_count) {
+impl Drop for SignalRoute {
+    fn drop(&mut self) {
+        SIGNAL_EVENTFD.store(-1, Ordering::SeqCst);
+    }
+}
+
+/// Pinning errors are reported before any thread starts.
+fn check_pinning(pin_vcpu: Option<usize>, pin_io: Option<usize>) -> Result<()> {
+    let count = affinity::get_core_num();
+    for (thread, cpu) in [("vCPU", pin_vcpu), ("I/O", pin_io)] {
+        if let Some(cpu) = cpu.filter(|c| *c >= count) {
             return Err(VmmError::Pin {
                 thread,
                 cpu,
-                count: core_count,
+                count,
                 detail: "no such CPU".into(),
             });
         }
     }
+    Ok(())
+}
 
-    let io_stop = EventFd::new(EFD_NONBLOCK).map_err(os_err("the I/O thread stop eventfd"))?;
-    let io_handle: Option<JoinHandle<std::result::Result<(), String>>> = match &net {
-        Some(net) => {
-            let (net, mem, stats, pin_io) = (
-                Arc::clone(net),
-                mem.clone(),
-                Arc::clone(&exits),
-                config.pin_io,
-            );
-            let stop = io_stop
-                .try_clone()
-                .map_err(os_err("the I/O thread stop eventfd"))?;
-            let control = Arc::clone(&control);
-            Some(
-                std::thread::Builder::new()
-                    .name("lancet-io".into())
-                    .spawn(move || {
-                        stop_vm_on_panic(&control, "I/O", || {
-                            pin("I/O", pin_io).map_err(|e| e.to_string())?;
-                            let result = io_thread::run_io_thread(net, mem, stop, stats, io_tuning);
-                            if let Err(e) = &result {
-                                control.finish(VmOutcome::Failed(format!("I/O thread: {e}")));
-                            }
-                            result
-                        })
-                        .and_then(|result| result)
-                    })
-                    .map_err(os_err("the I/O thread"))?,
-            )
-        }
-        None => None,
-    };
-    let mut vcpu_handles = Vec::with_capacity(vcpus.len());
+/// What the I/O thread works on.
+struct IoThreadParts {
+    net: Arc<NetShared>,
+    mem: GuestMemoryMmap,
+    exits: Arc<ExitStats>,
+    tuning: IoTuning,
+    pin: Option<usize>,
+}
+
+/// The running I/O thread and the eventfd that stops it.
+struct IoThread {
+    handle: JoinHandle<std::result::Result<(), IoThreadError>>,
+    stop: EventFd,
+}
+
+/// Starts the I/O thread. Its failure or panic stops the VM (outcome [`VmOutcome::Failed`]).
+fn spawn_io_thread(parts: IoThreadParts, control: &Arc<VmControl>) -> Result<IoThread> {
+    let stop = EventFd::new(EFD_NONBLOCK).map_err(os_err("the I/O thread stop eventfd"))?;
+    let thread_stop = stop
+        .try_clone()
+        .map_err(os_err("the I/O thread stop eventfd"))?;
+    let control = Arc::clone(control);
+    let handle = std::thread::Builder::new()
+        .name("lancet-io".into())
+        .spawn(move || {
+            stop_vm_on_panic(&control, "I/O", || {
+                pin("I/O", parts.pin).map_err(IoThreadError::Pin)?;
+                let IoThreadParts {
+                    net,
+                    mem,
+                    exits,
+                    tuning,
+                    ..
+                } = parts;
+                let result = io_thread::run_io_thread(net, mem, thread_stop, exits, tuning);
+                if let Err(e) = &result {
+                    control.finish(VmOutcome::Failed(format!("I/O thread: {e}")));
+                }
+                result
+            })
+            .map_err(IoThreadError::from)
+            .and_then(|result| result)
+        })
+        .map_err(os_err("the I/O thread"))?;
+    Ok(IoThread { handle, stop })
+}
+
+/// Starts one thread per vCPU; a pinning failure or a panic stops the VM.
+fn spawn_vcpus(
+    vcpus: Vec<VcpuFd>,
+    bus: &Arc<bus::Bus>,
+    control: &Arc<VmControl>,
+    pin_vcpu: Option<usize>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut handles = Vec::with_capacity(vcpus.len());
     for (index, vcpu) in vcpus.into_iter().enumerate() {
-        let (bus, control, pin_vcpu) = (Arc::clone(&bus), Arc::clone(&control), config.pin_vcpu);
+        let (bus, control) = (Arc::clone(bus), Arc::clone(control));
         let handle = std::thread::Builder::new()
             .name(format!("lancet-vcpu{index}"))
             .spawn(move || {
@@ -482,12 +469,18 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
                 });
             })
             .map_err(os_err("a vCPU thread"))?;
-        vcpu_handles.push(handle);
+        handles.push(handle);
     }
+    Ok(handles)
+}
 
-    // Wait for the first outcome (a vCPU, the I/O thread, a signal, or the timeout).
-    let deadline = config.timeout.map(|t| (t, std::time::Instant::now() + t));
-    let mut stop_check = config.stop_check;
+/// Waits for the first outcome: a vCPU, the I/O thread, a signal, the timeout, or `stop_check`.
+fn wait_for_outcome(
+    control: &VmControl,
+    timeout: Option<std::time::Duration>,
+    mut stop_check: Option<Box<dyn FnMut() -> bool + Send>>,
+) {
+    let deadline = timeout.map(|t| (t, std::time::Instant::now() + t));
     loop {
         let mut wait_ms = match deadline {
             Some((_, at)) => {
@@ -509,14 +502,14 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
             };
         }
         let mut fds = [libc::pollfd {
-            fd: control.done.as_raw_fd(),
+            fd: control.done_fd(),
             events: libc::POLLIN,
             revents: 0,
         }];
         // SAFETY: one valid pollfd for an eventfd we own, for the duration of the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, wait_ms) };
         if ready > 0 {
-            let _ = control.done.read();
+            control.clear_done();
             break;
         }
         if ready == 0 {
@@ -538,46 +531,59 @@ pub fn run_vm(config: VmConfig) -> Result<RunReport> {
     if signal != 0 {
         control.finish(VmOutcome::Signal(signal));
     }
-    control.stop.store(true, Ordering::Release);
-    for handle in &vcpu_handles {
+}
+
+/// Stops every thread (stop flag, a kick signal out of KVM_RUN, the I/O thread's stop eventfd),
+/// joins them, and returns why the I/O thread ended early, if it did.
+fn stop_threads(
+    control: &VmControl,
+    vcpus: Vec<JoinHandle<()>>,
+    io: Option<IoThread>,
+) -> Option<IoThreadError> {
+    control.stop();
+    for handle in &vcpus {
         let _ = handle.kill(vcpu::kick_signal());
     }
-    let _ = io_stop.write(1);
-    for handle in vcpu_handles {
+    if let Some(io) = &io {
+        let _ = io.stop.write(1);
+    }
+    for handle in vcpus {
         let _ = handle.join();
     }
-    let io_thread_error = match io_handle.map(JoinHandle::join) {
+    match io.map(|io| io.handle.join()) {
         Some(Ok(Err(e))) => Some(e),
-        Some(Err(_)) => Some("the I/O thread ended without a result".into()),
+        Some(Err(_)) => Some(IoThreadError::NoResult),
         _ => None,
-    };
-    if config.handle_signals {
-        SIGNAL_EVENTFD.store(-1, Ordering::SeqCst);
     }
-    bus.flush_serial();
+}
+
+/// The report of a stopped VM: its outcome and every counter.
+fn collect_report(
+    control: &VmControl,
+    exits: Arc<ExitStats>,
+    net: Option<&NetShared>,
+    io_thread_error: Option<IoThreadError>,
+) -> RunReport {
     let outcome = control
-        .outcome
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
+        .outcome()
         .unwrap_or(VmOutcome::Failed("no outcome recorded".into()));
-    let (nic, backend, frames_moved) = match &net {
+    let (nic, backend, frames_moved) = match net {
         Some(net) => {
             let state = net.lock();
             (
-                Some(state.nic.stats_json()),
-                state.backend.as_ref().map(|b| b.stats_json()),
+                Some(state.nic.stats()),
+                state.backend.as_deref().map(BackendReport::of),
                 state.nic.frames_moved(),
             )
         }
         None => (None, None, 0),
     };
-    Ok(RunReport {
+    RunReport {
         outcome,
         exits,
         nic,
         backend,
         frames_moved,
         io_thread_error,
-    })
+    }
 }

@@ -1,7 +1,6 @@
-//! What the machine needs from its network device and from the backend behind it, as two small
-//! traits ([`NicModel`], [`NetPort`]), and the state they share between the vCPU and I/O threads
-//! ([`NetShared`]). The Lance model and the AF_XDP/TAP backends implement them (see `adapters`);
-//! tests plug in fakes.
+//! What the machine needs from its network device ([`NicModel`], implemented by the Lance model
+//! below; tests plug in fakes), and the state the NIC shares with its backend (the one backend
+//! contract, [`crate::net::Backend`]) between the vCPU and I/O threads ([`NetShared`]).
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -9,31 +8,16 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::frame::FrameTx;
+use crate::lance::{LanceStats, RegEffect, TxReport};
+use crate::net::Backend;
 
 use super::error::{os_err, Result};
 
 /// Size of the register window decoded in BAR0 (I/O) and BAR1 (MMIO).
 pub const NIC_REGISTER_WINDOW: u64 = 0x20;
 
-/// What a register write asks the machine to do next.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NicEffect {
-    /// The guest set TDMD (or started the transmitter): walk the TX ring now.
-    pub tx_demand: bool,
-    /// The guest handed RX descriptors back or restarted the receiver: retry pending RX frames.
-    pub rx_kick: bool,
-}
-
-/// What one TX ring walk did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TxOutcome {
-    /// Frames handed to the backend.
-    pub frames: usize,
-    /// The backend had no buffer: frames are still queued in the ring, retry after `reap`.
-    pub blocked: bool,
-}
-
-/// The PCI network function as the machine drives it (implemented by the Lance model).
+/// The PCI network function as the machine drives it (implemented by the Lance model; tests plug
+/// in fakes). Results and counters are the model's own types.
 pub trait NicModel: Send {
     /// Config-space read at `offset` (any width 1/2/4).
     fn pci_config_read(&self, offset: usize, data: &mut [u8]);
@@ -45,49 +29,32 @@ pub trait NicModel: Send {
     fn mmio_bar(&self) -> Option<u64>;
     /// Register read at `offset` inside the BAR window.
     fn read_reg(&mut self, mem: &GuestMemoryMmap, offset: u64, data: &mut [u8]);
-    /// Register write at `offset` inside the BAR window.
-    fn write_reg(&mut self, mem: &GuestMemoryMmap, offset: u64, data: &[u8]) -> NicEffect;
+    /// Register write at `offset` inside the BAR window; says what the machine should do next.
+    fn write_reg(&mut self, mem: &GuestMemoryMmap, offset: u64, data: &[u8]) -> RegEffect;
     /// Walks the TX ring and sends what the guest queued.
-    fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxOutcome;
+    fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxReport;
     /// Whether the chip polls its TX ring on its own (TXON and not DPOLL).
     fn tx_polling(&self) -> bool;
     /// Frames the guest's RX ring can take now.
     fn rx_room(&self, mem: &GuestMemoryMmap) -> usize;
-    /// Delivers one received frame into the RX ring.
+    /// Delivers one received frame into the RX ring (every outcome is counted in the stats).
     fn receive(&mut self, mem: &GuestMemoryMmap, frame: &[u8]);
     /// Counters for `--stats-json` (frames, bytes, drops by reason).
-    fn stats_json(&self) -> serde_json::Value;
+    fn stats(&self) -> LanceStats;
     /// Frames the chip moved (TX + RX), for exits-per-frame.
-    fn frames_moved(&self) -> u64;
+    fn frames_moved(&self) -> u64 {
+        let s = self.stats();
+        s.tx_frames + s.rx_frames
+    }
     /// Carrier as the guest sees it (the link status the driver reads).
     fn set_link(&mut self, _up: bool) {}
-}
-
-/// The host side of the wire as the machine drives it (implemented by the AF_XDP and TAP backends).
-pub trait NetPort: Send {
-    /// "xdp" | "tap" (or a test backend's name).
-    fn kind(&self) -> &'static str;
-    /// Readable when RX frames are pending.
-    fn poll_fd(&self) -> std::os::fd::RawFd;
-    /// Hands up to `max` received frames to `deliver`, oldest first; the rest stay queued.
-    fn recv_batch(
-        &mut self,
-        max: usize,
-        deliver: &mut dyn FnMut(&[u8]),
-    ) -> std::result::Result<usize, String>;
-    /// TX completions, fill-ring refill.
-    fn reap(&mut self);
-    /// The transmit half, for [`NicModel::transmit`].
-    fn frame_tx(&mut self) -> &mut dyn FrameTx;
-    /// Counters for `--stats-json`.
-    fn stats_json(&self) -> serde_json::Value;
 }
 
 /// The NIC and its backend, locked together: every guest register access, TX ring walk and RX
 /// batch holds this one lock for its duration (see the locking notes in `vmm/mod.rs`).
 pub struct NetState {
     pub nic: Box<dyn NicModel>,
-    pub backend: Option<Box<dyn NetPort>>,
+    pub backend: Option<Box<dyn Backend>>,
     /// The last TX walk stopped for lack of backend buffers: the I/O thread retries.
     pub tx_blocked: bool,
     /// The backend is gone (its fd reported an error or hang-up, e.g. the TAP device was deleted):
@@ -98,15 +65,15 @@ pub struct NetState {
 impl NetState {
     /// Reaps TX completions and walks the TX ring into the backend. Returns frames sent.
     pub fn transmit(&mut self, mem: &GuestMemoryMmap) -> usize {
-        let outcome = match self.backend.as_mut().filter(|_| !self.backend_lost) {
+        let report = match self.backend.as_mut().filter(|_| !self.backend_lost) {
             Some(backend) => {
                 backend.reap();
-                self.nic.transmit(mem, backend.frame_tx())
+                self.nic.transmit(mem, backend)
             }
             None => self.nic.transmit(mem, &mut Unplugged),
         };
-        self.tx_blocked = outcome.blocked;
-        outcome.frames
+        self.tx_blocked = report.blocked;
+        report.frames as usize
     }
     /// Takes the link down for good after the backend failed: the model shows no carrier and
     /// further TX is dropped as LCAR (counted by the model), nothing more is read from the backend.
@@ -142,7 +109,7 @@ pub struct NetShared {
 impl NetShared {
     pub fn new(
         nic: Box<dyn NicModel>,
-        backend: Option<Box<dyn NetPort>>,
+        backend: Option<Box<dyn Backend>>,
         tx_inline: bool,
     ) -> Result<Self> {
         Ok(Self {
@@ -187,19 +154,11 @@ impl<I: crate::lance::IrqLine + Send> NicModel for crate::lance::Lance<I> {
     fn read_reg(&mut self, mem: &GuestMemoryMmap, offset: u64, data: &mut [u8]) {
         self.read(mem, offset, data)
     }
-    fn write_reg(&mut self, mem: &GuestMemoryMmap, offset: u64, data: &[u8]) -> NicEffect {
-        let effect = self.write(mem, offset, data);
-        NicEffect {
-            tx_demand: effect.tx_demand,
-            rx_kick: effect.rx_kick,
-        }
+    fn write_reg(&mut self, mem: &GuestMemoryMmap, offset: u64, data: &[u8]) -> RegEffect {
+        self.write(mem, offset, data)
     }
-    fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxOutcome {
-        let report = crate::lance::Lance::transmit(self, mem, tx);
-        TxOutcome {
-            frames: report.frames as usize,
-            blocked: report.blocked,
-        }
+    fn transmit(&mut self, mem: &GuestMemoryMmap, tx: &mut dyn FrameTx) -> TxReport {
+        crate::lance::Lance::transmit(self, mem, tx)
     }
     fn tx_polling(&self) -> bool {
         crate::lance::Lance::tx_polling(self)
@@ -211,64 +170,10 @@ impl<I: crate::lance::IrqLine + Send> NicModel for crate::lance::Lance<I> {
         // Every outcome other than Delivered is counted in the model's stats.
         let _ = crate::lance::Lance::receive(self, mem, frame);
     }
-    fn stats_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.stats()).unwrap_or_default()
-    }
-    fn frames_moved(&self) -> u64 {
-        let s = self.stats();
-        s.tx_frames + s.rx_frames
+    fn stats(&self) -> LanceStats {
+        crate::lance::Lance::stats(self).clone()
     }
     fn set_link(&mut self, up: bool) {
         crate::lance::Lance::set_link(self, up)
-    }
-}
-
-/// A backend of `crate::net` (as `net::open_backend` returns it) as the machine's port.
-pub struct BackendPort(pub Box<dyn crate::net::Backend>);
-
-impl FrameTx for BackendPort {
-    fn link_up(&self) -> bool {
-        self.0.link_up()
-    }
-    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
-        self.0.tx_buffer()
-    }
-    fn tx_commit(&mut self, len: usize) {
-        self.0.tx_commit(len)
-    }
-    fn tx_flush(&mut self) {
-        self.0.tx_flush()
-    }
-}
-
-impl NetPort for BackendPort {
-    fn kind(&self) -> &'static str {
-        self.0.kind()
-    }
-    fn poll_fd(&self) -> std::os::fd::RawFd {
-        self.0.poll_fd()
-    }
-    fn recv_batch(
-        &mut self,
-        max: usize,
-        deliver: &mut dyn FnMut(&[u8]),
-    ) -> std::result::Result<usize, String> {
-        self.0.recv_batch(max, deliver).map_err(|e| e.to_string())
-    }
-    fn reap(&mut self) {
-        self.0.reap()
-    }
-    fn frame_tx(&mut self) -> &mut dyn FrameTx {
-        self
-    }
-    fn stats_json(&self) -> serde_json::Value {
-        let mut json = serde_json::to_value(self.0.stats()).unwrap_or_default();
-        if let (Some(local), Some(map)) = (self.0.local_stats(), json.as_object_mut()) {
-            map.insert(
-                "local".into(),
-                serde_json::to_value(local).unwrap_or_default(),
-            );
-        }
-        json
     }
 }

@@ -1,7 +1,9 @@
-//! Counters of the machine: vCPU exits by reason and by device, I/O thread wake-ups; written as JSON
-//! with the NIC's and backend's counters by `--stats-json`.
+//! Counters of the machine: vCPU exits by reason and by device, I/O thread wake-ups; their
+//! snapshot ([`ExitCounts`]) goes into the `--stats-json` report ([`super::report::RunStats`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
 
 /// Why a vCPU left KVM_RUN, and which device the access went to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,21 +24,6 @@ pub enum ExitReason {
 }
 
 const EXIT_REASON_COUNT: usize = ExitReason::Other as usize + 1;
-
-const EXIT_REASON_NAMES: [&str; EXIT_REASON_COUNT] = [
-    "pio_nic",
-    "pio_serial",
-    "pio_pci_config",
-    "pio_debug_exit",
-    "pio_other",
-    "mmio_nic",
-    "mmio_other",
-    "hlt",
-    "interrupted",
-    "shutdown",
-    "system_event",
-    "other",
-];
 
 /// Exit counters, shared by every vCPU thread (relaxed atomics: only totals matter).
 #[derive(Debug, Default)]
@@ -69,14 +56,65 @@ impl ExitStats {
         self.exits.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    /// `{"pio_nic": n, ...}` with every reason.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut map = serde_json::Map::new();
-        for (name, counter) in EXIT_REASON_NAMES.iter().zip(&self.exits) {
-            map.insert((*name).into(), counter.load(Ordering::Relaxed).into());
+    /// The counters now, by reason (the `exits` section of `--stats-json`).
+    pub fn snapshot(&self) -> ExitCounts {
+        use ExitReason::*;
+        ExitCounts {
+            pio_nic: self.get(PioNic),
+            pio_serial: self.get(PioSerial),
+            pio_pci_config: self.get(PioPci),
+            pio_debug_exit: self.get(PioDebugExit),
+            pio_other: self.get(PioOther),
+            mmio_nic: self.get(MmioNic),
+            mmio_other: self.get(MmioOther),
+            hlt: self.get(Hlt),
+            interrupted: self.get(Interrupted),
+            shutdown: self.get(Shutdown),
+            system_event: self.get(SystemEvent),
+            other: self.get(Other),
+            total: self.total(),
         }
-        map.insert("total".into(), self.total().into());
-        serde_json::Value::Object(map)
+    }
+}
+
+/// vCPU exits by reason at one moment, and their total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExitCounts {
+    pub pio_nic: u64,
+    pub pio_serial: u64,
+    pub pio_pci_config: u64,
+    pub pio_debug_exit: u64,
+    pub pio_other: u64,
+    pub mmio_nic: u64,
+    pub mmio_other: u64,
+    pub hlt: u64,
+    pub interrupted: u64,
+    pub shutdown: u64,
+    pub system_event: u64,
+    pub other: u64,
+    /// Every exit.
+    pub total: u64,
+}
+
+impl ExitCounts {
+    /// Each counter with its name in `--stats-json` (`total` last).
+    pub fn by_reason(&self) -> [(&'static str, u64); 13] {
+        [
+            ("pio_nic", self.pio_nic),
+            ("pio_serial", self.pio_serial),
+            ("pio_pci_config", self.pio_pci_config),
+            ("pio_debug_exit", self.pio_debug_exit),
+            ("pio_other", self.pio_other),
+            ("mmio_nic", self.mmio_nic),
+            ("mmio_other", self.mmio_other),
+            ("hlt", self.hlt),
+            ("interrupted", self.interrupted),
+            ("shutdown", self.shutdown),
+            ("system_event", self.system_event),
+            ("other", self.other),
+            ("total", self.total),
+        ]
     }
 }
 
@@ -93,7 +131,13 @@ mod tests {
         s.count(ExitReason::Hlt);
         assert_eq!(s.nic_exits(), 3);
         assert_eq!(s.total(), 4);
-        assert_eq!(s.to_json()["mmio_nic"], 2);
-        assert_eq!(s.to_json()["other"], 0);
+        assert_eq!(s.snapshot().mmio_nic, 2);
+        assert_eq!(s.snapshot().other, 0);
+        let json = serde_json::to_value(s.snapshot()).unwrap();
+        assert_eq!(json["mmio_nic"], 2);
+        assert_eq!(json["total"], 4);
+        for (name, n) in s.snapshot().by_reason() {
+            assert_eq!(json[name], n, "{name}");
+        }
     }
 }

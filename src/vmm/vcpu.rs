@@ -12,9 +12,9 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use super::boot::{BootEntry, BOOT_CS, BOOT_DS, BOOT_TSS, GDT_ADDR, IDT_ADDR, PML4_ADDR};
 use super::bus::{Bus, BusAction};
+use super::control::{VmControl, VmOutcome};
 use super::error::{kvm_err, Result, VmmError};
 use super::stats::ExitReason;
-use super::{VmControl, VmOutcome};
 
 // Control register and EFER bits.
 const CR0_PE: u64 = 1 << 0;

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use lancet::frame::FrameTx;
 use lancet::lance::IrqLine;
-use lancet::vmm::nic::{NetPort, NicEffect, NicModel, TxOutcome};
+use lancet::lance::{LanceStats, RegEffect, TxReport};
+use lancet::net::{Backend, BackendStats, NetError};
+use lancet::vmm::nic::NicModel;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use vm_memory::GuestMemoryMmap;
@@ -274,17 +276,17 @@ impl<I: IrqLine + Send> NicModel for FakeNic<I> {
         let o = offset as usize;
         data.copy_from_slice(&self.regs[o..o + data.len()]);
     }
-    fn write_reg(&mut self, _mem: &GuestMemoryMmap, offset: u64, data: &[u8]) -> NicEffect {
+    fn write_reg(&mut self, _mem: &GuestMemoryMmap, offset: u64, data: &[u8]) -> RegEffect {
         let o = offset as usize;
         self.regs[o..o + data.len()].copy_from_slice(data);
         // Register 0x1c: bit 0 raises the interrupt line, writing 0 lowers it.
         if o == 0x1c {
             self.irq.set_level(data[0] & 1 != 0);
         }
-        NicEffect::default()
+        RegEffect::default()
     }
-    fn transmit(&mut self, _mem: &GuestMemoryMmap, _tx: &mut dyn FrameTx) -> TxOutcome {
-        TxOutcome::default()
+    fn transmit(&mut self, _mem: &GuestMemoryMmap, _tx: &mut dyn FrameTx) -> TxReport {
+        TxReport::default()
     }
     fn tx_polling(&self) -> bool {
         false
@@ -293,11 +295,8 @@ impl<I: IrqLine + Send> NicModel for FakeNic<I> {
         0
     }
     fn receive(&mut self, _mem: &GuestMemoryMmap, _frame: &[u8]) {}
-    fn stats_json(&self) -> serde_json::Value {
-        serde_json::json!({ "regs0": self.regs[0] })
-    }
-    fn frames_moved(&self) -> u64 {
-        0
+    fn stats(&self) -> LanceStats {
+        LanceStats::default()
     }
 }
 
@@ -351,14 +350,18 @@ impl FrameTx for EchoPort {
     }
 }
 
-impl NetPort for EchoPort {
+impl Backend for EchoPort {
     fn kind(&self) -> &'static str {
         "echo-test"
     }
     fn poll_fd(&self) -> RawFd {
         self.ready.as_raw_fd()
     }
-    fn recv_batch(&mut self, max: usize, deliver: &mut dyn FnMut(&[u8])) -> Result<usize, String> {
+    fn recv_batch(
+        &mut self,
+        max: usize,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, NetError> {
         let mut n = 0;
         while n < max {
             let Some(frame) = self.pending.pop_front() else {
@@ -373,11 +376,11 @@ impl NetPort for EchoPort {
         Ok(n)
     }
     fn reap(&mut self) {}
-    fn frame_tx(&mut self) -> &mut dyn FrameTx {
-        self
-    }
-    fn stats_json(&self) -> serde_json::Value {
-        serde_json::json!({ "sent": self.sent.lock().unwrap().len(), "pending": self.pending.len() })
+    fn stats(&self) -> BackendStats {
+        BackendStats {
+            tx_frames: self.sent.lock().unwrap().len() as u64,
+            ..BackendStats::default()
+        }
     }
 }
 
@@ -547,7 +550,7 @@ pub fn test_guest_elf() -> PathBuf {
 /// I/O thread tuning, TX walked inline on the vCPU thread or handed to the I/O thread.
 pub fn lance_net(
     mac: [u8; 6],
-    backend: Box<dyn NetPort>,
+    backend: Box<dyn Backend>,
     tx_inline: bool,
 ) -> lancet::vmm::NetConfig {
     lancet::vmm::NetConfig {

@@ -17,6 +17,7 @@ use super::private_dir::PrivateDir;
 use super::qemu_path::BLAST_LINE;
 use super::report::{DropCount, Pinning};
 use crate::tools::testbed::Testbed;
+use crate::vmm::RunStats;
 
 use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Role, RunningPath};
 
@@ -299,47 +300,45 @@ struct RunningVmm {
     backend: VmmBackend,
 }
 
-/// Every numeric field of `value` (an object), as (name, count).
-fn numeric_fields(value: &serde_json::Value) -> Vec<(String, u64)> {
-    value
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Turn the VMM's `--stats-json` document into the bench's counters.
-pub fn stats_from_vmm_json(doc: &serde_json::Value, role: &Role, path: &str) -> PathStats {
+pub fn stats_from_vmm_report(doc: &RunStats, role: &Role, path: &str) -> PathStats {
     let mut stats = PathStats::default();
-    for (reason, n) in numeric_fields(&doc["exits"]) {
-        if n > 0 && !SETUP_EXIT_REASONS.contains(&reason.as_str()) {
-            stats.kvm_exits.insert(reason, n);
+    for (reason, n) in doc.exits.by_reason() {
+        if n > 0 && !SETUP_EXIT_REASONS.contains(&reason) {
+            stats.kvm_exits.insert(reason.to_string(), n);
         }
     }
-    let nic = &doc["nic"];
+    let Some(nic) = &doc.nic else {
+        return with_backend_drops(stats, doc, path);
+    };
     match role {
-        Role::Sink { .. } => stats.frames_received = nic["rx_frames"].as_u64(),
-        Role::Blast { .. } => stats.frames_sent = nic["tx_frames"].as_u64(),
+        Role::Sink { .. } => stats.frames_received = Some(nic.rx_frames),
+        Role::Blast { .. } => stats.frames_sent = Some(nic.tx_frames),
         _ => {}
     }
-    for field in [
-        "rx_missed",
-        "rx_overflow",
-        "rx_not_running",
-        "tx_dropped_oversize",
-        "dma_errors",
+    for (field, n) in [
+        ("rx_missed", nic.rx_missed),
+        ("rx_overflow", nic.rx_overflow),
+        ("rx_not_running", nic.rx_not_running),
+        ("tx_dropped_oversize", nic.tx_dropped_oversize),
+        ("dma_errors", nic.dma_errors),
     ] {
-        if let Some(n) = nic[field].as_u64().filter(|n| *n > 0) {
+        if n > 0 {
             stats.drops.push(DropCount {
                 counted_at: format!("{path}: Lance model {field}"),
                 frames: n,
             });
         }
     }
-    for (reason, n) in numeric_fields(&doc["backend"]["drops"]) {
+    with_backend_drops(stats, doc, path)
+}
+
+/// `stats` with the backend's drops by reason added.
+fn with_backend_drops(mut stats: PathStats, doc: &RunStats, path: &str) -> PathStats {
+    let Some(backend) = &doc.backend else {
+        return stats;
+    };
+    for (reason, n) in backend.counters.drops.by_reason() {
         if n > 0 {
             stats.drops.push(DropCount {
                 counted_at: format!("{path}: backend {reason}"),
@@ -385,11 +384,11 @@ impl RunningPath for RunningVmm {
                 self.process.console_tail()
             ),
         })?;
-        let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| BenchError::Path {
+        let doc: RunStats = serde_json::from_str(&text).map_err(|e| BenchError::Path {
             path: path.into(),
             reason: format!("unreadable --stats-json {}: {e}", self.stats_file.display()),
         })?;
-        let mut stats = stats_from_vmm_json(&doc, &self.role, path);
+        let mut stats = stats_from_vmm_report(&doc, &self.role, path);
         if let (Role::Blast { .. }, None) = (&self.role, stats.frames_sent) {
             stats.frames_sent = self.process.last_number_after(BLAST_LINE);
         }
