@@ -154,3 +154,132 @@ impl<B: Backend, L: Layer<B>> Backend for Layered<B, L> {
         self.inner.unsteer_address(ip)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lends one buffer, records committed frames, delivers `rx` on receive.
+    #[derive(Default)]
+    struct Recorder {
+        buf: Vec<u8>,
+        sent: Vec<Vec<u8>>,
+        rx: Vec<Vec<u8>>,
+    }
+
+    impl FrameTx for Recorder {
+        fn tx_buffer(&mut self) -> Option<&mut [u8]> {
+            self.buf.resize(64, 0);
+            Some(&mut self.buf)
+        }
+        fn tx_commit(&mut self, len: usize) {
+            self.sent.push(self.buf[..len].to_vec());
+        }
+    }
+
+    impl Backend for Recorder {
+        fn kind(&self) -> &'static str {
+            "recorder"
+        }
+        fn poll_fd(&self) -> RawFd {
+            -1
+        }
+        fn recv_batch(
+            &mut self,
+            max: usize,
+            deliver: &mut dyn FnMut(&[u8]),
+        ) -> Result<usize, NetError> {
+            let n = self.rx.len().min(max);
+            for frame in self.rx.drain(..n) {
+                deliver(&frame);
+            }
+            Ok(n)
+        }
+        fn reap(&mut self) {}
+        fn stats(&self) -> BackendStats {
+            BackendStats {
+                tx_frames: self.sent.len() as u64,
+                ..BackendStats::default()
+            }
+        }
+    }
+
+    /// Refuses frames that start with 0xff and counts them as `tx_error`.
+    #[derive(Default)]
+    struct Refuse(u64);
+
+    impl<B: ?Sized> Layer<B> for Refuse {
+        fn inspects_tx(&self) -> bool {
+            true
+        }
+        fn on_tx(&mut self, frame: &[u8]) -> bool {
+            let pass = frame.first() != Some(&0xff);
+            self.0 += u64::from(!pass);
+            pass
+        }
+        fn add_stats(&self, stats: &mut BackendStats) {
+            stats.drops.tx_error += self.0;
+        }
+    }
+
+    /// Records what it sees each way and counts reaps.
+    #[derive(Default)]
+    struct Watch {
+        tx: Vec<Vec<u8>>,
+        rx: Vec<Vec<u8>>,
+        reaps: usize,
+    }
+
+    impl<B: ?Sized> Layer<B> for Watch {
+        fn inspects_tx(&self) -> bool {
+            true
+        }
+        fn on_tx(&mut self, frame: &[u8]) -> bool {
+            self.tx.push(frame.to_vec());
+            true
+        }
+        fn inspects_rx(&self) -> bool {
+            true
+        }
+        fn on_rx(&mut self, frame: &[u8]) {
+            self.rx.push(frame.to_vec());
+        }
+        fn after_reap(&mut self, _inner: &mut B) {
+            self.reaps += 1;
+        }
+    }
+
+    fn send(b: &mut impl Backend, frame: &[u8]) {
+        b.tx_buffer().unwrap()[..frame.len()].copy_from_slice(frame);
+        b.tx_commit(frame.len());
+    }
+
+    #[test]
+    fn layers_stack_outer_first_and_add_their_counters() {
+        let recorder = Recorder {
+            rx: vec![vec![7; 3]],
+            ..Recorder::default()
+        };
+        let mut stack = Layered::wrap(Layered::wrap(recorder, Refuse::default()), Watch::default());
+        send(&mut stack, &[1, 2, 3]);
+        send(&mut stack, &[0xff, 2]);
+        send(&mut stack, &[4]);
+        // The outer layer saw every frame (exactly the committed bytes); the refused one never
+        // reached the backend.
+        assert_eq!(stack.layer().tx, [vec![1, 2, 3], vec![0xff, 2], vec![4]]);
+        assert_eq!(stack.inner().inner().sent, [vec![1, 2, 3], vec![4]]);
+        let stats = stack.stats();
+        assert_eq!((stats.tx_frames, stats.drops.tx_error), (2, 1));
+        assert_eq!(stack.kind(), "recorder");
+
+        let mut got = Vec::new();
+        assert_eq!(
+            stack.recv_batch(8, &mut |f| got.push(f.to_vec())).unwrap(),
+            1
+        );
+        assert_eq!(got, [vec![7; 3]]);
+        assert_eq!(stack.layer().rx, got);
+        stack.reap();
+        assert_eq!(stack.layer().reaps, 1);
+    }
+}

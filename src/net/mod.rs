@@ -408,3 +408,28 @@ pub fn format_mac(mac: [u8; 6]) -> String {
         .collect::<Vec<_>>()
         .join(":")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reasons_are_every_counter_under_its_json_name() {
+        let mut drops = DropStats::default();
+        let mut json = serde_json::to_value(drops).unwrap();
+        // Give every counter a distinct value through its JSON name, then read it back.
+        for (i, value) in json.as_object_mut().unwrap().values_mut().enumerate() {
+            *value = (i as u64 + 1).into();
+        }
+        drops = serde_json::from_value(json.clone()).unwrap();
+        let named = drops.by_reason();
+        assert_eq!(named.len(), json.as_object().unwrap().len());
+        for (name, n) in named {
+            assert_eq!(json[name], n, "{name}");
+        }
+        assert_eq!(
+            drops.rx_total() + drops.tx_total(),
+            named.iter().map(|(_, n)| n).sum::<u64>()
+        );
+    }
+}

@@ -108,3 +108,86 @@ pub struct SerialStats {
     /// Guest output dropped at `--serial-max-mb`.
     pub dropped_bytes: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys of a JSON object, sorted.
+    fn keys(v: &serde_json::Value) -> Vec<&str> {
+        let mut k: Vec<&str> = v
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        k.sort_unstable();
+        k
+    }
+
+    #[test]
+    fn stats_json_keeps_the_documented_shape_and_reads_back() {
+        let exits = Arc::new(ExitStats::default());
+        exits.count(super::super::stats::ExitReason::MmioNic);
+        let report = RunReport {
+            outcome: VmOutcome::GuestExit(0),
+            exits,
+            nic: Some(LanceStats {
+                rx_frames: 1,
+                ..LanceStats::default()
+            }),
+            backend: Some(BackendReport {
+                counters: BackendStats {
+                    tx_frames: 2,
+                    ..BackendStats::default()
+                },
+                local: None,
+            }),
+            frames_moved: 4,
+            io_thread_error: Some(IoThreadError::NoResult),
+        };
+        let stats = report.stats();
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(
+            keys(&json),
+            [
+                "backend",
+                "backend_lost",
+                "exit_status",
+                "exits",
+                "frames_moved",
+                "io_thread_error",
+                "io_thread_wakeups",
+                "nic",
+                "nic_exits_per_frame",
+                "outcome",
+                "unhandled_accesses",
+            ]
+        );
+        assert_eq!(json["exits"]["mmio_nic"], 1);
+        assert_eq!(json["exits"]["total"], 1);
+        assert_eq!(json["nic_exits_per_frame"], 0.25);
+        assert_eq!(json["nic"]["rx_frames"], 1);
+        // The backend's counters sit directly under "backend"; "local" only for a local link.
+        assert_eq!(json["backend"]["tx_frames"], 2);
+        assert!(json["backend"]["drops"].is_object());
+        assert!(json["backend"]["steer"].is_object());
+        assert!(json["backend"].get("local").is_none());
+        assert_eq!(
+            json["io_thread_error"],
+            "the I/O thread ended without a result"
+        );
+        let back: RunStats = serde_json::from_value(json).unwrap();
+        assert_eq!(back, stats);
+
+        let mut with_serial = stats;
+        with_serial.serial = Some(SerialStats { dropped_bytes: 9 });
+        with_serial.backend = Some(BackendReport {
+            local: Some(LocalStats::default()),
+            ..BackendReport::default()
+        });
+        let json = serde_json::to_value(&with_serial).unwrap();
+        assert_eq!(json["serial"]["dropped_bytes"], 9);
+        assert!(json["backend"]["local"]["bridge"].is_object());
+    }
+}
