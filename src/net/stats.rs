@@ -96,14 +96,14 @@ impl StatsPublisher {
     }
 
     /// Publish `counters` if [`PUBLISH_INTERVAL`] passed since the last time.
-    pub fn maybe_publish(&mut self, counters: &impl Serialize) {
+    pub fn maybe_publish(&mut self, counters: &PublishedStats) {
         if self.due() {
             self.publish(counters);
         }
     }
 
     /// Publish `counters` now (errors are logged, never fatal to the VM).
-    pub fn publish(&mut self, counters: &impl Serialize) {
+    pub fn publish(&mut self, counters: &PublishedStats) {
         self.last = Some(Instant::now());
         let tmp = self.path.with_extension("json.tmp");
         let result = serde_json::to_vec_pretty(counters)

@@ -50,8 +50,8 @@ const PCAP_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default VM name.
 pub const DEFAULT_VM_NAME: &str = "vm";
 
-/// What a running VMM publishes for `lancet stats`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What a running VMM publishes for `lancet stats` (and `lancet stats` reads back).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PublishedStats {
     /// "xdp" or "tap".
@@ -263,5 +263,40 @@ impl Layer<SpoofGuard<Box<dyn Backend>>> for VmLayer {
                 p.publish(&stats);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_stats_read_back_as_written() {
+        let mut stats = PublishedStats {
+            backend: "xdp".into(),
+            mirror: Some(MirrorStats {
+                frames: 1,
+                ..MirrorStats::default()
+            }),
+            local: Some(LocalStats {
+                rx_local: 2,
+                ..LocalStats::default()
+            }),
+            pcap: Some((3, 4, 0, 5)),
+            learning: Some(LearningStats {
+                addresses: vec![LearnedAddress {
+                    addr: "10.0.0.9".parse().unwrap(),
+                    idle_s: 1.5,
+                }],
+                steered: 1,
+                ..LearningStats::default()
+            }),
+            ..PublishedStats::default()
+        };
+        stats.counters.drops.tx_spoofed = 6;
+        stats.counters.steer.to_vm = 7;
+        let text = serde_json::to_vec_pretty(&stats).unwrap();
+        let back: PublishedStats = serde_json::from_slice(&text).unwrap();
+        assert_eq!(back, stats);
     }
 }

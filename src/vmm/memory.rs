@@ -45,8 +45,19 @@ pub fn register_guest_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
     Ok(())
 }
 
+/// Why a size (`--mem`, `--serial-max-mb` ...) could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("unknown size suffix in '{0}' (use K, M or G)")]
+    Suffix(String),
+    #[error("'{0}' is not a size (e.g. 256M)")]
+    NotANumber(String),
+    #[error("size '{0}' is too large")]
+    TooLarge(String),
+}
+
 /// Parses a size such as `256M`, `1G`, `65536K` or a plain byte count.
-pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+pub fn parse_size(text: &str) -> std::result::Result<u64, SizeError> {
     let t = text.trim();
     let (digits, mult) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -54,7 +65,7 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
                 'K' => 1u64 << 10,
                 'M' => 1 << 20,
                 'G' => 1 << 30,
-                _ => return Err(format!("unknown size suffix in '{text}' (use K, M or G)")),
+                _ => return Err(SizeError::Suffix(text.to_string())),
             };
             (&t[..i], m)
         }
@@ -62,9 +73,9 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     };
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("'{text}' is not a size (e.g. 256M)"))?;
+        .map_err(|_| SizeError::NotANumber(text.to_string()))?;
     n.checked_mul(mult)
-        .ok_or_else(|| format!("size '{text}' is too large"))
+        .ok_or_else(|| SizeError::TooLarge(text.to_string()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,11 @@
 //! The machine around the chip: KVM VM and vCPUs, guest memory, PCI and I/O buses, serial console,
 //! guest loading (PVH ELF, bzImage) and the I/O thread that connects the Lance to a backend.
 //!
+//! This file builds and runs the machine ([`run_vm`], one short step per responsibility). The NIC
+//! is any [`nic::NicModel`] on a [`crate::net::Backend`] ([`nic`]); how a VM ends and the state its
+//! threads share to end it are in [`control`] (what [`vcpu`] and [`io_thread`] depend on, never
+//! this file); what a finished VM reports, including the `--stats-json` document, is in [`report`].
+//!
 //! # Threads and locking
 //! - **vCPU threads** (one per vCPU) run KVM_RUN and serve every port I/O / MMIO exit themselves
 //!   ([`bus::Bus`]): serial, PCI config, and the NIC's registers through BAR0 or BAR1.
