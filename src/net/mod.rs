@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use crate::frame::{FrameTx, MAX_FRAME_LEN};
 
+pub mod abi;
 pub mod bridge;
 pub mod learn;
 pub mod liblog;

@@ -28,12 +28,13 @@ use std::{
 use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
 use super::{
+    abi::{percpu_u64_sum, port_drop},
     nic,
     steer::{create_link, XdpMode, VETH_NATIVE_XDP_MAX_MTU},
     NetError,
 };
 
-pub use super::steer::{ALL_QUEUES, PORT_QUEUE};
+pub use super::abi::{ALL_QUEUES, PORT_QUEUE};
 
 /// The compiled port programs (built by build.rs from bpf/port.bpf.c).
 const PORT_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/port.bpf.o"));
@@ -45,9 +46,6 @@ const PROG_TX: &str = "lancet_port_tx";
 const MAP_XSK: &str = "port_xsk";
 const MAP_OUT: &str = "port_out";
 const MAP_DROPS: &str = "port_drops";
-/// Indexes of `port_drops` (`enum port_drop` in bpf/port.bpf.c).
-const DROP_RX_NO_SOCKET: u32 = 0;
-const DROP_TX_NO_NIC: u32 = 1;
 
 /// Frames the port programs dropped (summed over CPUs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -221,10 +219,10 @@ impl VethPort {
 
     /// Frames the port programs dropped.
     pub fn drops(&self) -> PortDrops {
-        let read = |index: u32| -> u64 { super::steer::percpu_u64_sum(&self.drops, index) };
+        let read = |index: port_drop| -> u64 { percpu_u64_sum(&self.drops, index.0) };
         PortDrops {
-            rx_no_socket: read(DROP_RX_NO_SOCKET),
-            tx_no_nic: read(DROP_TX_NO_NIC),
+            rx_no_socket: read(port_drop::PORT_DROP_RX_NO_SOCKET),
+            tx_no_nic: read(port_drop::PORT_DROP_TX_NO_NIC),
         }
     }
 

@@ -30,59 +30,21 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-/// Bytes of `struct flow_key` in bpf/steer.bpf.c.
-pub const FLOW_KEY_LEN: usize = 60;
+use super::abi::{flow_key, RULE_MAX_ENTRIES, RULE_MAX_IDS, RULE_MAX_MASKS};
+pub use super::abi::{
+    key, IPFLAG_IP, IPFLAG_NO_L4, IPFLAG_V6, RULE_ID_BITS, RULE_TEXT_LEN, VLAN_PRESENT, VM_NAME_LEN,
+};
+
+/// Bytes of `struct flow_key` (bpf/lancet_common.h).
+pub const FLOW_KEY_LEN: usize = std::mem::size_of::<flow_key>();
 /// Masks one table holds (`RULE_MAX_MASKS`).
-pub const MAX_MASKS: usize = 32;
+pub const MAX_MASKS: usize = RULE_MAX_MASKS as usize;
 /// Rule ids are below this (`RULE_MAX_IDS`); id 0 is never used.
-pub const MAX_RULE_IDS: u32 = 16384;
-/// Bits of the rule id in a rank (`RULE_ID_BITS`).
-pub const RULE_ID_BITS: u32 = 14;
+pub const MAX_RULE_IDS: u32 = RULE_MAX_IDS;
 /// Hash entries of both tables together (`RULE_MAX_ENTRIES`).
-pub const MAX_ENTRIES: usize = 65536;
-/// Bytes of a stored rule text (`RULE_TEXT_LEN`).
-pub const RULE_TEXT_LEN: usize = 256;
-/// Bytes of a VM name in the `vm_names` map (`VM_NAME_LEN`), NUL padding included.
-pub const VM_NAME_LEN: usize = 16;
+pub const MAX_ENTRIES: usize = RULE_MAX_ENTRIES as usize;
 /// Priority of a rule that names none.
 pub const DEFAULT_PRIO: u16 = 100;
-
-/// Offsets of the `struct flow_key` fields.
-pub mod key {
-    /// Table << 8 | mask id (host order).
-    pub const TAG: usize = 0;
-    /// VLAN_PRESENT | VID (host order).
-    pub const VLAN: usize = 4;
-    /// Ethertype after the VLAN tag (network order).
-    pub const ETHERTYPE: usize = 6;
-    /// Destination MAC.
-    pub const DST_MAC: usize = 8;
-    /// Source MAC.
-    pub const SRC_MAC: usize = 14;
-    /// Source IP (IPv4 in the first 4 bytes).
-    pub const SRC_IP: usize = 20;
-    /// Destination IP.
-    pub const DST_IP: usize = 36;
-    /// TCP/UDP source port (network order).
-    pub const SPORT: usize = 52;
-    /// TCP/UDP destination port (network order).
-    pub const DPORT: usize = 54;
-    /// IP protocol.
-    pub const PROTO: usize = 56;
-    /// IPFLAG_* bits.
-    pub const IPFLAGS: usize = 57;
-}
-
-/// `flow_key.vlan` bit of a tagged frame.
-pub const VLAN_PRESENT: u16 = 0x1000;
-/// `flow_key.ipflags`: IPv4 or IPv6.
-pub const IPFLAG_IP: u8 = 1;
-/// `flow_key.ipflags`: IPv6.
-pub const IPFLAG_V6: u8 = 2;
-/// `flow_key.ipflags`: IPv6 whose extension header chain the program did not parse (more than 6
-/// headers, truncated, ESP...): the frame has no transport, so no rule with a protocol or ports
-/// matches it (a rule on `ip6` alone still does).
-pub const IPFLAG_NO_L4: u8 = 4;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
@@ -785,6 +747,20 @@ impl fmt::Debug for FlowKey {
 }
 
 impl FlowKey {
+    /// The key from the generated `struct flow_key` (same size by construction).
+    pub fn from_abi(key: &flow_key) -> Self {
+        let mut out = Self::default();
+        out.0.copy_from_slice(super::abi::bytes(key));
+        out
+    }
+
+    /// The key as the generated `struct flow_key`.
+    pub fn to_abi(&self) -> flow_key {
+        let mut out = flow_key::default();
+        super::abi::bytes_mut(&mut out).copy_from_slice(&self.0);
+        out
+    }
+
     fn set(&mut self, offset: usize, bytes: &[u8]) {
         self.0[offset..offset + bytes.len()].copy_from_slice(bytes);
     }

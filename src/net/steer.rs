@@ -26,7 +26,9 @@ use std::{
 use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 use serde::Serialize;
 
+pub use super::abi::{ALL_QUEUES, MAX_VMS, PORT_QUEUE};
 use super::{
+    abi::{self, mac_key, percpu_u64_sum, verdict, vm_slot},
     format_mac, nic,
     owner::{self, OwnerLock, OwnerRecord},
     pin,
@@ -38,8 +40,6 @@ use super::{
 const STEER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
 /// Name of the XDP program inside the object.
 const PROGRAM_NAME: &str = "lancet_steer";
-/// XSKMAP slots (VMs) one attachment serves; `MAX_VMS` in bpf/steer.bpf.c.
-pub const MAX_VMS: u32 = 64;
 
 /// Map names in bpf/steer.bpf.c.
 const MAP_XSKS: &str = "xsks";
@@ -49,43 +49,34 @@ const MAP_VM_IPV6: &str = "vm_ipv6";
 const MAP_VERDICTS: &str = "verdicts";
 const MAP_PORTS: &str = "ports";
 
-/// The `queue` of a VM served through a veth port ([`super::port`]) instead of a NIC queue: its
-/// `slot` indexes the `ports` DEVMAP, not the XSKMAP (`PORT_QUEUE` in bpf/steer.bpf.c).
-pub const PORT_QUEUE: u32 = u32::MAX;
-
-/// The `queue` of a VM that owns every RX queue of a multi-queue NIC: one AF_XDP socket per
-/// queue (sharing one UMEM) sits in the XSKMAP slot of that queue's number, and the program
-/// redirects to slot `rx_queue_index` (`ALL_QUEUES` in bpf/lancet_common.h).
-pub const ALL_QUEUES: u32 = u32::MAX - 2;
-
-/// Indexes of the `verdicts` per-CPU array (`enum verdict` in bpf/steer.bpf.c).
+/// Indexes of the `verdicts` per-CPU array (`enum verdict` in bpf/lancet_common.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Verdict {
     /// Unicast to a registered VM MAC, redirected to its socket.
-    ToVm = 0,
+    ToVm = verdict::VERDICT_TO_VM.0,
     /// ARP request for a registered VM IPv4 address, redirected.
-    ToVmArp = 1,
+    ToVmArp = verdict::VERDICT_TO_VM_ARP.0,
     /// IPv6 neighbour solicitation for a registered VM address, redirected.
-    ToVmNs = 2,
+    ToVmNs = verdict::VERDICT_TO_VM_NS.0,
     /// Passed to the host stack.
-    ToHost = 3,
+    ToHost = verdict::VERDICT_TO_HOST.0,
     /// For a VM whose XSKMAP slot holds no socket: dropped.
-    DropNoSocket = 4,
+    DropNoSocket = verdict::VERDICT_DROP_NO_SOCKET.0,
     /// For a VM, but received on a queue its socket is not bound to: dropped.
-    DropWrongQueue = 5,
+    DropWrongQueue = verdict::VERDICT_DROP_WRONG_QUEUE.0,
     /// A rule sent it to a VM, redirected.
-    RuleToVm = 6,
+    RuleToVm = verdict::VERDICT_RULE_TO_VM.0,
     /// A rule passed it to the host.
-    RulePass = 7,
+    RulePass = verdict::VERDICT_RULE_PASS.0,
     /// A rule dropped it.
-    RuleDrop = 8,
+    RuleDrop = verdict::VERDICT_RULE_DROP.0,
     /// A rule mirrored it (to the VM, tagged for a host copy).
-    RuleMirror = 9,
+    RuleMirror = verdict::VERDICT_RULE_MIRROR.0,
 }
 
-/// Number of verdict counters.
-const VERDICT_COUNT: u32 = 10;
+// Every counter has its variant (the last one is the last counter).
+const _: () = assert!(Verdict::RuleMirror as u32 + 1 == verdict::VERDICT_COUNT.0);
 
 /// How the program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -124,29 +115,6 @@ pub struct SteerCounters {
     pub rule_mirror: u64,
 }
 
-/// Value of `vm_macs`, `vm_ipv4`, `vm_ipv6` (`struct vm_slot` in bpf/steer.bpf.c).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct VmSlot {
-    slot: u32,
-    queue: u32,
-}
-
-impl VmSlot {
-    fn to_bytes(self) -> [u8; 8] {
-        let mut out = [0u8; 8];
-        out[..4].copy_from_slice(&self.slot.to_ne_bytes());
-        out[4..].copy_from_slice(&self.queue.to_ne_bytes());
-        out
-    }
-}
-
-/// Key of `vm_macs`: the MAC in the low 6 bytes of a zeroed 8-byte key.
-fn mac_key(mac: [u8; 6]) -> [u8; 8] {
-    let mut key = [0u8; 8];
-    key[..6].copy_from_slice(&mac);
-    key
-}
-
 /// Slot and queue of a registration that has not claimed its slot yet.
 const UNCLAIMED: u32 = u32::MAX - 1;
 const _: () = assert!(UNCLAIMED != ALL_QUEUES && UNCLAIMED != PORT_QUEUE);
@@ -165,7 +133,7 @@ pub struct Registration {
     key: String,
     /// The pin directory, locked around changes that check owners.
     lock_dir: Option<std::path::PathBuf>,
-    value: VmSlot,
+    value: vm_slot,
     mac: [u8; 6],
     vm_macs: MapHandle,
     vm_ipv4: MapHandle,
@@ -219,7 +187,7 @@ impl Registration {
                 "the VM's slot is already claimed".into(),
             ));
         }
-        self.value = VmSlot { slot, queue };
+        self.value = vm_slot { slot, queue };
         self.owner.write(&OwnerRecord {
             token: self.owner.token(),
             key: self.key.clone(),
@@ -359,9 +327,9 @@ impl Registration {
     /// Insert `key` -> this VM's value unless an entry exists (BPF_NOEXIST); an entry of a dead VM
     /// is taken over. `Some(owner)`: a live VM has it, nothing changed.
     fn insert(&self, map: &MapHandle, key: &[u8]) -> Result<Option<String>, NetError> {
-        let value = self.value.to_bytes();
+        let value = abi::bytes(&self.value);
         for _ in 0..INSERT_ATTEMPTS {
-            match map.update(key, &value, MapFlags::NO_EXIST) {
+            match map.update(key, value, MapFlags::NO_EXIST) {
                 Ok(()) => return Ok(None),
                 Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(bpf_err("registering a VM steering entry")(e)),
@@ -375,7 +343,7 @@ impl Registration {
                 EntryOwner::Stale => {
                     // Only if it still holds the dead VM's value.
                     if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(&old[..]) {
-                        match map.update(key, &value, MapFlags::EXIST) {
+                        match map.update(key, value, MapFlags::EXIST) {
                             Ok(()) => return Ok(None),
                             // Removed meanwhile: insert again.
                             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
@@ -395,23 +363,23 @@ impl Registration {
 
     /// Who owns an entry whose value is `old`.
     fn owner_of(&self, old: &[u8]) -> EntryOwner {
-        if old == self.value.to_bytes() {
+        if old == abi::bytes(&self.value) {
             return EntryOwner::Mine;
         }
         if self.key.is_empty() {
             // Maps of this process alone: whatever is there is a live registration of it.
             return EntryOwner::Live("another VM of this process".into());
         }
-        let slot_of = |r: &OwnerRecord| {
-            VmSlot {
+        let held_by = |r: &OwnerRecord| {
+            let value = vm_slot {
                 slot: r.slot,
                 queue: r.queue,
-            }
-            .to_bytes()
+            };
+            abi::bytes(&value) == old
         };
         let live = owner::list()
             .into_iter()
-            .find(|(r, live)| *live && r.key == self.key && slot_of(r) == old);
+            .find(|(r, live)| *live && r.key == self.key && held_by(r));
         match live {
             Some((r, _)) => {
                 let name = self
@@ -419,7 +387,7 @@ impl Registration {
                     .keys()
                     .filter_map(|k| {
                         let v = self.vm_names.lookup(&k, MapFlags::ANY).ok().flatten()?;
-                        let pid = u32::from_ne_bytes(v.get(8..12)?.try_into().ok()?);
+                        let pid = abi::from_bytes::<abi::vm_name_entry>(&v)?.pid;
                         let end = k.iter().position(|b| *b == 0).unwrap_or(k.len());
                         (pid == r.token).then(|| String::from_utf8_lossy(&k[..end]).into_owned())
                     })
@@ -445,8 +413,8 @@ impl Registration {
 impl Registration {
     /// Delete `key` from `map` only while it holds this VM's value (never another VM's entry).
     fn remove_if_mine(&self, map: &MapHandle, key: &[u8]) {
-        let mine = self.value.to_bytes();
-        if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(&mine[..]) {
+        let mine = abi::bytes(&self.value);
+        if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(mine) {
             let _ = map.delete(key);
         }
     }
@@ -912,7 +880,7 @@ impl Steering {
             ifname: self.ifname.clone(),
             key,
             lock_dir: self.pin_dir.clone(),
-            value: VmSlot {
+            value: vm_slot {
                 slot: UNCLAIMED,
                 queue: UNCLAIMED,
             },
@@ -972,7 +940,8 @@ impl Steering {
     /// Delete every MAC, IPv4 and IPv6 entry steering to (`slot`, `queue`), and the `ports` slot
     /// of a port VM: what a dead VM with that slot left.
     fn remove_slot_entries(&self, slot: u32, queue: u32) {
-        let value = VmSlot { slot, queue }.to_bytes();
+        let entry = vm_slot { slot, queue };
+        let value = abi::bytes(&entry);
         for map in [&self.vm_macs, &self.vm_ipv4, &self.vm_ipv6] {
             let keys: Vec<Vec<u8>> = map
                 .keys()
@@ -1027,8 +996,7 @@ pub fn pinned_counters(ifname: &str) -> Result<SteerCounters, NetError> {
 /// Sum a `verdicts` per-CPU array.
 fn read_verdicts(verdicts: &MapHandle) -> SteerCounters {
     {
-        let read = |verdict: Verdict| -> u64 { percpu_u64_sum(verdicts, verdict as u32) };
-        debug_assert_eq!(VERDICT_COUNT, Verdict::RuleMirror as u32 + 1);
+        let read = |index: Verdict| -> u64 { percpu_u64_sum(verdicts, index as u32) };
         SteerCounters {
             to_vm: read(Verdict::ToVm),
             to_vm_arp: read(Verdict::ToVmArp),
@@ -1202,45 +1170,3 @@ fn attach_error(ifname: &str, ifindex: u32, err: io::Error) -> NetError {
 
 /// Largest MTU native XDP accepts on veth (measured on this kernel; drivers differ).
 pub const VETH_NATIVE_XDP_MAX_MTU: u32 = 3506;
-
-/// The per-CPU `u64` counter at `index` of a per-CPU array map, summed over the CPUs (0 when the
-/// entry cannot be read).
-pub(crate) fn percpu_u64_sum(map: &impl MapCore, index: u32) -> u64 {
-    map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
-        .ok()
-        .flatten()
-        .map(|cpus| {
-            cpus.iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                .map(u64::from_ne_bytes)
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The value of `#define NAME` in bpf/lancet_common.h.
-    fn c_define(name: &str) -> Option<u32> {
-        let header = include_str!("../../bpf/lancet_common.h");
-        header.lines().find_map(|line| {
-            let mut words = line.split_whitespace();
-            if words.next() != Some("#define") || words.next() != Some(name) {
-                return None;
-            }
-            let value = words.next()?;
-            match value.strip_prefix("0x") {
-                Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                None => value.parse().ok(),
-            }
-        })
-    }
-
-    #[test]
-    fn constants_agree_with_the_bpf_header() {
-        assert_eq!(c_define("ALL_QUEUES"), Some(ALL_QUEUES));
-        assert_eq!(c_define("MAX_VMS"), Some(MAX_VMS));
-    }
-}
