@@ -22,13 +22,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapMut};
 use serde::Serialize;
 
 use super::{
     abi::{
-        self, rule_action_kind, rule_cfg, rule_entry, rule_mask, vm_name_entry, MAX_VMS,
-        RULE_TABLES,
+        self, rule_action_kind, rule_cfg, rule_entry, rule_mask, steer_skel::SteerMaps,
+        vm_name_entry, MAX_VMS, RULE_TABLES,
     },
     rules::{
         Action, FlowKey, Rule, RuleError, MAX_ENTRIES, MAX_MASKS, MAX_RULE_IDS, RULE_ID_BITS,
@@ -37,7 +37,8 @@ use super::{
     NetError,
 };
 
-/// Map names in bpf/steer.bpf.c.
+/// Pin names (= map names in bpf/steer.bpf.c) of the rule maps, for the processes that open them
+/// by pin path (`lancet filter`, a second VM); a loaded program's maps come from its skeleton.
 pub const MAP_RULE_CFG: &str = "rule_cfg";
 /// See [`MAP_RULE_CFG`].
 pub const MAP_RULE_MASKS: &str = "rule_masks";
@@ -230,6 +231,30 @@ impl RuleMaps {
             hits: open_named(open, MAP_RULE_HITS)?,
             texts: open_named(open, MAP_RULE_TEXTS)?,
             vm_names: open_named(open, MAP_VM_NAMES)?,
+            lock_dir,
+        })
+    }
+
+    /// The rule maps of a loaded steering skeleton (its map fields: no names to get wrong).
+    pub fn from_skel(
+        ifname: &str,
+        maps: &SteerMaps<'_>,
+        lock_dir: Option<PathBuf>,
+    ) -> Result<Self, NetError> {
+        let dup = |map: &MapMut<'_>| {
+            MapHandle::try_from(map).map_err(|source| NetError::Bpf {
+                context: format!("duplicating the handle of map {:?}", map.name()),
+                source,
+            })
+        };
+        Ok(Self {
+            ifname: ifname.to_string(),
+            cfg: dup(&maps.rule_cfg)?,
+            masks: dup(&maps.rule_masks)?,
+            rules: dup(&maps.rules)?,
+            hits: dup(&maps.rule_hits)?,
+            texts: dup(&maps.rule_texts)?,
+            vm_names: dup(&maps.vm_names)?,
             lock_dir,
         })
     }

@@ -19,16 +19,25 @@
 
 use std::{
     io,
+    mem::MaybeUninit,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
-use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+use libbpf_rs::{
+    libbpf_sys,
+    skel::{OpenSkel, SkelBuilder},
+    MapCore, MapFlags, MapHandle, MapMut,
+};
 use serde::Serialize;
 
 pub use super::abi::{ALL_QUEUES, MAX_VMS, PORT_QUEUE};
 use super::{
-    abi::{self, mac_key, percpu_u64_sum, verdict, vm_slot},
+    abi::{
+        self, mac_key, percpu_u64_sum,
+        steer_skel::{SteerSkel, SteerSkelBuilder},
+        verdict, vm_slot,
+    },
     format_mac, nic,
     owner::{self, OwnerLock, OwnerRecord},
     pin,
@@ -36,12 +45,8 @@ use super::{
     NetError,
 };
 
-/// The compiled steering program (built by build.rs from bpf/steer.bpf.c).
-const STEER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
-/// Name of the XDP program inside the object.
-const PROGRAM_NAME: &str = "lancet_steer";
-
-/// Map names in bpf/steer.bpf.c.
+/// Pin names (= map names in bpf/steer.bpf.c), for opening the maps another process pinned; a
+/// program this process loads gives its maps through the skeleton's fields.
 const MAP_XSKS: &str = "xsks";
 const MAP_VM_MACS: &str = "vm_macs";
 const MAP_VM_IPV4: &str = "vm_ipv4";
@@ -470,6 +475,7 @@ enum LoadError {
     Open(libbpf_rs::Error),
     PinPath(String, libbpf_rs::Error),
     Load(libbpf_rs::Error),
+    Handles(NetError),
 }
 
 impl LoadError {
@@ -489,6 +495,7 @@ impl LoadError {
             (LoadError::Load(e), None) => {
                 bpf_err("loading the XDP steering program into the kernel")(e)
             }
+            (LoadError::Handles(e), _) => e,
         }
     }
 }
@@ -510,6 +517,52 @@ pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
     Ipv6Addr::from(addr)
 }
 
+/// The steering program just loaded from its skeleton: descriptors of its maps (taken by the
+/// skeleton's fields) and of its program. The skeleton's object is closed; the maps and the program
+/// live while these descriptors do (the program also while a link attaches it).
+struct Loaded {
+    xsks: MapHandle,
+    vm_macs: MapHandle,
+    vm_ipv4: MapHandle,
+    vm_ipv6: MapHandle,
+    verdicts: MapHandle,
+    ports: MapHandle,
+    rules: RuleMaps,
+    prog: OwnedFd,
+}
+
+impl Loaded {
+    fn from_skel(
+        ifname: &str,
+        skel: &SteerSkel<'_>,
+        pin_dir: Option<&std::path::Path>,
+    ) -> Result<Self, NetError> {
+        let dup = |map: &MapMut<'_>| {
+            MapHandle::try_from(map).map_err(bpf_err(format!(
+                "duplicating the handle of map {:?}",
+                map.name()
+            )))
+        };
+        let maps = &skel.maps;
+        let prog = skel
+            .progs
+            .lancet_steer
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| NetError::io("duplicating the steering program descriptor", e))?;
+        Ok(Self {
+            xsks: dup(&maps.xsks)?,
+            vm_macs: dup(&maps.vm_macs)?,
+            vm_ipv4: dup(&maps.vm_ipv4)?,
+            vm_ipv6: dup(&maps.vm_ipv6)?,
+            verdicts: dup(&maps.verdicts)?,
+            ports: dup(&maps.ports)?,
+            rules: RuleMaps::from_skel(ifname, maps, pin_dir.map(|d| d.to_path_buf()))?,
+            prog,
+        })
+    }
+}
+
 /// The steering program loaded and attached to one NIC. Dropping it detaches the program (closing
 /// the bpf_link) unless the link is pinned ([`Steering::pin_link`], `lancet nic attach`); the
 /// kernel does the same when the process dies.
@@ -529,8 +582,6 @@ pub struct Steering {
     pinning: Pinning,
     /// The pin directory (when pinned).
     pin_dir: Option<std::path::PathBuf>,
-    /// Keeps the program loaded (the link holds it too); `None` when reusing a pinned link.
-    _object: Option<Object>,
 }
 
 /// How a [`Steering`] relates to bpffs.
@@ -671,18 +722,18 @@ impl Steering {
             rules: RuleMaps::from_fn(ifname, &open, Some(dir.to_path_buf()))?,
             pinning,
             pin_dir: Some(dir.to_path_buf()),
-            _object: None,
         })
     }
 
-    /// Open the embedded steering object, pin its maps under `pin_dir` (reusing maps pinned
-    /// there) and load it.
-    fn open_and_load(pin_dir: Option<&std::path::Path>) -> Result<Object, LoadError> {
-        let mut open = ObjectBuilder::default()
-            .open_memory(STEER_OBJECT)
+    /// Open the steering skeleton, pin its maps under `pin_dir` (reusing maps pinned there) and
+    /// load it.
+    fn open_and_load(ifname: &str, pin_dir: Option<&std::path::Path>) -> Result<Loaded, LoadError> {
+        let mut storage = MaybeUninit::uninit();
+        let mut open = SteerSkelBuilder::default()
+            .open(&mut storage)
             .map_err(LoadError::Open)?;
         if let Some(dir) = pin_dir {
-            for mut map in open.maps_mut() {
+            for mut map in open.open_object_mut().maps_mut() {
                 let name = map.name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
                     continue; // .rodata / .bss: internal
@@ -691,7 +742,8 @@ impl Steering {
                     .map_err(|e| LoadError::PinPath(name, e))?;
             }
         }
-        open.load().map_err(LoadError::Load)
+        let skel = open.load().map_err(LoadError::Load)?;
+        Loaded::from_skel(ifname, &skel, pin_dir).map_err(LoadError::Handles)
     }
 
     fn load_and_attach(
@@ -707,8 +759,8 @@ impl Steering {
                 prog_id: present,
             });
         }
-        let object = match (Self::open_and_load(pin_dir), pin_dir) {
-            (Ok(object), _) => object,
+        let loaded = match (Self::open_and_load(ifname, pin_dir), pin_dir) {
+            (Ok(loaded), _) => loaded,
             // No program is attached to the NIC, so no VM uses these pins: they are left by a
             // lancet build whose maps differ, or by a dead namespace whose inode number a new
             // one reuses. Replace them rather than refuse every VM on this NIC.
@@ -719,33 +771,11 @@ impl Steering {
                     "maps pinned here do not fit this lancet's steering program and no program is attached to {ifname}: replacing them"
                 );
                 pin::clear_dir(dir)?;
-                Self::open_and_load(pin_dir).map_err(|e| e.into_net(ifname, pin_dir))?
+                Self::open_and_load(ifname, pin_dir).map_err(|e| e.into_net(ifname, pin_dir))?
             }
             (Err(e), _) => return Err(e.into_net(ifname, pin_dir)),
         };
-        let handle = |name: &str| -> Result<MapHandle, NetError> {
-            let map = object.maps().find(|m| m.name() == name).ok_or_else(|| {
-                NetError::InvalidConfig(format!("steering object has no map {name:?}"))
-            })?;
-            MapHandle::try_from(&map).map_err(bpf_err(format!("opening map {name:?}")))
-        };
-        let (xsks, vm_macs, vm_ipv4, vm_ipv6, verdicts, ports) = (
-            handle(MAP_XSKS)?,
-            handle(MAP_VM_MACS)?,
-            handle(MAP_VM_IPV4)?,
-            handle(MAP_VM_IPV6)?,
-            handle(MAP_VERDICTS)?,
-            handle(MAP_PORTS)?,
-        );
-        let rules = RuleMaps::from_fn(ifname, &handle, pin_dir.map(|d| d.to_path_buf()))?;
-        let prog_fd = object
-            .progs()
-            .find(|p| p.name() == PROGRAM_NAME)
-            .ok_or_else(|| {
-                NetError::InvalidConfig(format!("steering object has no program {PROGRAM_NAME:?}"))
-            })?
-            .as_fd()
-            .as_raw_fd();
+        let prog_fd = loaded.prog.as_raw_fd();
         let (link, mode) = match mode {
             XdpMode::Auto => match create_link(prog_fd, ifindex, XdpMode::Native) {
                 Ok(link) => (link, XdpMode::Native),
@@ -762,6 +792,16 @@ impl Steering {
                 other,
             ),
         };
+        let Loaded {
+            xsks,
+            vm_macs,
+            vm_ipv4,
+            vm_ipv6,
+            verdicts,
+            ports,
+            rules,
+            prog: _,
+        } = loaded;
         Ok(Self {
             ifname: ifname.to_string(),
             mode,
@@ -779,7 +819,6 @@ impl Steering {
                 Pinning::None
             },
             pin_dir: pin_dir.map(|d| d.to_path_buf()),
-            _object: Some(object),
         })
     }
 
@@ -1017,25 +1056,15 @@ fn read_verdicts(verdicts: &MapHandle) -> SteerCounters {
 #[derive(Debug)]
 pub struct DetachedProgram {
     rules: RuleMaps,
-    object: Object,
+    prog: OwnedFd,
 }
 
 impl DetachedProgram {
     /// Load the program and its (fresh, unpinned) maps.
     pub fn load() -> Result<Self, NetError> {
-        let object = ObjectBuilder::default()
-            .open_memory(STEER_OBJECT)
-            .map_err(bpf_err("opening the embedded XDP steering object"))?
-            .load()
-            .map_err(bpf_err("loading the XDP steering program into the kernel"))?;
-        let handle = |name: &str| -> Result<MapHandle, NetError> {
-            let map = object.maps().find(|m| m.name() == name).ok_or_else(|| {
-                NetError::InvalidConfig(format!("steering object has no map {name:?}"))
-            })?;
-            MapHandle::try_from(&map).map_err(bpf_err(format!("opening map {name:?}")))
-        };
-        let rules = RuleMaps::from_fn("(detached)", &handle, None)?;
-        Ok(Self { rules, object })
+        let Loaded { rules, prog, .. } = Steering::open_and_load("(detached)", None)
+            .map_err(|e| e.into_net("(detached)", None))?;
+        Ok(Self { rules, prog })
     }
 
     /// The rule maps.
@@ -1050,22 +1079,28 @@ impl DetachedProgram {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, std::time::Duration), NetError> {
-        let prog = self
-            .object
-            .progs_mut()
-            .find(|p| p.name() == PROGRAM_NAME)
-            .ok_or_else(|| {
-                NetError::InvalidConfig(format!("steering object has no program {PROGRAM_NAME:?}"))
-            })?;
-        let input = libbpf_rs::ProgramInput {
-            data_in: Some(frame),
-            repeat,
+        let mut opts = libbpf_sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as libbpf_sys::size_t,
+            data_in: frame.as_ptr().cast(),
+            data_size_in: u32::try_from(frame.len())
+                .map_err(|_| NetError::InvalidConfig("the test frame is too long".into()))?,
+            repeat: i32::try_from(repeat.max(1)).unwrap_or(i32::MAX),
             ..Default::default()
         };
-        let out = prog
-            .test_run(input)
-            .map_err(bpf_err("BPF_PROG_TEST_RUN of the steering program"))?;
-        Ok((out.return_value, out.duration))
+        // SAFETY: `opts` is a sized bpf_test_run_opts whose data_in points at `frame`, valid for
+        // data_size_in bytes across the call; no output buffers are given (data_out is null), so
+        // the kernel writes only the fields of `opts`.
+        let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.prog.as_raw_fd(), &mut opts) };
+        if ret < 0 {
+            return Err(NetError::io(
+                "BPF_PROG_TEST_RUN of the steering program",
+                io::Error::from_raw_os_error(-ret),
+            ));
+        }
+        Ok((
+            opts.retval,
+            std::time::Duration::from_nanos(u64::from(opts.duration)),
+        ))
     }
 }
 
