@@ -20,33 +20,34 @@
 
 use std::{
     io,
+    mem::MaybeUninit,
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::Path,
 };
 
-use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+use libbpf_rs::{
+    libbpf_sys,
+    skel::{OpenSkel, SkelBuilder},
+    MapCore, MapFlags, MapHandle, MapMut, ProgramMut,
+};
 use serde::Serialize;
 
 use crate::frame::MAC_LEN;
 
 use super::{
-    abi::{self, br_config, br_counter, br_port, mac_key, percpu_u64_sum, MAX_VMS},
+    abi::{
+        self, br_config, br_counter, br_port, bridge_skel::BridgeSkelBuilder, mac_key,
+        percpu_u64_sum, MAX_VMS,
+    },
     nic, pin, port,
     rulemaps::{DirLock, FilterError},
     tap::{TapBackend, TapConfig},
     NetError,
 };
 
-/// The compiled bridge programs (built by build.rs from bpf/bridge.bpf.c).
-const BRIDGE_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bridge.bpf.o"));
-const PROG_TAP: &str = "lancet_br_tap";
-const PROG_EGRESS: &str = "lancet_br_egress";
-const PROG_INGRESS: &str = "lancet_br_ingress";
-/// Map names in bpf/bridge.bpf.c (also their pin names).
+/// Pin name of `br_macs` (= its map name in bpf/bridge.bpf.c): how a joining VM finds the tcx
+/// links of the NIC's programs; the loaded maps come from the skeleton's fields.
 const MAP_MACS: &str = "br_macs";
-const MAP_TAPS: &str = "br_taps";
-const MAP_CFG: &str = "br_cfg";
-const MAP_COUNTERS: &str = "br_counters";
 /// Name of the local link (tap) of VM `idx` made by process `pid` (at most 15 characters).
 pub fn tap_ifname(pid: u32, idx: u32) -> String {
     format!("lt-h{pid}n{idx}")
@@ -88,10 +89,9 @@ pub struct Bridge {
     macs: MapHandle,
     taps: MapHandle,
     counters: MapHandle,
-    /// tcx links: this VM's tap ingress, and the NIC's ingress/egress (own or joined). Declared
-    /// before `_object` so they detach first.
+    /// tcx links: this VM's tap ingress, and the NIC's ingress/egress (own or joined); they
+    /// hold the programs (the skeleton's object is closed once they are attached).
     _links: Vec<OwnedFd>,
-    _object: Object,
 }
 
 /// Value of `br_macs` and `br_taps`.
@@ -194,11 +194,12 @@ impl Bridge {
         })?;
         let nic_ifindex = nic::ifindex(nic_name)?;
         let nic_mac = nic::mac(nic_name)?;
-        let mut open = ObjectBuilder::default()
-            .open_memory(BRIDGE_OBJECT)
+        let mut storage = MaybeUninit::uninit();
+        let mut open = BridgeSkelBuilder::default()
+            .open(&mut storage)
             .map_err(bpf_err("opening the embedded bridge object"))?;
         if let Some(dir) = pin_dir {
-            for mut map in open.maps_mut() {
+            for mut map in open.open_object_mut().maps_mut() {
                 let name = map.name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
                     continue;
@@ -207,30 +208,16 @@ impl Bridge {
                     .map_err(bpf_err("setting the pin path of a bridge map"))?;
             }
         }
-        let object = open.load().map_err(bpf_err(
+        // The skeleton lives until the programs are attached (the tcx links hold them then).
+        let skel = open.load().map_err(bpf_err(
             "loading the local bridge programs (if the pinned br_* maps are from another lancet version, run `lancet nic detach`)",
         ))?;
-        let map = |name: &str| -> Result<MapHandle, NetError> {
-            let m = object.maps().find(|m| m.name() == name).ok_or_else(|| {
-                NetError::InvalidConfig(format!("bridge object has no map {name:?}"))
-            })?;
-            MapHandle::try_from(&m).map_err(bpf_err("opening a bridge map"))
-        };
-        let prog_fd = |name: &str| -> Result<RawFd, NetError> {
-            Ok(object
-                .progs()
-                .find(|p| p.name() == name)
-                .ok_or_else(|| {
-                    NetError::InvalidConfig(format!("bridge object has no program {name:?}"))
-                })?
-                .as_fd()
-                .as_raw_fd())
-        };
+        let map = |m: &MapMut<'_>| MapHandle::try_from(m).map_err(bpf_err("opening a bridge map"));
         let (macs, taps, cfg, counters) = (
-            map(MAP_MACS)?,
-            map(MAP_TAPS)?,
-            map(MAP_CFG)?,
-            map(MAP_COUNTERS)?,
+            map(&skel.maps.br_macs)?,
+            map(&skel.maps.br_taps)?,
+            map(&skel.maps.br_cfg)?,
+            map(&skel.maps.br_counters)?,
         );
         let cfg_value = br_config {
             nic_ifindex,
@@ -301,19 +288,21 @@ impl Bridge {
         let tap_ifindex = nic::ifindex(&name)?;
 
         let mut links = Vec::with_capacity(3);
-        let attach = |prog: &str, ifindex: u32, at: u32, what: &str| {
-            tcx_link(prog_fd(prog)?, ifindex, at)
-                .map_err(|e| NetError::io(format!("attaching {prog} to {what} (tcx)"), e))
+        let attach = |prog: &ProgramMut<'_>, ifindex: u32, at: u32, what: &str| {
+            tcx_link(prog.as_fd().as_raw_fd(), ifindex, at).map_err(|e| {
+                let prog = prog.name().to_string_lossy();
+                NetError::io(format!("attaching {prog} to {what} (tcx)"), e)
+            })
         };
         links.push(attach(
-            PROG_TAP,
+            &skel.progs.lancet_br_tap,
             tap_ifindex,
             libbpf_sys::BPF_TCX_INGRESS,
             &name,
         )?);
         for (prog, at) in [
-            (PROG_INGRESS, libbpf_sys::BPF_TCX_INGRESS),
-            (PROG_EGRESS, libbpf_sys::BPF_TCX_EGRESS),
+            (&skel.progs.lancet_br_ingress, libbpf_sys::BPF_TCX_INGRESS),
+            (&skel.progs.lancet_br_egress, libbpf_sys::BPF_TCX_EGRESS),
         ] {
             let joined = match pin_dir {
                 Some(dir) => find_tcx_link(nic_ifindex, at, &dir.join(MAP_MACS))?,
@@ -343,7 +332,6 @@ impl Bridge {
             taps,
             counters,
             _links: links,
-            _object: object,
         })
     }
 
