@@ -28,33 +28,6 @@
 #include <bpf/bpf_helpers.h>
 #include "lancet_common.h"
 
-/* Index into `br_counters`. Keep in sync with src/net/bridge.rs. */
-enum br_counter {
-	BR_VM_TO_HOST = 0,      /* unicast from a VM injected into the NIC's receive path */
-	BR_VM_TO_VM = 1,        /* unicast from a VM redirected to another VM's tap */
-	BR_VM_GROUP = 2,        /* group frames from a VM (each cloned to the host and other VMs) */
-	BR_HOST_TO_VM = 3,      /* unicast from the host redirected to a VM's tap */
-	BR_HOST_GROUP = 4,      /* group frames from the host, copied to the VMs */
-	BR_WIRE_GROUP = 5,      /* group frames from the wire, copied to the VMs */
-	BR_COPIES = 6,          /* clones made (one per receiving tap or host) */
-	BR_DROP_NO_DEST = 7,    /* a VM's local frame for no local address: dropped */
-	BR_DROP_REDIRECT = 8,   /* a redirect or clone the kernel refused */
-	BR_COUNT = 9,
-};
-
-/* A local VM's tap. Keep in sync with BrPort in src/net/bridge.rs. */
-struct br_port {
-	__u32 ifindex; /* the VM's tap (0: free entry) */
-	__u32 pid;     /* the VMM process that owns it */
-};
-
-/* The NIC. Keep in sync with BrConfig in src/net/bridge.rs. */
-struct br_config {
-	__u32 nic_ifindex;
-	__u8 nic_mac[ETH_ALEN];
-	__u8 pad[2];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_VMS);
@@ -212,5 +185,7 @@ int lancet_br_ingress(struct __sk_buff *skb)
 	clone_to_taps(skb, 0);
 	return TC_ACT_OK;
 }
+
+LANCET_ABI_ENUMS;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -13,13 +13,7 @@
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-
-/* Index into `port_drops`. Keep in sync with src/net/port.rs. */
-enum port_drop {
-	PORT_DROP_RX_NO_SOCKET = 0, /* for the VM, but its socket is not in `port_xsk` */
-	PORT_DROP_TX_NO_NIC = 1,    /* sent by the VM, but the NIC redirect failed */
-	PORT_DROP_COUNT = 2,
-};
+#include "lancet_common.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -75,5 +69,7 @@ int lancet_port_tx(struct xdp_md *ctx)
 {
 	return redirect_or_count(&port_out, PORT_DROP_TX_NO_NIC);
 }
+
+LANCET_ABI_ENUMS;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

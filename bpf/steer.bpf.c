@@ -26,7 +26,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-/* MAX_VMS (how many VMs, XSKMAP slots, one NIC can serve) and the MAC key format. */
+/* The ABI shared with user space: limits, map key/value structs, counter indexes. */
 #include "lancet_common.h"
 
 #define ARP_HDR_LEN 8
@@ -38,28 +38,6 @@
 #define IPV6_NEXTHDR_ICMPV6 58
 #define ICMPV6_NS_TYPE 135
 #define ICMPV6_NS_TARGET_OFFSET 8  /* type(1) code(1) csum(2) reserved(4) then the target */
-#define IPV6_ADDR_LEN 16
-
-/* Index into `verdicts`. Keep in sync with the Verdict enum in src/net/steer.rs. */
-enum verdict {
-	VERDICT_TO_VM = 0,          /* unicast to a registered VM MAC, redirected */
-	VERDICT_TO_VM_ARP = 1,      /* ARP request for a VM IPv4, redirected */
-	VERDICT_TO_VM_NS = 2,       /* IPv6 neighbour solicitation for a VM address, redirected */
-	VERDICT_TO_HOST = 3,        /* passed to the host stack */
-	VERDICT_DROP_NO_SOCKET = 4, /* for a VM whose XSKMAP slot is empty */
-	VERDICT_DROP_WRONG_QUEUE = 5, /* for a VM, but arrived on a queue its socket is not bound to */
-	VERDICT_RULE_TO_VM = 6,     /* a rule sent it to a VM, redirected */
-	VERDICT_RULE_PASS = 7,      /* a rule passed it to the host */
-	VERDICT_RULE_DROP = 8,      /* a rule dropped it */
-	VERDICT_RULE_MIRROR = 9,    /* a rule mirrored it: redirected to the VM with a mirror tag */
-	VERDICT_COUNT = 10,
-};
-
-/* What a registered VM maps to. Keep in sync with VmSlot in src/net/steer.rs. */
-struct vm_slot {
-	__u32 slot;  /* XSKMAP index */
-	__u32 queue; /* rx queue the VM's socket is bound to, PORT_QUEUE or ALL_QUEUES */
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -84,11 +62,6 @@ struct {
 	__type(value, struct vm_slot);
 } vm_ipv4 SEC(".maps");
 
-/* An IPv6 address, network order. */
-struct ipv6_key {
-	__u8 addr[IPV6_ADDR_LEN];
-};
-
 /* Key: IPv6 address (16 bytes, network order). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -102,9 +75,8 @@ struct {
  * first VM holds it) has its own veth pair `port`/`peer` (src/net/port.rs). Its registrations carry
  * queue PORT_QUEUE and slot = its index here; frames for it are redirected to the `peer` end,
  * which delivers them into `port`, whose own XDP program hands them to the VM's socket.
- * Value: ifindex of the pair's `peer` end. Keep PORT_QUEUE in sync with src/net/steer.rs.
+ * Value: ifindex of the pair's `peer` end.
  */
-#define PORT_QUEUE 0xffffffff
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP);
 	__uint(max_entries, MAX_VMS);
@@ -137,21 +109,11 @@ struct {
  * count, entries), then flips `rule_cfg.table` with one 4-byte write. A frame sees either the old
  * or the new rule set, never a half-installed rule. The hash key carries the table number.
  */
-#define RULE_MAX_MASKS 32   /* masks per table; keep in sync with src/net/rules.rs */
-#define RULE_TABLES 2
-#define RULE_MAX_IDS 16384  /* rule ids (hit counters); ids are below this */
-#define RULE_ID_BITS 14
-#define RULE_MAX_ENTRIES 65536 /* hash entries of both tables together */
-#define RULE_TEXT_LEN 256
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_8021AD_ 0x88A8
-#define VLAN_PRESENT 0x1000 /* flow_key.vlan = VLAN_PRESENT | VID for a tagged frame */
 #define VLAN_VID_MASK 0x0fff
 #define VLAN_TAG_LEN 4
-#define IPFLAG_IP 1 /* flow_key.ipflags: an IPv4 or IPv6 frame */
-#define IPFLAG_V6 2 /* ... and it is IPv6 */
-#define IPFLAG_NO_L4 4 /* IPv6 whose extension header chain was not parsed: no transport */
 #define IPV4_MIN_HDR_LEN 20
 #define IPV4_FRAG_OFFSET_MASK 0x1fff /* ports only in the fragment at offset 0 */
 
@@ -179,52 +141,7 @@ struct {
 #define NEXTHDR_EXP1 253
 #define NEXTHDR_EXP2 254
 
-enum rule_action_kind {
-	RULE_ACT_VM = 1,
-	RULE_ACT_PASS = 2,
-	RULE_ACT_DROP = 3,
-	RULE_ACT_MIRROR = 4,
-};
-
-/* The header fields a rule can match, in frame byte order except `tag` and `vlan` (host order).
- * 60 bytes = 15 words. Keep in sync with FlowKey in src/net/rules.rs. */
-struct flow_key {
-	__u32 tag;         /* in a rules key: table << 8 | mask id; 0 in the frame's key */
-	__u16 vlan;        /* VLAN_PRESENT | VID, or 0 */
-	__u16 ethertype;   /* after the VLAN tag, network order */
-	__u8 dst_mac[6];
-	__u8 src_mac[6];
-	__u8 src_ip[16];   /* IPv4 in the first 4 bytes */
-	__u8 dst_ip[16];
-	__u16 sport;       /* TCP/UDP, network order; 0 for other protocols and later fragments */
-	__u16 dport;
-	__u8 proto;        /* IPv4 protocol / IPv6 next header */
-	__u8 ipflags;      /* IPFLAG_* */
-	__u8 pad[2];
-};
-
 #define FLOW_KEY_WORDS (sizeof(struct flow_key) / 4)
-
-/* One mask of a table. Keep in sync with RuleMask in src/net/rules.rs. */
-struct rule_mask {
-	struct flow_key mask; /* mask.tag: the tag (table << 8 | mask id) ORed into the key */
-	__u32 best_rank;      /* the best rank among this mask's entries */
-	__u32 pad;
-};
-
-/* Value of `rules`. Keep in sync with RuleEntry in src/net/rules.rs. */
-struct rule_entry {
-	__u32 rank;
-	__u32 action; /* enum rule_action_kind */
-	__u32 slot;   /* XSKMAP slot (to VM, mirror) */
-	__u32 queue;  /* the queue that VM's socket is bound to */
-};
-
-/* The live table and each table's mask count. Keep in sync with RuleCfg in src/net/rules.rs. */
-struct rule_cfg {
-	__u32 table;
-	__u32 mask_count[RULE_TABLES];
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -257,10 +174,6 @@ struct {
 
 /* The rules as text (control plane only, never read here): rule id -> canonical rule text, so
  * `lancet filter list` in another process rebuilds the rule set. */
-struct rule_text {
-	char text[RULE_TEXT_LEN];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, RULE_MAX_IDS);
@@ -270,28 +183,12 @@ struct {
 } rule_texts SEC(".maps");
 
 /* VM names (control plane only): NUL-padded name -> where its socket sits. */
-#define VM_NAME_LEN 16
-struct vm_name {
-	char name[VM_NAME_LEN];
-};
-
-/* Keep in sync with VmNameEntry in src/net/rules.rs. */
-struct vm_name_entry {
-	__u32 slot;
-	__u32 queue;
-	__u32 pid;   /* the VMM process that registered it (stale when that process is gone) */
-	__u8 mac[6];
-	__u8 pad[2];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_VMS);
 	__type(key, struct vm_name);
 	__type(value, struct vm_name_entry);
 } vm_names SEC(".maps");
-
-#define MIRROR_META_MAGIC 0x4c4d5252 /* "LMRR": 4-byte XDP metadata tag of a mirrored frame */
 
 static __always_inline void count(__u32 verdict)
 {
@@ -616,5 +513,7 @@ int lancet_steer(struct xdp_md *ctx)
 		return steer_ipv6_multicast(ctx, eth + 1, data_end);
 	return to_host();
 }
+
+LANCET_ABI_ENUMS;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

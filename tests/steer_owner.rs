@@ -134,6 +134,32 @@ fn an_open_that_fails_after_registering_leaves_no_entry() {
     drop(b);
 }
 
+#[test]
+fn an_open_that_fails_at_its_last_step_the_name_leaves_nothing() {
+    let _pins = pin_lock();
+    let a = bed("sn", |c| c.pin = true);
+    // B asks for A's name: refused when the name is registered, the last step of the open, after
+    // the MAC, the IPs, the socket and the NIC's unicast filter.
+    let err = open_in(
+        &a.bed,
+        &config_b(|c| c.vm_name = Some(filter_support::VM.into())),
+    )
+    .expect_err("a running VM's name is refused")
+    .to_string();
+    assert!(err.contains("already used"), "fails at the name: {err}");
+    let macs = pinned_map(&a.bed, "vm_macs");
+    let ipv4 = pinned_map(&a.bed, "vm_ipv4");
+    assert!(
+        !has(&macs, &mac_key(MAC_B)),
+        "the failed VM's MAC entry is gone"
+    );
+    assert!(!has(&ipv4, &[10, 77, 0, 11]), "its IPv4 entry is gone");
+    assert!(has(&macs, &mac_key(Testbed::VM_MAC)), "A's MAC entry kept");
+    // The MAC and the slot are free again.
+    let b = open_in(&a.bed, &config_b(|_| {})).expect("the MAC can be used again");
+    drop(b);
+}
+
 /// An owner file of a VM that died: nobody holds its lock.
 struct DeadOwner(PathBuf);
 

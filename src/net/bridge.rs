@@ -20,44 +20,34 @@
 
 use std::{
     io,
+    mem::MaybeUninit,
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::Path,
 };
 
-use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+use libbpf_rs::{
+    libbpf_sys,
+    skel::{OpenSkel, SkelBuilder},
+    MapCore, MapFlags, MapHandle, MapMut, ProgramMut,
+};
 use serde::Serialize;
 
+use crate::frame::MAC_LEN;
+
 use super::{
+    abi::{
+        self, br_config, br_counter, br_port, bridge_skel::BridgeSkelBuilder, mac_key,
+        percpu_u64_sum, MAX_VMS,
+    },
     nic, pin, port,
     rulemaps::{DirLock, FilterError},
-    steer::{percpu_u64_sum, MAX_VMS},
     tap::{TapBackend, TapConfig},
     NetError,
 };
 
-/// The compiled bridge programs (built by build.rs from bpf/bridge.bpf.c).
-const BRIDGE_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bridge.bpf.o"));
-const PROG_TAP: &str = "lancet_br_tap";
-const PROG_EGRESS: &str = "lancet_br_egress";
-const PROG_INGRESS: &str = "lancet_br_ingress";
-/// Map names in bpf/bridge.bpf.c (also their pin names).
+/// Pin name of `br_macs` (= its map name in bpf/bridge.bpf.c): how a joining VM finds the tcx
+/// links of the NIC's programs; the loaded maps come from the skeleton's fields.
 const MAP_MACS: &str = "br_macs";
-const MAP_TAPS: &str = "br_taps";
-const MAP_CFG: &str = "br_cfg";
-const MAP_COUNTERS: &str = "br_counters";
-/// Indexes of `br_counters` (`enum br_counter` in bpf/bridge.bpf.c).
-const C_VM_TO_HOST: u32 = 0;
-const C_VM_TO_VM: u32 = 1;
-const C_VM_GROUP: u32 = 2;
-const C_HOST_TO_VM: u32 = 3;
-const C_HOST_GROUP: u32 = 4;
-const C_WIRE_GROUP: u32 = 5;
-const C_COPIES: u32 = 6;
-const C_DROP_NO_DEST: u32 = 7;
-const C_DROP_REDIRECT: u32 = 8;
-/// Bytes of a MAC address.
-const MAC_LEN: usize = 6;
-
 /// Name of the local link (tap) of VM `idx` made by process `pid` (at most 15 characters).
 pub fn tap_ifname(pid: u32, idx: u32) -> String {
     format!("lt-h{pid}n{idx}")
@@ -100,32 +90,23 @@ pub struct Bridge {
     macs: MapHandle,
     taps: MapHandle,
     counters: MapHandle,
-    /// tcx links: this VM's tap ingress, and the NIC's ingress/egress (own or joined). Declared
-    /// before `_object` so they detach first.
+    /// tcx links: this VM's tap ingress, and the NIC's ingress/egress (own or joined); they
+    /// hold the programs (the skeleton's object is closed once they are attached).
     _links: Vec<OwnedFd>,
-    _object: Object,
 }
 
-/// `struct br_port` in bpf/bridge.bpf.c: ifindex, pid.
-fn port_value(ifindex: u32, pid: u32) -> [u8; 8] {
-    let mut v = [0u8; 8];
-    v[..4].copy_from_slice(&ifindex.to_ne_bytes());
-    v[4..].copy_from_slice(&pid.to_ne_bytes());
-    v
+/// Value of `br_macs` and `br_taps`.
+fn port_value(ifindex: u32, pid: u32) -> br_port {
+    br_port { ifindex, pid }
 }
 
+/// An entry of `br_macs` or `br_taps`: (ifindex, pid).
 fn parse_port(v: &[u8]) -> Option<(u32, u32)> {
-    let ifindex = u32::from_ne_bytes(v.get(..4)?.try_into().ok()?);
-    let pid = u32::from_ne_bytes(v.get(4..8)?.try_into().ok()?);
-    Some((ifindex, pid))
+    abi::from_bytes::<br_port>(v).map(|p| (p.ifindex, p.pid))
 }
 
-/// The MAC as a map key (the 6 bytes in a zeroed u64; `lancet_mac_key` in bpf/lancet_common.h).
-fn mac_key(mac: [u8; 6]) -> [u8; 8] {
-    let mut k = [0u8; 8];
-    k[..MAC_LEN].copy_from_slice(&mac);
-    k
-}
+/// A free `br_taps` entry.
+const FREE_PORT: br_port = br_port { ifindex: 0, pid: 0 };
 
 /// Whether the VM whose owner token is `token` still runs (its owner lock is held: see
 /// [`super::owner`]; a pid would be wrong across pid namespaces).
@@ -214,11 +195,12 @@ impl Bridge {
         })?;
         let nic_ifindex = nic::ifindex(nic_name)?;
         let nic_mac = nic::mac(nic_name)?;
-        let mut open = ObjectBuilder::default()
-            .open_memory(BRIDGE_OBJECT)
+        let mut storage = MaybeUninit::uninit();
+        let mut open = BridgeSkelBuilder::default()
+            .open(&mut storage)
             .map_err(bpf_err("opening the embedded bridge object"))?;
         if let Some(dir) = pin_dir {
-            for mut map in open.maps_mut() {
+            for mut map in open.open_object_mut().maps_mut() {
                 let name = map.name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
                     continue;
@@ -227,35 +209,23 @@ impl Bridge {
                     .map_err(bpf_err("setting the pin path of a bridge map"))?;
             }
         }
-        let object = open.load().map_err(bpf_err(
+        // The skeleton lives until the programs are attached (the tcx links hold them then).
+        let skel = open.load().map_err(bpf_err(
             "loading the local bridge programs (if the pinned br_* maps are from another lancet version, run `lancet nic detach`)",
         ))?;
-        let map = |name: &str| -> Result<MapHandle, NetError> {
-            let m = object.maps().find(|m| m.name() == name).ok_or_else(|| {
-                NetError::InvalidConfig(format!("bridge object has no map {name:?}"))
-            })?;
-            MapHandle::try_from(&m).map_err(bpf_err("opening a bridge map"))
-        };
-        let prog_fd = |name: &str| -> Result<RawFd, NetError> {
-            Ok(object
-                .progs()
-                .find(|p| p.name() == name)
-                .ok_or_else(|| {
-                    NetError::InvalidConfig(format!("bridge object has no program {name:?}"))
-                })?
-                .as_fd()
-                .as_raw_fd())
-        };
+        let map = |m: &MapMut<'_>| MapHandle::try_from(m).map_err(bpf_err("opening a bridge map"));
         let (macs, taps, cfg, counters) = (
-            map(MAP_MACS)?,
-            map(MAP_TAPS)?,
-            map(MAP_CFG)?,
-            map(MAP_COUNTERS)?,
+            map(&skel.maps.br_macs)?,
+            map(&skel.maps.br_taps)?,
+            map(&skel.maps.br_cfg)?,
+            map(&skel.maps.br_counters)?,
         );
-        let mut cfg_value = [0u8; 12];
-        cfg_value[..4].copy_from_slice(&nic_ifindex.to_ne_bytes());
-        cfg_value[4..10].copy_from_slice(&nic_mac);
-        cfg.update(&0u32.to_ne_bytes(), &cfg_value, MapFlags::ANY)
+        let cfg_value = br_config {
+            nic_ifindex,
+            nic_mac,
+            pad: [0; 2],
+        };
+        cfg.update(&0u32.to_ne_bytes(), abi::bytes(&cfg_value), MapFlags::ANY)
             .map_err(bpf_err("writing the bridge configuration"))?;
 
         // Entries of VMMs that died (their taps vanished with them).
@@ -271,7 +241,8 @@ impl Bridge {
                 Some((ifindex, owner)) if ifindex != 0 && owner_alive(owner) => {}
                 Some((ifindex, _)) => {
                     if ifindex != 0 {
-                        let _ = taps.update(&i.to_ne_bytes(), &[0u8; 8], MapFlags::ANY);
+                        let _ =
+                            taps.update(&i.to_ne_bytes(), abi::bytes(&FREE_PORT), MapFlags::ANY);
                     }
                     free = free.or(Some(i));
                 }
@@ -318,19 +289,21 @@ impl Bridge {
         let tap_ifindex = nic::ifindex(&name)?;
 
         let mut links = Vec::with_capacity(3);
-        let attach = |prog: &str, ifindex: u32, at: u32, what: &str| {
-            tcx_link(prog_fd(prog)?, ifindex, at)
-                .map_err(|e| NetError::io(format!("attaching {prog} to {what} (tcx)"), e))
+        let attach = |prog: &ProgramMut<'_>, ifindex: u32, at: u32, what: &str| {
+            tcx_link(prog.as_fd().as_raw_fd(), ifindex, at).map_err(|e| {
+                let prog = prog.name().to_string_lossy();
+                NetError::io(format!("attaching {prog} to {what} (tcx)"), e)
+            })
         };
         links.push(attach(
-            PROG_TAP,
+            &skel.progs.lancet_br_tap,
             tap_ifindex,
             libbpf_sys::BPF_TCX_INGRESS,
             &name,
         )?);
         for (prog, at) in [
-            (PROG_INGRESS, libbpf_sys::BPF_TCX_INGRESS),
-            (PROG_EGRESS, libbpf_sys::BPF_TCX_EGRESS),
+            (&skel.progs.lancet_br_ingress, libbpf_sys::BPF_TCX_INGRESS),
+            (&skel.progs.lancet_br_egress, libbpf_sys::BPF_TCX_EGRESS),
         ] {
             let joined = match pin_dir {
                 Some(dir) => find_tcx_link(nic_ifindex, at, &dir.join(MAP_MACS))?,
@@ -342,10 +315,10 @@ impl Bridge {
             });
         }
         let value = port_value(tap_ifindex, pid);
-        taps.update(&idx.to_ne_bytes(), &value, MapFlags::ANY)
+        taps.update(&idx.to_ne_bytes(), abi::bytes(&value), MapFlags::ANY)
             .map_err(bpf_err("registering the VM's tap"))?;
-        if let Err(e) = macs.update(&mac_key(vm_mac), &value, MapFlags::NO_EXIST) {
-            let _ = taps.update(&idx.to_ne_bytes(), &[0u8; 8], MapFlags::ANY);
+        if let Err(e) = macs.update(&mac_key(vm_mac), abi::bytes(&value), MapFlags::NO_EXIST) {
+            let _ = taps.update(&idx.to_ne_bytes(), abi::bytes(&FREE_PORT), MapFlags::ANY);
             return Err(bpf_err("registering the VM's MAC on the local bridge")(e));
         }
         tracing::info!(tap = %name, nic = nic_name, "local bridge link open");
@@ -360,7 +333,6 @@ impl Bridge {
             taps,
             counters,
             _links: links,
-            _object: object,
         })
     }
 
@@ -394,17 +366,17 @@ impl Bridge {
 
     /// The NIC-wide bridge counters.
     pub fn counters(&self) -> BridgeCounters {
-        let read = |i: u32| percpu_u64_sum(&self.counters, i);
+        let read = |i: br_counter| percpu_u64_sum(&self.counters, i.0);
         BridgeCounters {
-            vm_to_host: read(C_VM_TO_HOST),
-            vm_to_vm: read(C_VM_TO_VM),
-            vm_group: read(C_VM_GROUP),
-            host_to_vm: read(C_HOST_TO_VM),
-            host_group: read(C_HOST_GROUP),
-            wire_group: read(C_WIRE_GROUP),
-            group_copies: read(C_COPIES),
-            drop_no_dest: read(C_DROP_NO_DEST),
-            drop_redirect: read(C_DROP_REDIRECT),
+            vm_to_host: read(br_counter::BR_VM_TO_HOST),
+            vm_to_vm: read(br_counter::BR_VM_TO_VM),
+            vm_group: read(br_counter::BR_VM_GROUP),
+            host_to_vm: read(br_counter::BR_HOST_TO_VM),
+            host_group: read(br_counter::BR_HOST_GROUP),
+            wire_group: read(br_counter::BR_WIRE_GROUP),
+            group_copies: read(br_counter::BR_COPIES),
+            drop_no_dest: read(br_counter::BR_DROP_NO_DEST),
+            drop_redirect: read(br_counter::BR_DROP_REDIRECT),
         }
     }
 }
@@ -422,7 +394,9 @@ impl Drop for Bridge {
         }
         let idx = self.idx.to_ne_bytes();
         if ours(self.taps.lookup(&idx, MapFlags::ANY).ok().flatten()) {
-            let _ = self.taps.update(&idx, &[0u8; 8], MapFlags::ANY);
+            let _ = self
+                .taps
+                .update(&idx, abi::bytes(&FREE_PORT), MapFlags::ANY);
         }
     }
 }

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::{FrameTx, MAX_FRAME_LEN};
 
+pub mod abi;
 pub mod bridge;
 pub mod layer;
 pub mod learn;

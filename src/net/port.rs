@@ -21,33 +21,24 @@
 
 use std::{
     io,
+    mem::MaybeUninit,
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     process::Command,
 };
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+use libbpf_rs::{
+    skel::{OpenSkel, SkelBuilder},
+    MapCore, MapFlags, MapHandle, MapMut, ProgramMut,
+};
 
 use super::{
+    abi::{percpu_u64_sum, port_drop, port_skel::PortSkelBuilder},
     nic,
     steer::{create_link, XdpMode, VETH_NATIVE_XDP_MAX_MTU},
     NetError,
 };
 
-pub use super::steer::{ALL_QUEUES, PORT_QUEUE};
-
-/// The compiled port programs (built by build.rs from bpf/port.bpf.c).
-const PORT_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/port.bpf.o"));
-/// Program on the port end (towards the VM's socket).
-const PROG_RX: &str = "lancet_port_rx";
-/// Program on the peer end (towards the NIC).
-const PROG_TX: &str = "lancet_port_tx";
-/// Map names in bpf/port.bpf.c.
-const MAP_XSK: &str = "port_xsk";
-const MAP_OUT: &str = "port_out";
-const MAP_DROPS: &str = "port_drops";
-/// Indexes of `port_drops` (`enum port_drop` in bpf/port.bpf.c).
-const DROP_RX_NO_SOCKET: u32 = 0;
-const DROP_TX_NO_NIC: u32 = 1;
+pub use super::abi::{ALL_QUEUES, PORT_QUEUE};
 
 /// Frames the port programs dropped (summed over CPUs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -111,10 +102,9 @@ pub struct VethPort {
     peer_ifindex: u32,
     xsk: MapHandle,
     drops: MapHandle,
-    /// Declared before `_object`: the links detach before the programs unload.
+    /// The links hold the programs (the skeleton's object is closed after the attach).
     _rx_link: OwnedFd,
     _tx_link: OwnedFd,
-    _object: Object,
 }
 
 impl VethPort {
@@ -140,34 +130,24 @@ impl VethPort {
             disable_ipv6(end)?;
             nic::set_up(end)?;
         }
-        let object = ObjectBuilder::default()
-            .open_memory(PORT_OBJECT)
+        let mut storage = MaybeUninit::uninit();
+        let skel = PortSkelBuilder::default()
+            .open(&mut storage)
             .map_err(bpf_err("opening the embedded port object"))?
             .load()
             .map_err(bpf_err("loading the veth port programs into the kernel"))?;
-        let map = |name: &str| -> Result<MapHandle, NetError> {
-            let m = object.maps().find(|m| m.name() == name).ok_or_else(|| {
-                NetError::InvalidConfig(format!("port object has no map {name:?}"))
-            })?;
-            MapHandle::try_from(&m).map_err(bpf_err("opening a port map"))
-        };
-        let prog_fd = |name: &str| -> Result<RawFd, NetError> {
-            Ok(object
-                .progs()
-                .find(|p| p.name() == name)
-                .ok_or_else(|| {
-                    NetError::InvalidConfig(format!("port object has no program {name:?}"))
-                })?
-                .as_fd()
-                .as_raw_fd())
-        };
-        let (xsk, out, drops) = (map(MAP_XSK)?, map(MAP_OUT)?, map(MAP_DROPS)?);
+        let map = |m: &MapMut<'_>| MapHandle::try_from(m).map_err(bpf_err("opening a port map"));
+        let (xsk, out, drops) = (
+            map(&skel.maps.port_xsk)?,
+            map(&skel.maps.port_out)?,
+            map(&skel.maps.port_drops)?,
+        );
         out.update(&0u32.to_ne_bytes(), &nic_index.to_ne_bytes(), MapFlags::ANY)
             .map_err(bpf_err("pointing the veth port at the NIC"))?;
         let port_index = nic::ifindex(&port)?;
         let peer_index = nic::ifindex(&peer)?;
-        let attach = |prog: &str, ifname: &str, ifindex: u32, mode: XdpMode| {
-            create_link(prog_fd(prog)?, ifindex, mode).map_err(|e| {
+        let attach = |prog: &ProgramMut<'_>, ifname: &str, ifindex: u32, mode: XdpMode| {
+            create_link(prog.as_fd().as_raw_fd(), ifindex, mode).map_err(|e| {
                 if e.raw_os_error() == Some(libc::ERANGE) {
                     NetError::MtuTooLarge {
                         ifname: nic_name.to_string(),
@@ -177,14 +157,28 @@ impl VethPort {
                     }
                 } else {
                     NetError::io(
-                        format!("attaching {prog} to the veth port end {ifname:?}"),
+                        format!(
+                            "attaching {} to the veth port end {ifname:?}",
+                            prog.name().to_string_lossy()
+                        ),
                         e,
                     )
                 }
             })
         };
-        let rx_link = attach(PROG_RX, &port, port_index, XdpMode::Native)?;
-        let tx_link = attach(PROG_TX, &peer, peer_index, XdpMode::Generic)?;
+        // On the port end (towards the VM's socket) and the peer end (towards the NIC).
+        let rx_link = attach(
+            &skel.progs.lancet_port_rx,
+            &port,
+            port_index,
+            XdpMode::Native,
+        )?;
+        let tx_link = attach(
+            &skel.progs.lancet_port_tx,
+            &peer,
+            peer_index,
+            XdpMode::Generic,
+        )?;
         guard.disarm();
         Ok(Self {
             port,
@@ -194,7 +188,6 @@ impl VethPort {
             drops,
             _rx_link: rx_link,
             _tx_link: tx_link,
-            _object: object,
         })
     }
 
@@ -221,10 +214,10 @@ impl VethPort {
 
     /// Frames the port programs dropped.
     pub fn drops(&self) -> PortDrops {
-        let read = |index: u32| -> u64 { super::steer::percpu_u64_sum(&self.drops, index) };
+        let read = |index: port_drop| -> u64 { percpu_u64_sum(&self.drops, index.0) };
         PortDrops {
-            rx_no_socket: read(DROP_RX_NO_SOCKET),
-            tx_no_nic: read(DROP_TX_NO_NIC),
+            rx_no_socket: read(port_drop::PORT_DROP_RX_NO_SOCKET),
+            tx_no_nic: read(port_drop::PORT_DROP_TX_NO_NIC),
         }
     }
 

@@ -1,5 +1,5 @@
 //! The rule set as it lives in the steering program's maps: add, delete, list with hit counters,
-//! and the VM name registry. Works the same on the maps of an in-process [`super::steer::Steering`]
+//! and the VM name registry. Works the same on the maps of an in-process steering program
 //! and on the maps pinned under bpffs by another process ([`RuleMaps::open_pinned`]).
 //!
 //! State: `rule_texts` (rule id -> canonical text) is the source of truth; every change recompiles
@@ -22,19 +22,23 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapMut};
 use serde::Serialize;
 
 use super::{
+    abi::{
+        self, rule_action_kind, rule_cfg, rule_entry, rule_mask, steer_skel::SteerMaps,
+        vm_name_entry, MAX_VMS, RULE_TABLES,
+    },
     rules::{
         Action, FlowKey, Rule, RuleError, MAX_ENTRIES, MAX_MASKS, MAX_RULE_IDS, RULE_ID_BITS,
         RULE_TEXT_LEN, VM_NAME_LEN,
     },
-    steer::MAX_VMS,
     NetError,
 };
 
-/// Map names in bpf/steer.bpf.c.
+/// Pin names (= map names in bpf/steer.bpf.c) of the rule maps, for the processes that open them
+/// by pin path (`lancet filter`, a second VM); a loaded program's maps come from its skeleton.
 pub const MAP_RULE_CFG: &str = "rule_cfg";
 /// See [`MAP_RULE_CFG`].
 pub const MAP_RULE_MASKS: &str = "rule_masks";
@@ -47,13 +51,6 @@ pub const MAP_RULE_TEXTS: &str = "rule_texts";
 /// See [`MAP_RULE_CFG`].
 pub const MAP_VM_NAMES: &str = "vm_names";
 
-/// `enum rule_action_kind` in bpf/steer.bpf.c.
-const ACT_VM: u32 = 1;
-const ACT_PASS: u32 = 2;
-const ACT_DROP: u32 = 3;
-const ACT_MIRROR: u32 = 4;
-/// Tables (double buffering).
-const TABLES: u32 = 2;
 /// Mask ids fit in the low byte of a tag.
 const MAX_MASK_IDS: u32 = 256;
 /// XSKMAP slot a rule gets when its VM is not registered: the program drops and counts.
@@ -110,26 +107,25 @@ impl VmName {
         k
     }
 
-    fn value(&self) -> [u8; 20] {
-        let mut v = [0u8; 20];
-        v[..4].copy_from_slice(&self.slot.to_ne_bytes());
-        v[4..8].copy_from_slice(&self.queue.to_ne_bytes());
-        v[8..12].copy_from_slice(&self.pid.to_ne_bytes());
-        v[12..18].copy_from_slice(&self.mac);
-        v
+    fn value(&self) -> vm_name_entry {
+        vm_name_entry {
+            slot: self.slot,
+            queue: self.queue,
+            pid: self.pid,
+            mac: self.mac,
+            pad: [0; 2],
+        }
     }
 
     fn from_map(key: &[u8], value: &[u8]) -> Option<Self> {
         let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-        let word = |i: usize| -> Option<u32> {
-            Some(u32::from_ne_bytes(value.get(i..i + 4)?.try_into().ok()?))
-        };
+        let entry = abi::from_bytes::<vm_name_entry>(value)?;
         Some(Self {
             name: String::from_utf8_lossy(&key[..end]).into_owned(),
-            slot: word(0)?,
-            queue: word(4)?,
-            pid: word(8)?,
-            mac: value.get(12..18)?.try_into().ok()?,
+            slot: entry.slot,
+            queue: entry.queue,
+            pid: entry.pid,
+            mac: entry.mac,
         })
     }
 
@@ -160,34 +156,15 @@ pub struct ListedRule {
     pub rule: Rule,
 }
 
-/// Value of `rules`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RuleEntry {
-    rank: u32,
-    action: u32,
-    slot: u32,
-    queue: u32,
-}
-
-impl RuleEntry {
-    fn bytes(&self) -> [u8; 16] {
-        let mut v = [0u8; 16];
-        for (i, w) in [self.rank, self.action, self.slot, self.queue]
-            .iter()
-            .enumerate()
-        {
-            v[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        v
-    }
-}
+/// Mask count per rule table (`rule_cfg.mask_count`).
+type MaskCounts = [u32; RULE_TABLES as usize];
 
 /// The compiled form of a whole rule set.
 struct Compiled {
     /// Masks sorted by the best rank they hold: (mask, best rank).
     masks: Vec<(FlowKey, u32)>,
     /// Per mask, masked value -> entry.
-    entries: HashMap<FlowKey, HashMap<FlowKey, RuleEntry>>,
+    entries: HashMap<FlowKey, HashMap<FlowKey, rule_entry>>,
 }
 
 /// The rule maps of one steering program.
@@ -258,6 +235,30 @@ impl RuleMaps {
         })
     }
 
+    /// The rule maps of a loaded steering skeleton (its map fields: no names to get wrong).
+    pub fn from_skel(
+        ifname: &str,
+        maps: &SteerMaps<'_>,
+        lock_dir: Option<PathBuf>,
+    ) -> Result<Self, NetError> {
+        let dup = |map: &MapMut<'_>| {
+            MapHandle::try_from(map).map_err(|source| NetError::Bpf {
+                context: format!("duplicating the handle of map {:?}", map.name()),
+                source,
+            })
+        };
+        Ok(Self {
+            ifname: ifname.to_string(),
+            cfg: dup(&maps.rule_cfg)?,
+            masks: dup(&maps.rule_masks)?,
+            rules: dup(&maps.rules)?,
+            hits: dup(&maps.rule_hits)?,
+            texts: dup(&maps.rule_texts)?,
+            vm_names: dup(&maps.vm_names)?,
+            lock_dir,
+        })
+    }
+
     /// The rule maps pinned for `ifname` by `lancet run` or `lancet nic attach`.
     pub fn open_pinned(ifname: &str) -> Result<Self, FilterError> {
         let dir = super::pin::pin_dir(ifname)?;
@@ -312,7 +313,7 @@ impl RuleMaps {
 
     /// Frames rule `id` decided, summed over CPUs.
     pub fn hits(&self, id: u32) -> u64 {
-        super::steer::percpu_u64_sum(&self.hits, id)
+        abi::percpu_u64_sum(&self.hits, id)
     }
 
     /// Add one rule; returns its id. Invalid or unplaceable rules change nothing.
@@ -460,7 +461,7 @@ impl RuleMaps {
             }
         }
         self.vm_names
-            .update(&key, &vm.value(), MapFlags::ANY)
+            .update(&key, abi::bytes(&vm.value()), MapFlags::ANY)
             .map_err(bpf("registering the VM name"))?;
         self.recommit_locked()
     }
@@ -518,19 +519,19 @@ impl RuleMaps {
             .filter(|v| !v.is_stale())
             .map(|v| (v.name.clone(), v))
             .collect();
-        let mut entries: HashMap<FlowKey, HashMap<FlowKey, RuleEntry>> = HashMap::new();
+        let mut entries: HashMap<FlowKey, HashMap<FlowKey, rule_entry>> = HashMap::new();
         let mut total = 0usize;
         for (id, rule) in rules {
             let rank = (u32::from(rule.prio) << RULE_ID_BITS) | id;
             let (action, vm) = match &rule.action {
-                Action::ToVm(n) => (ACT_VM, vms.get(n)),
-                Action::Mirror(n) => (ACT_MIRROR, vms.get(n)),
-                Action::Pass => (ACT_PASS, None),
-                Action::Drop => (ACT_DROP, None),
+                Action::ToVm(n) => (rule_action_kind::RULE_ACT_VM, vms.get(n)),
+                Action::Mirror(n) => (rule_action_kind::RULE_ACT_MIRROR, vms.get(n)),
+                Action::Pass => (rule_action_kind::RULE_ACT_PASS, None),
+                Action::Drop => (rule_action_kind::RULE_ACT_DROP, None),
             };
-            let entry = RuleEntry {
+            let entry = rule_entry {
                 rank,
-                action,
+                action: action.0,
                 slot: vm.map_or(NO_VM_SLOT, |v| v.slot),
                 queue: vm.map_or(0, |v| v.queue),
             };
@@ -554,10 +555,10 @@ impl RuleMaps {
                 entries.len()
             )));
         }
-        if total > MAX_ENTRIES / TABLES as usize {
+        if total > MAX_ENTRIES / RULE_TABLES as usize {
             return Err(FilterError::Full(format!(
                 "the rules compile to {total} entries; a table holds {}",
-                MAX_ENTRIES / TABLES as usize
+                MAX_ENTRIES / RULE_TABLES as usize
             )));
         }
         let mut masks: Vec<(FlowKey, u32)> = entries
@@ -568,28 +569,20 @@ impl RuleMaps {
         Ok(Compiled { masks, entries })
     }
 
-    fn read_cfg(&self) -> Result<(u32, [u32; 2]), FilterError> {
-        let v = self
+    fn read_cfg(&self) -> Result<(u32, MaskCounts), FilterError> {
+        let cfg = self
             .cfg
             .lookup(&0u32.to_ne_bytes(), MapFlags::ANY)
             .map_err(bpf("reading rule_cfg"))?
+            .and_then(|v| abi::from_bytes::<rule_cfg>(&v))
             .unwrap_or_default();
-        let word = |i: usize| -> u32 {
-            v.get(i * 4..i * 4 + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_ne_bytes)
-                .unwrap_or(0)
-        };
-        Ok((word(0) & 1, [word(1), word(2)]))
+        Ok((cfg.table & 1, cfg.mask_count))
     }
 
-    fn write_cfg(&self, table: u32, counts: [u32; 2]) -> Result<(), FilterError> {
-        let mut v = [0u8; 12];
-        v[..4].copy_from_slice(&table.to_ne_bytes());
-        v[4..8].copy_from_slice(&counts[0].to_ne_bytes());
-        v[8..].copy_from_slice(&counts[1].to_ne_bytes());
+    fn write_cfg(&self, table: u32, mask_count: MaskCounts) -> Result<(), FilterError> {
+        let cfg = rule_cfg { table, mask_count };
         self.cfg
-            .update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)
+            .update(&0u32.to_ne_bytes(), abi::bytes(&cfg), MapFlags::ANY)
             .map_err(bpf("writing rule_cfg"))
     }
 
@@ -606,9 +599,8 @@ impl RuleMaps {
                 .lookup(&idx.to_ne_bytes(), MapFlags::ANY)
                 .map_err(bpf("reading rule_masks"))?
             {
-                if let Some(bytes) = v.get(..super::rules::FLOW_KEY_LEN) {
-                    let mut k = FlowKey::default();
-                    k.0.copy_from_slice(bytes);
+                if let Some(m) = abi::from_bytes::<rule_mask>(&v) {
+                    let k = FlowKey::from_abi(&m.mask);
                     let id = k.tag() & (MAX_MASK_IDS - 1);
                     ids.insert(k.with_tag(0), id);
                 }
@@ -657,7 +649,7 @@ impl RuleMaps {
                 let key = value.with_tag(tag_of(*id));
                 stale.remove(key.0.as_slice());
                 self.rules
-                    .update(&key.0, &entry.bytes(), MapFlags::ANY)
+                    .update(&key.0, abi::bytes(entry), MapFlags::ANY)
                     .map_err(bpf("writing a rule entry"))?;
             }
         }
@@ -666,12 +658,13 @@ impl RuleMaps {
         }
         for (i, (mask, rank, id)) in assigned.iter().enumerate() {
             let idx = standby * MAX_MASKS as u32 + i as u32;
-            let mut v = [0u8; super::rules::FLOW_KEY_LEN + 8];
-            v[..super::rules::FLOW_KEY_LEN].copy_from_slice(&mask.with_tag(tag_of(*id)).0);
-            v[super::rules::FLOW_KEY_LEN..super::rules::FLOW_KEY_LEN + 4]
-                .copy_from_slice(&rank.to_ne_bytes());
+            let entry = rule_mask {
+                mask: mask.with_tag(tag_of(*id)).to_abi(),
+                best_rank: *rank,
+                pad: 0,
+            };
             self.masks
-                .update(&idx.to_ne_bytes(), &v, MapFlags::ANY)
+                .update(&idx.to_ne_bytes(), abi::bytes(&entry), MapFlags::ANY)
                 .map_err(bpf("writing a rule mask"))?;
         }
         counts[standby as usize] = assigned.len() as u32;

@@ -30,59 +30,23 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-/// Bytes of `struct flow_key` in bpf/steer.bpf.c.
-pub const FLOW_KEY_LEN: usize = 60;
+use crate::frame::MacAddr;
+
+use super::abi::{flow_key, RULE_MAX_ENTRIES, RULE_MAX_IDS, RULE_MAX_MASKS};
+pub use super::abi::{
+    key, IPFLAG_IP, IPFLAG_NO_L4, IPFLAG_V6, RULE_ID_BITS, RULE_TEXT_LEN, VLAN_PRESENT, VM_NAME_LEN,
+};
+
+/// Bytes of `struct flow_key` (bpf/lancet_common.h).
+pub const FLOW_KEY_LEN: usize = std::mem::size_of::<flow_key>();
 /// Masks one table holds (`RULE_MAX_MASKS`).
-pub const MAX_MASKS: usize = 32;
+pub const MAX_MASKS: usize = RULE_MAX_MASKS as usize;
 /// Rule ids are below this (`RULE_MAX_IDS`); id 0 is never used.
-pub const MAX_RULE_IDS: u32 = 16384;
-/// Bits of the rule id in a rank (`RULE_ID_BITS`).
-pub const RULE_ID_BITS: u32 = 14;
+pub const MAX_RULE_IDS: u32 = RULE_MAX_IDS;
 /// Hash entries of both tables together (`RULE_MAX_ENTRIES`).
-pub const MAX_ENTRIES: usize = 65536;
-/// Bytes of a stored rule text (`RULE_TEXT_LEN`).
-pub const RULE_TEXT_LEN: usize = 256;
-/// Bytes of a VM name in the `vm_names` map (`VM_NAME_LEN`), NUL padding included.
-pub const VM_NAME_LEN: usize = 16;
+pub const MAX_ENTRIES: usize = RULE_MAX_ENTRIES as usize;
 /// Priority of a rule that names none.
 pub const DEFAULT_PRIO: u16 = 100;
-
-/// Offsets of the `struct flow_key` fields.
-pub mod key {
-    /// Table << 8 | mask id (host order).
-    pub const TAG: usize = 0;
-    /// VLAN_PRESENT | VID (host order).
-    pub const VLAN: usize = 4;
-    /// Ethertype after the VLAN tag (network order).
-    pub const ETHERTYPE: usize = 6;
-    /// Destination MAC.
-    pub const DST_MAC: usize = 8;
-    /// Source MAC.
-    pub const SRC_MAC: usize = 14;
-    /// Source IP (IPv4 in the first 4 bytes).
-    pub const SRC_IP: usize = 20;
-    /// Destination IP.
-    pub const DST_IP: usize = 36;
-    /// TCP/UDP source port (network order).
-    pub const SPORT: usize = 52;
-    /// TCP/UDP destination port (network order).
-    pub const DPORT: usize = 54;
-    /// IP protocol.
-    pub const PROTO: usize = 56;
-    /// IPFLAG_* bits.
-    pub const IPFLAGS: usize = 57;
-}
-
-/// `flow_key.vlan` bit of a tagged frame.
-pub const VLAN_PRESENT: u16 = 0x1000;
-/// `flow_key.ipflags`: IPv4 or IPv6.
-pub const IPFLAG_IP: u8 = 1;
-/// `flow_key.ipflags`: IPv6.
-pub const IPFLAG_V6: u8 = 2;
-/// `flow_key.ipflags`: IPv6 whose extension header chain the program did not parse (more than 6
-/// headers, truncated, ESP...): the frame has no transport, so no rule with a protocol or ports
-/// matches it (a rule on `ip6` alone still does).
-pub const IPFLAG_NO_L4: u8 = 4;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
@@ -285,24 +249,11 @@ pub struct Rule {
     pub prio: u16,
 }
 
+/// A MAC address in a rule (`dst mac 52:54:00:12:34:56`).
 fn parse_mac(text: &str) -> Result<[u8; 6], RuleError> {
-    let parts: Vec<&str> = text.split([':', '-']).collect();
-    let bad = || {
-        RuleError(format!(
-            "{text:?} is not a MAC address (e.g. 52:54:00:12:34:56)"
-        ))
-    };
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (b, p) in mac.iter_mut().zip(parts) {
-        if p.is_empty() || p.len() > 2 {
-            return Err(bad());
-        }
-        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    Ok(mac)
+    text.parse::<MacAddr>()
+        .map(MacAddr::octets)
+        .map_err(|e| RuleError(e.to_string()))
 }
 
 fn parse_vm_name(text: Option<&&str>) -> Result<String, RuleError> {
@@ -375,175 +326,192 @@ fn set<T>(slot: &mut Option<T>, value: T, what: &str) -> Result<(), RuleError> {
     Ok(())
 }
 
+/// Which end of a frame a `src`/`dst` word (or `smac`/`sport`...) names.
+#[derive(Clone, Copy)]
+enum End {
+    Src,
+    Dst,
+}
+
+/// A rule being parsed: its words, and the match, action and priority read so far. Each keyword
+/// has its parser, which reads the keyword's values and returns how many words it took.
+struct RuleParser<'a> {
+    words: Vec<&'a str>,
+    matches: Match,
+    action: Option<Action>,
+    prio: Option<u16>,
+}
+
+impl<'a> RuleParser<'a> {
+    /// The word `at`, the value of `what`.
+    fn need(&self, at: usize, what: &str) -> Result<&'a str, RuleError> {
+        self.words
+            .get(at)
+            .copied()
+            .ok_or_else(|| RuleError(format!("`{what}` needs a value")))
+    }
+
+    /// Read the keyword at `i`; returns the words it took.
+    fn keyword(&mut self, i: usize) -> Result<usize, RuleError> {
+        let w = self.words[i];
+        match w {
+            "src" => self.src_dst(i, End::Src),
+            "dst" => self.src_dst(i, End::Dst),
+            "smac" => self.short_mac(i, End::Src),
+            "dmac" => self.short_mac(i, End::Dst),
+            "vlan" => self.vlan(i),
+            "ethertype" => {
+                let et = ethertype_number(self.need(i + 1, w)?)?;
+                set(&mut self.matches.ethertype, et, "ethertype")?;
+                Ok(2)
+            }
+            "arp" => set(&mut self.matches.ethertype, ETHERTYPE_ARP, "ethertype").map(|_| 1),
+            "ip" | "ipv4" => set(&mut self.matches.ip_version, 4, "ip version").map(|_| 1),
+            "ip6" | "ipv6" => set(&mut self.matches.ip_version, 6, "ip version").map(|_| 1),
+            "proto" => {
+                let p = proto_number(self.need(i + 1, w)?)?;
+                set(&mut self.matches.proto, p, "proto").map(|_| 2)
+            }
+            "tcp" | "udp" | "icmp" | "icmp6" => {
+                set(&mut self.matches.proto, proto_number(w)?, "proto").map(|_| 1)
+            }
+            "sport" => self.ports(i + 1, w, End::Src).map(|_| 2),
+            "dport" => self.ports(i + 1, w, End::Dst).map(|_| 2),
+            "prio" | "priority" => self.priority(i),
+            "to" => self.to(i),
+            "mirror" => self.mirror(i),
+            "pass" | "accept" => self.set_action(Action::Pass).map(|_| 1),
+            "drop" | "deny" => self.set_action(Action::Drop).map(|_| 1),
+            other => err(format!(
+                "unknown word {other:?}: expected a match (src, dst, dst mac, src mac, vlan, \
+                 ethertype, arp, ip, ip6, proto, tcp, udp, icmp, sport, dport), an action \
+                 (to vm NAME, to host, pass, drop, mirror vm NAME) or prio N"
+            )),
+        }
+    }
+
+    /// `src|dst mac MAC`, `src|dst port PORTS` or `src|dst PREFIX`.
+    fn src_dst(&mut self, i: usize, end: End) -> Result<usize, RuleError> {
+        let w = self.words[i];
+        match self.need(i + 1, w)? {
+            "mac" => {
+                let mac = parse_mac(self.need(i + 2, &format!("{w} mac"))?)?;
+                self.mac(mac, end)?;
+                Ok(3)
+            }
+            "port" => {
+                self.ports(i + 2, &format!("{w} port"), end)?;
+                Ok(3)
+            }
+            p => {
+                let prefix = Prefix::parse(p)?;
+                match end {
+                    End::Src => set(&mut self.matches.src, prefix, "src")?,
+                    End::Dst => set(&mut self.matches.dst, prefix, "dst")?,
+                }
+                Ok(2)
+            }
+        }
+    }
+
+    /// `smac MAC` / `dmac MAC`.
+    fn short_mac(&mut self, i: usize, end: End) -> Result<usize, RuleError> {
+        let mac = parse_mac(self.need(i + 1, self.words[i])?)?;
+        self.mac(mac, end)?;
+        Ok(2)
+    }
+
+    fn mac(&mut self, mac: [u8; 6], end: End) -> Result<(), RuleError> {
+        match end {
+            End::Src => set(&mut self.matches.src_mac, mac, "src mac"),
+            End::Dst => set(&mut self.matches.dst_mac, mac, "dst mac"),
+        }
+    }
+
+    /// The port range at word `at` (the value of `what`).
+    fn ports(&mut self, at: usize, what: &str, end: End) -> Result<(), RuleError> {
+        let ports = PortRange::parse(self.need(at, what)?)?;
+        match end {
+            End::Src => set(&mut self.matches.sport, ports, "sport"),
+            End::Dst => set(&mut self.matches.dport, ports, "dport"),
+        }
+    }
+
+    /// `vlan VID`.
+    fn vlan(&mut self, i: usize) -> Result<usize, RuleError> {
+        let v = self.need(i + 1, self.words[i])?;
+        let vid = v
+            .parse::<u16>()
+            .ok()
+            .filter(|v| *v <= MAX_VID)
+            .ok_or_else(|| RuleError(format!("VLAN id {v:?} must be 0..={MAX_VID}")))?;
+        set(&mut self.matches.vlan, vid, "vlan")?;
+        Ok(2)
+    }
+
+    /// `prio N`.
+    fn priority(&mut self, i: usize) -> Result<usize, RuleError> {
+        let p = self.need(i + 1, self.words[i])?;
+        let n = p
+            .parse::<u16>()
+            .map_err(|_| RuleError(format!("priority {p:?} must be 0..=65535 (lower wins)")))?;
+        set(&mut self.prio, n, "prio")?;
+        Ok(2)
+    }
+
+    /// `to vm NAME` or `to host`.
+    fn to(&mut self, i: usize) -> Result<usize, RuleError> {
+        let (action, taken) = match self.need(i + 1, "to")? {
+            "vm" => (Action::ToVm(parse_vm_name(self.words.get(i + 2))?), 3),
+            "host" => (Action::Pass, 2),
+            other => return err(format!("`to {other}`: write `to vm NAME` or `to host`")),
+        };
+        self.set_action(action)?;
+        Ok(taken)
+    }
+
+    /// `mirror [to] vm NAME`.
+    fn mirror(&mut self, i: usize) -> Result<usize, RuleError> {
+        let mut j = i + 1;
+        if self.words.get(j) == Some(&"to") {
+            j += 1;
+        }
+        if self.words.get(j) != Some(&"vm") {
+            return err("`mirror` needs the VM: `mirror vm NAME`");
+        }
+        let name = parse_vm_name(self.words.get(j + 1))?;
+        self.set_action(Action::Mirror(name))?;
+        Ok(j + 2 - i)
+    }
+
+    fn set_action(&mut self, action: Action) -> Result<(), RuleError> {
+        set(&mut self.action, action, "the action")
+    }
+}
+
 impl Rule {
     /// Parse a rule from its words (`["udp", "dport", "4789", "to", "vm", "web1"]`).
     pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Self, RuleError> {
-        let words: Vec<&str> = words.iter().map(|w| w.as_ref()).collect();
-        let mut m = Match::default();
-        let mut action: Option<Action> = None;
-        let mut prio: Option<u16> = None;
-        let mut i = 0;
-        let need = |i: usize, what: &str| -> Result<&str, RuleError> {
-            words
-                .get(i)
-                .copied()
-                .ok_or_else(|| RuleError(format!("`{what}` needs a value")))
+        let mut parser = RuleParser {
+            words: words.iter().map(|w| w.as_ref()).collect(),
+            matches: Match::default(),
+            action: None,
+            prio: None,
         };
-        while i < words.len() {
-            let w = words[i];
-            match w {
-                "src" | "dst" => {
-                    let next = need(i + 1, w)?;
-                    let is_src = w == "src";
-                    match next {
-                        "mac" => {
-                            let mac = parse_mac(need(i + 2, &format!("{w} mac"))?)?;
-                            if is_src {
-                                set(&mut m.src_mac, mac, "src mac")?;
-                            } else {
-                                set(&mut m.dst_mac, mac, "dst mac")?;
-                            }
-                            i += 3;
-                        }
-                        "port" => {
-                            let ports = PortRange::parse(need(i + 2, &format!("{w} port"))?)?;
-                            if is_src {
-                                set(&mut m.sport, ports, "sport")?;
-                            } else {
-                                set(&mut m.dport, ports, "dport")?;
-                            }
-                            i += 3;
-                        }
-                        p => {
-                            let prefix = Prefix::parse(p)?;
-                            if is_src {
-                                set(&mut m.src, prefix, "src")?;
-                            } else {
-                                set(&mut m.dst, prefix, "dst")?;
-                            }
-                            i += 2;
-                        }
-                    }
-                }
-                "dmac" | "smac" => {
-                    let mac = parse_mac(need(i + 1, w)?)?;
-                    if w == "smac" {
-                        set(&mut m.src_mac, mac, "src mac")?;
-                    } else {
-                        set(&mut m.dst_mac, mac, "dst mac")?;
-                    }
-                    i += 2;
-                }
-                "vlan" => {
-                    let v = need(i + 1, w)?;
-                    let vid = v
-                        .parse::<u16>()
-                        .ok()
-                        .filter(|v| *v <= MAX_VID)
-                        .ok_or_else(|| RuleError(format!("VLAN id {v:?} must be 0..={MAX_VID}")))?;
-                    set(&mut m.vlan, vid, "vlan")?;
-                    i += 2;
-                }
-                "ethertype" => {
-                    set(
-                        &mut m.ethertype,
-                        ethertype_number(need(i + 1, w)?)?,
-                        "ethertype",
-                    )?;
-                    i += 2;
-                }
-                "arp" => {
-                    set(&mut m.ethertype, ETHERTYPE_ARP, "ethertype")?;
-                    i += 1;
-                }
-                "ip" | "ipv4" => {
-                    set(&mut m.ip_version, 4, "ip version")?;
-                    i += 1;
-                }
-                "ip6" | "ipv6" => {
-                    set(&mut m.ip_version, 6, "ip version")?;
-                    i += 1;
-                }
-                "proto" => {
-                    set(&mut m.proto, proto_number(need(i + 1, w)?)?, "proto")?;
-                    i += 2;
-                }
-                "tcp" | "udp" | "icmp" | "icmp6" => {
-                    set(&mut m.proto, proto_number(w)?, "proto")?;
-                    i += 1;
-                }
-                "sport" | "dport" => {
-                    let ports = PortRange::parse(need(i + 1, w)?)?;
-                    if w == "sport" {
-                        set(&mut m.sport, ports, "sport")?;
-                    } else {
-                        set(&mut m.dport, ports, "dport")?;
-                    }
-                    i += 2;
-                }
-                "prio" | "priority" => {
-                    let p = need(i + 1, w)?;
-                    let n = p.parse::<u16>().map_err(|_| {
-                        RuleError(format!("priority {p:?} must be 0..=65535 (lower wins)"))
-                    })?;
-                    set(&mut prio, n, "prio")?;
-                    i += 2;
-                }
-                "to" => {
-                    let a = match need(i + 1, "to")? {
-                        "vm" => {
-                            i += 3;
-                            Action::ToVm(parse_vm_name(words.get(i - 1))?)
-                        }
-                        "host" => {
-                            i += 2;
-                            Action::Pass
-                        }
-                        other => {
-                            return err(format!("`to {other}`: write `to vm NAME` or `to host`"))
-                        }
-                    };
-                    set(&mut action, a, "the action")?;
-                }
-                "mirror" => {
-                    let mut j = i + 1;
-                    if words.get(j) == Some(&"to") {
-                        j += 1;
-                    }
-                    if words.get(j) != Some(&"vm") {
-                        return err("`mirror` needs the VM: `mirror vm NAME`");
-                    }
-                    let name = parse_vm_name(words.get(j + 1))?;
-                    set(&mut action, Action::Mirror(name), "the action")?;
-                    i = j + 2;
-                }
-                "pass" | "accept" => {
-                    set(&mut action, Action::Pass, "the action")?;
-                    i += 1;
-                }
-                "drop" | "deny" => {
-                    set(&mut action, Action::Drop, "the action")?;
-                    i += 1;
-                }
-                other => {
-                    return err(format!(
-                    "unknown word {other:?}: expected a match (src, dst, dst mac, src mac, vlan, \
-                         ethertype, arp, ip, ip6, proto, tcp, udp, icmp, sport, dport), an action \
-                         (to vm NAME, to host, pass, drop, mirror vm NAME) or prio N"
-                ))
-                }
-            }
+        let mut i = 0;
+        while i < parser.words.len() {
+            i += parser.keyword(i)?;
         }
-        let action = action.ok_or_else(|| {
+        let action = parser.action.ok_or_else(|| {
             RuleError(
                 "the rule has no action: end it with `to vm NAME`, `pass`, `drop` or `mirror vm NAME`"
                     .into(),
             )
         })?;
         let rule = Rule {
-            matches: m,
+            matches: parser.matches,
             action,
-            prio: prio.unwrap_or(DEFAULT_PRIO),
+            prio: parser.prio.unwrap_or(DEFAULT_PRIO),
         };
         rule.validate()?;
         Ok(rule)
@@ -785,6 +753,20 @@ impl fmt::Debug for FlowKey {
 }
 
 impl FlowKey {
+    /// The key from the generated `struct flow_key` (same size by construction).
+    pub fn from_abi(key: &flow_key) -> Self {
+        let mut out = Self::default();
+        out.0.copy_from_slice(super::abi::bytes(key));
+        out
+    }
+
+    /// The key as the generated `struct flow_key`.
+    pub fn to_abi(&self) -> flow_key {
+        let mut out = flow_key::default();
+        super::abi::bytes_mut(&mut out).copy_from_slice(&self.0);
+        out
+    }
+
     fn set(&mut self, offset: usize, bytes: &[u8]) {
         self.0[offset..offset + bytes.len()].copy_from_slice(bytes);
     }

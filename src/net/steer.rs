@@ -19,14 +19,25 @@
 
 use std::{
     io,
+    mem::MaybeUninit,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
 };
 
-use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+use libbpf_rs::{
+    libbpf_sys,
+    skel::{OpenSkel, SkelBuilder},
+    MapCore, MapFlags, MapHandle, MapMut,
+};
 use serde::Serialize;
 
+pub use super::abi::{ALL_QUEUES, MAX_VMS, PORT_QUEUE};
 use super::{
+    abi::{
+        self, mac_key, percpu_u64_sum,
+        steer_skel::{SteerSkel, SteerSkelBuilder},
+        verdict, vm_slot,
+    },
     format_mac, nic,
     owner::{self, OwnerLock, OwnerRecord},
     pin,
@@ -34,14 +45,8 @@ use super::{
     NetError,
 };
 
-/// The compiled steering program (built by build.rs from bpf/steer.bpf.c).
-const STEER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
-/// Name of the XDP program inside the object.
-const PROGRAM_NAME: &str = "lancet_steer";
-/// XSKMAP slots (VMs) one attachment serves; `MAX_VMS` in bpf/steer.bpf.c.
-pub const MAX_VMS: u32 = 64;
-
-/// Map names in bpf/steer.bpf.c.
+/// Pin names (= map names in bpf/steer.bpf.c), for opening the maps another process pinned; a
+/// program this process loads gives its maps through the skeleton's fields.
 const MAP_XSKS: &str = "xsks";
 const MAP_VM_MACS: &str = "vm_macs";
 const MAP_VM_IPV4: &str = "vm_ipv4";
@@ -49,43 +54,34 @@ const MAP_VM_IPV6: &str = "vm_ipv6";
 const MAP_VERDICTS: &str = "verdicts";
 const MAP_PORTS: &str = "ports";
 
-/// The `queue` of a VM served through a veth port ([`super::port`]) instead of a NIC queue: its
-/// `slot` indexes the `ports` DEVMAP, not the XSKMAP (`PORT_QUEUE` in bpf/steer.bpf.c).
-pub const PORT_QUEUE: u32 = u32::MAX;
-
-/// The `queue` of a VM that owns every RX queue of a multi-queue NIC: one AF_XDP socket per
-/// queue (sharing one UMEM) sits in the XSKMAP slot of that queue's number, and the program
-/// redirects to slot `rx_queue_index` (`ALL_QUEUES` in bpf/lancet_common.h).
-pub const ALL_QUEUES: u32 = u32::MAX - 2;
-
-/// Indexes of the `verdicts` per-CPU array (`enum verdict` in bpf/steer.bpf.c).
+/// Indexes of the `verdicts` per-CPU array (`enum verdict` in bpf/lancet_common.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Verdict {
     /// Unicast to a registered VM MAC, redirected to its socket.
-    ToVm = 0,
+    ToVm = verdict::VERDICT_TO_VM.0,
     /// ARP request for a registered VM IPv4 address, redirected.
-    ToVmArp = 1,
+    ToVmArp = verdict::VERDICT_TO_VM_ARP.0,
     /// IPv6 neighbour solicitation for a registered VM address, redirected.
-    ToVmNs = 2,
+    ToVmNs = verdict::VERDICT_TO_VM_NS.0,
     /// Passed to the host stack.
-    ToHost = 3,
+    ToHost = verdict::VERDICT_TO_HOST.0,
     /// For a VM whose XSKMAP slot holds no socket: dropped.
-    DropNoSocket = 4,
+    DropNoSocket = verdict::VERDICT_DROP_NO_SOCKET.0,
     /// For a VM, but received on a queue its socket is not bound to: dropped.
-    DropWrongQueue = 5,
+    DropWrongQueue = verdict::VERDICT_DROP_WRONG_QUEUE.0,
     /// A rule sent it to a VM, redirected.
-    RuleToVm = 6,
+    RuleToVm = verdict::VERDICT_RULE_TO_VM.0,
     /// A rule passed it to the host.
-    RulePass = 7,
+    RulePass = verdict::VERDICT_RULE_PASS.0,
     /// A rule dropped it.
-    RuleDrop = 8,
+    RuleDrop = verdict::VERDICT_RULE_DROP.0,
     /// A rule mirrored it (to the VM, tagged for a host copy).
-    RuleMirror = 9,
+    RuleMirror = verdict::VERDICT_RULE_MIRROR.0,
 }
 
-/// Number of verdict counters.
-const VERDICT_COUNT: u32 = 10;
+// Every counter has its variant (the last one is the last counter).
+const _: () = assert!(Verdict::RuleMirror as u32 + 1 == verdict::VERDICT_COUNT.0);
 
 /// How the program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,29 +121,6 @@ pub struct SteerCounters {
     pub rule_mirror: u64,
 }
 
-/// Value of `vm_macs`, `vm_ipv4`, `vm_ipv6` (`struct vm_slot` in bpf/steer.bpf.c).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct VmSlot {
-    slot: u32,
-    queue: u32,
-}
-
-impl VmSlot {
-    fn to_bytes(self) -> [u8; 8] {
-        let mut out = [0u8; 8];
-        out[..4].copy_from_slice(&self.slot.to_ne_bytes());
-        out[4..].copy_from_slice(&self.queue.to_ne_bytes());
-        out
-    }
-}
-
-/// Key of `vm_macs`: the MAC in the low 6 bytes of a zeroed 8-byte key.
-fn mac_key(mac: [u8; 6]) -> [u8; 8] {
-    let mut key = [0u8; 8];
-    key[..6].copy_from_slice(&mac);
-    key
-}
-
 /// Slot and queue of a registration that has not claimed its slot yet.
 const UNCLAIMED: u32 = u32::MAX - 1;
 const _: () = assert!(UNCLAIMED != ALL_QUEUES && UNCLAIMED != PORT_QUEUE);
@@ -166,7 +139,7 @@ pub struct Registration {
     key: String,
     /// The pin directory, locked around changes that check owners.
     lock_dir: Option<std::path::PathBuf>,
-    value: VmSlot,
+    value: vm_slot,
     mac: [u8; 6],
     vm_macs: MapHandle,
     vm_ipv4: MapHandle,
@@ -220,7 +193,7 @@ impl Registration {
                 "the VM's slot is already claimed".into(),
             ));
         }
-        self.value = VmSlot { slot, queue };
+        self.value = vm_slot { slot, queue };
         self.owner.write(&OwnerRecord {
             token: self.owner.token(),
             key: self.key.clone(),
@@ -360,9 +333,9 @@ impl Registration {
     /// Insert `key` -> this VM's value unless an entry exists (BPF_NOEXIST); an entry of a dead VM
     /// is taken over. `Some(owner)`: a live VM has it, nothing changed.
     fn insert(&self, map: &MapHandle, key: &[u8]) -> Result<Option<String>, NetError> {
-        let value = self.value.to_bytes();
+        let value = abi::bytes(&self.value);
         for _ in 0..INSERT_ATTEMPTS {
-            match map.update(key, &value, MapFlags::NO_EXIST) {
+            match map.update(key, value, MapFlags::NO_EXIST) {
                 Ok(()) => return Ok(None),
                 Err(e) if e.kind() == libbpf_rs::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(bpf_err("registering a VM steering entry")(e)),
@@ -376,7 +349,7 @@ impl Registration {
                 EntryOwner::Stale => {
                     // Only if it still holds the dead VM's value.
                     if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(&old[..]) {
-                        match map.update(key, &value, MapFlags::EXIST) {
+                        match map.update(key, value, MapFlags::EXIST) {
                             Ok(()) => return Ok(None),
                             // Removed meanwhile: insert again.
                             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => {}
@@ -396,23 +369,23 @@ impl Registration {
 
     /// Who owns an entry whose value is `old`.
     fn owner_of(&self, old: &[u8]) -> EntryOwner {
-        if old == self.value.to_bytes() {
+        if old == abi::bytes(&self.value) {
             return EntryOwner::Mine;
         }
         if self.key.is_empty() {
             // Maps of this process alone: whatever is there is a live registration of it.
             return EntryOwner::Live("another VM of this process".into());
         }
-        let slot_of = |r: &OwnerRecord| {
-            VmSlot {
+        let held_by = |r: &OwnerRecord| {
+            let value = vm_slot {
                 slot: r.slot,
                 queue: r.queue,
-            }
-            .to_bytes()
+            };
+            abi::bytes(&value) == old
         };
         let live = owner::list()
             .into_iter()
-            .find(|(r, live)| *live && r.key == self.key && slot_of(r) == old);
+            .find(|(r, live)| *live && r.key == self.key && held_by(r));
         match live {
             Some((r, _)) => {
                 let name = self
@@ -420,7 +393,7 @@ impl Registration {
                     .keys()
                     .filter_map(|k| {
                         let v = self.vm_names.lookup(&k, MapFlags::ANY).ok().flatten()?;
-                        let pid = u32::from_ne_bytes(v.get(8..12)?.try_into().ok()?);
+                        let pid = abi::from_bytes::<abi::vm_name_entry>(&v)?.pid;
                         let end = k.iter().position(|b| *b == 0).unwrap_or(k.len());
                         (pid == r.token).then(|| String::from_utf8_lossy(&k[..end]).into_owned())
                     })
@@ -446,8 +419,8 @@ impl Registration {
 impl Registration {
     /// Delete `key` from `map` only while it holds this VM's value (never another VM's entry).
     fn remove_if_mine(&self, map: &MapHandle, key: &[u8]) {
-        let mine = self.value.to_bytes();
-        if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(&mine[..]) {
+        let mine = abi::bytes(&self.value);
+        if map.lookup(key, MapFlags::ANY).ok().flatten().as_deref() == Some(mine) {
             let _ = map.delete(key);
         }
     }
@@ -503,6 +476,7 @@ enum LoadError {
     Open(libbpf_rs::Error),
     PinPath(String, libbpf_rs::Error),
     Load(libbpf_rs::Error),
+    Handles(NetError),
 }
 
 impl LoadError {
@@ -522,6 +496,7 @@ impl LoadError {
             (LoadError::Load(e), None) => {
                 bpf_err("loading the XDP steering program into the kernel")(e)
             }
+            (LoadError::Handles(e), _) => e,
         }
     }
 }
@@ -543,6 +518,52 @@ pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
     Ipv6Addr::from(addr)
 }
 
+/// The steering program just loaded from its skeleton: descriptors of its maps (taken by the
+/// skeleton's fields) and of its program. The skeleton's object is closed; the maps and the program
+/// live while these descriptors do (the program also while a link attaches it).
+struct Loaded {
+    xsks: MapHandle,
+    vm_macs: MapHandle,
+    vm_ipv4: MapHandle,
+    vm_ipv6: MapHandle,
+    verdicts: MapHandle,
+    ports: MapHandle,
+    rules: RuleMaps,
+    prog: OwnedFd,
+}
+
+impl Loaded {
+    fn from_skel(
+        ifname: &str,
+        skel: &SteerSkel<'_>,
+        pin_dir: Option<&std::path::Path>,
+    ) -> Result<Self, NetError> {
+        let dup = |map: &MapMut<'_>| {
+            MapHandle::try_from(map).map_err(bpf_err(format!(
+                "duplicating the handle of map {:?}",
+                map.name()
+            )))
+        };
+        let maps = &skel.maps;
+        let prog = skel
+            .progs
+            .lancet_steer
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| NetError::io("duplicating the steering program descriptor", e))?;
+        Ok(Self {
+            xsks: dup(&maps.xsks)?,
+            vm_macs: dup(&maps.vm_macs)?,
+            vm_ipv4: dup(&maps.vm_ipv4)?,
+            vm_ipv6: dup(&maps.vm_ipv6)?,
+            verdicts: dup(&maps.verdicts)?,
+            ports: dup(&maps.ports)?,
+            rules: RuleMaps::from_skel(ifname, maps, pin_dir.map(|d| d.to_path_buf()))?,
+            prog,
+        })
+    }
+}
+
 /// The steering program loaded and attached to one NIC. Dropping it detaches the program (closing
 /// the bpf_link) unless the link is pinned ([`Steering::pin_link`], `lancet nic attach`); the
 /// kernel does the same when the process dies.
@@ -562,8 +583,6 @@ pub struct Steering {
     pinning: Pinning,
     /// The pin directory (when pinned).
     pin_dir: Option<std::path::PathBuf>,
-    /// Keeps the program loaded (the link holds it too); `None` when reusing a pinned link.
-    _object: Option<Object>,
 }
 
 /// How a [`Steering`] relates to bpffs.
@@ -704,18 +723,18 @@ impl Steering {
             rules: RuleMaps::from_fn(ifname, &open, Some(dir.to_path_buf()))?,
             pinning,
             pin_dir: Some(dir.to_path_buf()),
-            _object: None,
         })
     }
 
-    /// Open the embedded steering object, pin its maps under `pin_dir` (reusing maps pinned
-    /// there) and load it.
-    fn open_and_load(pin_dir: Option<&std::path::Path>) -> Result<Object, LoadError> {
-        let mut open = ObjectBuilder::default()
-            .open_memory(STEER_OBJECT)
+    /// Open the steering skeleton, pin its maps under `pin_dir` (reusing maps pinned there) and
+    /// load it.
+    fn open_and_load(ifname: &str, pin_dir: Option<&std::path::Path>) -> Result<Loaded, LoadError> {
+        let mut storage = MaybeUninit::uninit();
+        let mut open = SteerSkelBuilder::default()
+            .open(&mut storage)
             .map_err(LoadError::Open)?;
         if let Some(dir) = pin_dir {
-            for mut map in open.maps_mut() {
+            for mut map in open.open_object_mut().maps_mut() {
                 let name = map.name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
                     continue; // .rodata / .bss: internal
@@ -724,7 +743,8 @@ impl Steering {
                     .map_err(|e| LoadError::PinPath(name, e))?;
             }
         }
-        open.load().map_err(LoadError::Load)
+        let skel = open.load().map_err(LoadError::Load)?;
+        Loaded::from_skel(ifname, &skel, pin_dir).map_err(LoadError::Handles)
     }
 
     fn load_and_attach(
@@ -740,8 +760,8 @@ impl Steering {
                 prog_id: present,
             });
         }
-        let object = match (Self::open_and_load(pin_dir), pin_dir) {
-            (Ok(object), _) => object,
+        let loaded = match (Self::open_and_load(ifname, pin_dir), pin_dir) {
+            (Ok(loaded), _) => loaded,
             // No program is attached to the NIC, so no VM uses these pins: they are left by a
             // lancet build whose maps differ, or by a dead namespace whose inode number a new
             // one reuses. Replace them rather than refuse every VM on this NIC.
@@ -752,33 +772,11 @@ impl Steering {
                     "maps pinned here do not fit this lancet's steering program and no program is attached to {ifname}: replacing them"
                 );
                 pin::clear_dir(dir)?;
-                Self::open_and_load(pin_dir).map_err(|e| e.into_net(ifname, pin_dir))?
+                Self::open_and_load(ifname, pin_dir).map_err(|e| e.into_net(ifname, pin_dir))?
             }
             (Err(e), _) => return Err(e.into_net(ifname, pin_dir)),
         };
-        let handle = |name: &str| -> Result<MapHandle, NetError> {
-            let map = object.maps().find(|m| m.name() == name).ok_or_else(|| {
-                NetError::InvalidConfig(format!("steering object has no map {name:?}"))
-            })?;
-            MapHandle::try_from(&map).map_err(bpf_err(format!("opening map {name:?}")))
-        };
-        let (xsks, vm_macs, vm_ipv4, vm_ipv6, verdicts, ports) = (
-            handle(MAP_XSKS)?,
-            handle(MAP_VM_MACS)?,
-            handle(MAP_VM_IPV4)?,
-            handle(MAP_VM_IPV6)?,
-            handle(MAP_VERDICTS)?,
-            handle(MAP_PORTS)?,
-        );
-        let rules = RuleMaps::from_fn(ifname, &handle, pin_dir.map(|d| d.to_path_buf()))?;
-        let prog_fd = object
-            .progs()
-            .find(|p| p.name() == PROGRAM_NAME)
-            .ok_or_else(|| {
-                NetError::InvalidConfig(format!("steering object has no program {PROGRAM_NAME:?}"))
-            })?
-            .as_fd()
-            .as_raw_fd();
+        let prog_fd = loaded.prog.as_raw_fd();
         let (link, mode) = match mode {
             XdpMode::Auto => match create_link(prog_fd, ifindex, XdpMode::Native) {
                 Ok(link) => (link, XdpMode::Native),
@@ -795,6 +793,16 @@ impl Steering {
                 other,
             ),
         };
+        let Loaded {
+            xsks,
+            vm_macs,
+            vm_ipv4,
+            vm_ipv6,
+            verdicts,
+            ports,
+            rules,
+            prog: _,
+        } = loaded;
         Ok(Self {
             ifname: ifname.to_string(),
             mode,
@@ -812,7 +820,6 @@ impl Steering {
                 Pinning::None
             },
             pin_dir: pin_dir.map(|d| d.to_path_buf()),
-            _object: Some(object),
         })
     }
 
@@ -913,7 +920,7 @@ impl Steering {
             ifname: self.ifname.clone(),
             key,
             lock_dir: self.pin_dir.clone(),
-            value: VmSlot {
+            value: vm_slot {
                 slot: UNCLAIMED,
                 queue: UNCLAIMED,
             },
@@ -973,7 +980,8 @@ impl Steering {
     /// Delete every MAC, IPv4 and IPv6 entry steering to (`slot`, `queue`), and the `ports` slot
     /// of a port VM: what a dead VM with that slot left.
     fn remove_slot_entries(&self, slot: u32, queue: u32) {
-        let value = VmSlot { slot, queue }.to_bytes();
+        let entry = vm_slot { slot, queue };
+        let value = abi::bytes(&entry);
         for map in [&self.vm_macs, &self.vm_ipv4, &self.vm_ipv6] {
             let keys: Vec<Vec<u8>> = map
                 .keys()
@@ -1028,8 +1036,7 @@ pub fn pinned_counters(ifname: &str) -> Result<SteerCounters, NetError> {
 /// Sum a `verdicts` per-CPU array.
 fn read_verdicts(verdicts: &MapHandle) -> SteerCounters {
     {
-        let read = |verdict: Verdict| -> u64 { percpu_u64_sum(verdicts, verdict as u32) };
-        debug_assert_eq!(VERDICT_COUNT, Verdict::RuleMirror as u32 + 1);
+        let read = |index: Verdict| -> u64 { percpu_u64_sum(verdicts, index as u32) };
         SteerCounters {
             to_vm: read(Verdict::ToVm),
             to_vm_arp: read(Verdict::ToVmArp),
@@ -1050,25 +1057,15 @@ fn read_verdicts(verdicts: &MapHandle) -> SteerCounters {
 #[derive(Debug)]
 pub struct DetachedProgram {
     rules: RuleMaps,
-    object: Object,
+    prog: OwnedFd,
 }
 
 impl DetachedProgram {
     /// Load the program and its (fresh, unpinned) maps.
     pub fn load() -> Result<Self, NetError> {
-        let object = ObjectBuilder::default()
-            .open_memory(STEER_OBJECT)
-            .map_err(bpf_err("opening the embedded XDP steering object"))?
-            .load()
-            .map_err(bpf_err("loading the XDP steering program into the kernel"))?;
-        let handle = |name: &str| -> Result<MapHandle, NetError> {
-            let map = object.maps().find(|m| m.name() == name).ok_or_else(|| {
-                NetError::InvalidConfig(format!("steering object has no map {name:?}"))
-            })?;
-            MapHandle::try_from(&map).map_err(bpf_err(format!("opening map {name:?}")))
-        };
-        let rules = RuleMaps::from_fn("(detached)", &handle, None)?;
-        Ok(Self { rules, object })
+        let Loaded { rules, prog, .. } = Steering::open_and_load("(detached)", None)
+            .map_err(|e| e.into_net("(detached)", None))?;
+        Ok(Self { rules, prog })
     }
 
     /// The rule maps.
@@ -1083,22 +1080,28 @@ impl DetachedProgram {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, std::time::Duration), NetError> {
-        let prog = self
-            .object
-            .progs_mut()
-            .find(|p| p.name() == PROGRAM_NAME)
-            .ok_or_else(|| {
-                NetError::InvalidConfig(format!("steering object has no program {PROGRAM_NAME:?}"))
-            })?;
-        let input = libbpf_rs::ProgramInput {
-            data_in: Some(frame),
-            repeat,
+        let mut opts = libbpf_sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_test_run_opts>() as libbpf_sys::size_t,
+            data_in: frame.as_ptr().cast(),
+            data_size_in: u32::try_from(frame.len())
+                .map_err(|_| NetError::InvalidConfig("the test frame is too long".into()))?,
+            repeat: i32::try_from(repeat.max(1)).unwrap_or(i32::MAX),
             ..Default::default()
         };
-        let out = prog
-            .test_run(input)
-            .map_err(bpf_err("BPF_PROG_TEST_RUN of the steering program"))?;
-        Ok((out.return_value, out.duration))
+        // SAFETY: `opts` is a sized bpf_test_run_opts whose data_in points at `frame`, valid for
+        // data_size_in bytes across the call; no output buffers are given (data_out is null), so
+        // the kernel writes only the fields of `opts`.
+        let ret = unsafe { libbpf_sys::bpf_prog_test_run_opts(self.prog.as_raw_fd(), &mut opts) };
+        if ret < 0 {
+            return Err(NetError::io(
+                "BPF_PROG_TEST_RUN of the steering program",
+                io::Error::from_raw_os_error(-ret),
+            ));
+        }
+        Ok((
+            opts.retval,
+            std::time::Duration::from_nanos(u64::from(opts.duration)),
+        ))
     }
 }
 
@@ -1203,45 +1206,3 @@ fn attach_error(ifname: &str, ifindex: u32, err: io::Error) -> NetError {
 
 /// Largest MTU native XDP accepts on veth (measured on this kernel; drivers differ).
 pub const VETH_NATIVE_XDP_MAX_MTU: u32 = 3506;
-
-/// The per-CPU `u64` counter at `index` of a per-CPU array map, summed over the CPUs (0 when the
-/// entry cannot be read).
-pub(crate) fn percpu_u64_sum(map: &impl MapCore, index: u32) -> u64 {
-    map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)
-        .ok()
-        .flatten()
-        .map(|cpus| {
-            cpus.iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
-                .map(u64::from_ne_bytes)
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The value of `#define NAME` in bpf/lancet_common.h.
-    fn c_define(name: &str) -> Option<u32> {
-        let header = include_str!("../../bpf/lancet_common.h");
-        header.lines().find_map(|line| {
-            let mut words = line.split_whitespace();
-            if words.next() != Some("#define") || words.next() != Some(name) {
-                return None;
-            }
-            let value = words.next()?;
-            match value.strip_prefix("0x") {
-                Some(hex) => u32::from_str_radix(hex, 16).ok(),
-                None => value.parse().ok(),
-            }
-        })
-    }
-
-    #[test]
-    fn constants_agree_with_the_bpf_header() {
-        assert_eq!(c_define("ALL_QUEUES"), Some(ALL_QUEUES));
-        assert_eq!(c_define("MAX_VMS"), Some(MAX_VMS));
-    }
-}

@@ -48,7 +48,7 @@ use super::{
     nic::{self, LinkProbe, Membership, MembershipKind},
     port::{VethPort, ALL_QUEUES, PORT_QUEUE},
     rulemaps::VmName,
-    steer::{link_local_from_mac, Registration, Steering, XdpMode},
+    steer::{link_local_from_mac, Registration, Steering, XdpMode, MAX_VMS},
     tap::{TapBackend, TapConfig},
     Backend, BackendStats, FrameTx, NetError, MAX_FRAME_LEN,
 };
@@ -341,178 +341,219 @@ fn bind(
     })
 }
 
-/// A rule-map error as a backend error.
-fn filter_to_net(e: super::rulemaps::FilterError) -> NetError {
-    match e {
-        super::rulemaps::FilterError::Net(n) => n,
-        other => NetError::InvalidConfig(other.to_string()),
+/// Check what `XdpBackend::open` can check before touching anything: the MAC, names, MTU and
+/// queue numbers. Returns the NIC's RX queue count.
+fn check_config(cfg: &XdpConfig) -> Result<u32, NetError> {
+    if cfg.vm_mac[0] & 1 != 0 || cfg.vm_mac == [0; 6] {
+        return Err(NetError::InvalidConfig(format!(
+            "VM MAC {} is not a unicast address",
+            super::format_mac(cfg.vm_mac)
+        )));
     }
+    IfName::new(&cfg.ifname)?;
+    if let Some(name) = &cfg.vm_name {
+        // The `vm_names` key holds 15 bytes: a longer name would be truncated there.
+        ValidVmName::new(name)?;
+    }
+    nic::ifindex(&cfg.ifname)?;
+    let mtu = nic::mtu(&cfg.ifname)?;
+    if mtu + ETH_OVERHEAD > UMEM_MAX_FRAME {
+        return Err(NetError::MtuTooLarge {
+            ifname: cfg.ifname.clone(),
+            mtu,
+            max: UMEM_MAX_FRAME - ETH_OVERHEAD,
+            reason: "a 4 KiB UMEM frame holds",
+        });
+    }
+    if cfg.queue >= MAX_VMS {
+        return Err(NetError::InvalidConfig(format!(
+            "queue {} is above the {MAX_VMS} XSKMAP slots (the slot is the queue number)",
+            cfg.queue
+        )));
+    }
+    let nic_queues = nic::rx_queue_count(&cfg.ifname)?;
+    if nic_queues > MAX_VMS {
+        return Err(NetError::InvalidConfig(format!(
+            "{:?} has {nic_queues} RX queues, above the {MAX_VMS} XSKMAP slots (the slot is the \
+             queue number): reduce them with `ethtool -L {} combined {MAX_VMS}`",
+            cfg.ifname, cfg.ifname
+        )));
+    }
+    Ok(nic_queues)
 }
 
-impl XdpBackend {
-    /// Attach the steering program to `cfg.ifname`, bind an AF_XDP socket to `cfg.queue` and make
-    /// the NIC accept `cfg.vm_mac`. Must run in the NIC's network namespace; the backend keeps
-    /// working from any thread afterwards.
-    pub fn open(cfg: &XdpConfig) -> Result<Self, NetError> {
-        if cfg.vm_mac[0] & 1 != 0 || cfg.vm_mac == [0; 6] {
-            return Err(NetError::InvalidConfig(format!(
-                "VM MAC {} is not a unicast address",
-                super::format_mac(cfg.vm_mac)
-            )));
-        }
-        IfName::new(&cfg.ifname)?;
-        if let Some(name) = &cfg.vm_name {
-            // The `vm_names` key holds 15 bytes: a longer name would be truncated there.
-            ValidVmName::new(name)?;
-        }
-        nic::ifindex(&cfg.ifname)?;
-        let mtu = nic::mtu(&cfg.ifname)?;
-        if mtu + ETH_OVERHEAD > UMEM_MAX_FRAME {
-            return Err(NetError::MtuTooLarge {
-                ifname: cfg.ifname.clone(),
-                mtu,
-                max: UMEM_MAX_FRAME - ETH_OVERHEAD,
-                reason: "a 4 KiB UMEM frame holds",
-            });
-        }
-        if cfg.queue >= super::steer::MAX_VMS {
-            return Err(NetError::InvalidConfig(format!(
-                "queue {} is above the {} XSKMAP slots (the slot is the queue number)",
-                cfg.queue,
-                super::steer::MAX_VMS
-            )));
-        }
-        let nic_queues = nic::rx_queue_count(&cfg.ifname)?;
-        if nic_queues > super::steer::MAX_VMS {
-            return Err(NetError::InvalidConfig(format!(
-                "{:?} has {nic_queues} RX queues, above the {} XSKMAP slots (the slot is the queue \
-                 number): reduce them with `ethtool -L {} combined {}`",
-                cfg.ifname,
-                super::steer::MAX_VMS,
-                cfg.ifname,
-                super::steer::MAX_VMS
-            )));
-        }
-        let link = LinkProbe::new(&cfg.ifname)?;
-        let steering = if cfg.pin {
-            Steering::attach_pinned(&cfg.ifname, cfg.mode)?
-        } else {
-            Steering::attach(&cfg.ifname, cfg.mode)?
-        };
-        let link_local = link_local_from_mac(cfg.vm_mac);
-        let mut ipv6 = vec![link_local];
-        ipv6.extend(cfg.vm_ipv6.iter().copied().filter(|a| *a != link_local));
+/// A VM's place on the NIC while `XdpBackend::open` builds it (the attach policy): its steering
+/// registration (MAC, addresses, slot, owner lock), its veth port when another VM holds the NIC
+/// queue, and where its sockets bind. Dropping it releases exactly what it took: the
+/// registration removes the entries it inserted, then the port is deleted.
+struct Attachment {
+    registration: Registration,
+    port: Option<VethPort>,
+    /// XSKMAP slot (or `ports` index for a port VM).
+    slot: u32,
+    /// The queue as registered: a NIC queue, [`ALL_QUEUES`] or [`PORT_QUEUE`].
+    queue: u32,
+    /// The queues the sockets bind to (of the NIC, or queue 0 of the port).
+    bind_queues: Vec<u32>,
+}
+
+impl Attachment {
+    /// Register the VM on `steering` under the pin directory lock: sweep what dead VMs left,
+    /// choose the slot (a NIC queue, every queue, or a veth port when another VM holds the
+    /// queue), insert the MAC and address entries.
+    fn register(steering: &Steering, cfg: &XdpConfig, nic_queues: u32) -> Result<Self, NetError> {
         // Sweeping the dead, choosing a slot and inserting the entries happen under the pin
         // directory lock, so two VMs starting at once never pick the same slot or address.
-        let dir_lock = steering.rules().lock().map_err(filter_to_net)?;
+        let _dir_lock = steering.rules().lock().map_err(filter_to_net)?;
         // Registrations left by VMM processes that were killed (pinned maps outlive them).
         steering.sweep_stale();
         let mut registration = steering.begin_registration(cfg.vm_mac)?;
-        // The queue's one UMEM slot is another VM's: this VM gets a veth port (super::port). On a
-        // multi-queue NIC the first VM holds every queue, so any VM on the NIC's queues means a port.
-        let live = steering.live_owners();
-        let on_nic_queues = |q: u32| q == ALL_QUEUES || q < super::steer::MAX_VMS;
-        let port = if live
-            .iter()
-            .any(|v| v.queue == cfg.queue || (on_nic_queues(v.queue) && nic_queues > 1))
-        {
-            let used: Vec<u32> = live
-                .iter()
-                .filter(|v| v.queue == PORT_QUEUE)
-                .map(|v| v.slot)
-                .collect();
-            let max = super::steer::MAX_VMS;
-            let slot = (0..max).find(|s| !used.contains(s)).ok_or_else(|| {
-                NetError::InvalidConfig(format!(
-                    "{:?} already serves {} VMs through veth ports",
-                    cfg.ifname,
-                    super::steer::MAX_VMS
-                ))
-            })?;
-            Some((
-                slot,
-                VethPort::create(&cfg.ifname, slot, registration.token())?,
-            ))
-        } else {
-            None
-        };
+        let port = Self::port_if_queue_taken(steering, cfg, nic_queues, &registration)?;
         // One socket per queue (one UMEM per queue), so the queue number is the XSKMAP slot; a
         // port VM's slot is its `ports` index; a VM holding every queue of a multi-queue NIC has
         // a socket at each queue's slot (the program picks the slot of the arrival queue).
-        let (slot, queue) = match &port {
-            Some((slot, _)) => (*slot, PORT_QUEUE),
-            None if nic_queues > 1 => (0, ALL_QUEUES),
-            None => (cfg.queue, cfg.queue),
+        let ((slot, queue), bind_queues) = match &port {
+            Some((slot, _)) => ((*slot, PORT_QUEUE), vec![0]),
+            None if nic_queues > 1 => ((0, ALL_QUEUES), (0..nic_queues).collect()),
+            None => ((cfg.queue, cfg.queue), vec![cfg.queue]),
         };
-        // From here on every error path drops `registration`, which removes exactly what it
-        // inserted.
         registration.claim(slot, queue)?;
-        if let Some(ip) = cfg.vm_ip {
-            registration.add_ipv4_locked(ip)?;
-        }
-        for ip in ipv6 {
-            registration.add_ipv6_locked(ip)?;
-        }
-        drop(dir_lock);
-
-        let need_wakeup = BindFlags::XDP_USE_NEED_WAKEUP;
-        let (bind_ifname, bind_queues): (&str, Vec<u32>) = match (&port, queue) {
-            (Some((_, p)), _) => (p.port_ifname(), vec![0]),
-            (None, ALL_QUEUES) => (&cfg.ifname, (0..nic_queues).collect()),
-            (None, q) => (&cfg.ifname, vec![q]),
+        let mut attachment = Self {
+            registration,
+            port: port.map(|(_, p)| p),
+            slot,
+            queue,
+            bind_queues,
         };
-        let bound = if steering.mode() == XdpMode::Generic || port.is_some() {
-            // A veth port refuses zero-copy.
+        attachment.add_addresses(cfg)?;
+        Ok(attachment)
+    }
+
+    /// The veth port (and its `ports` index) this VM needs when the queue's one UMEM slot is
+    /// another VM's. On a multi-queue NIC the first VM holds every queue, so any VM on the NIC's
+    /// queues means a port.
+    fn port_if_queue_taken(
+        steering: &Steering,
+        cfg: &XdpConfig,
+        nic_queues: u32,
+        registration: &Registration,
+    ) -> Result<Option<(u32, VethPort)>, NetError> {
+        let live = steering.live_owners();
+        let on_nic_queues = |q: u32| q == ALL_QUEUES || q < MAX_VMS;
+        if !live
+            .iter()
+            .any(|v| v.queue == cfg.queue || (on_nic_queues(v.queue) && nic_queues > 1))
+        {
+            return Ok(None);
+        }
+        let used: Vec<u32> = live
+            .iter()
+            .filter(|v| v.queue == PORT_QUEUE)
+            .map(|v| v.slot)
+            .collect();
+        let slot = (0..MAX_VMS).find(|s| !used.contains(s)).ok_or_else(|| {
+            NetError::InvalidConfig(format!(
+                "{:?} already serves {MAX_VMS} VMs through veth ports",
+                cfg.ifname
+            ))
+        })?;
+        let port = VethPort::create(&cfg.ifname, slot, registration.token())?;
+        Ok(Some((slot, port)))
+    }
+
+    /// Steer the ARP requests and neighbour solicitations for the VM's addresses (the MAC's
+    /// link-local IPv6 address always) to it.
+    fn add_addresses(&mut self, cfg: &XdpConfig) -> Result<(), NetError> {
+        if let Some(ip) = cfg.vm_ip {
+            self.registration.add_ipv4_locked(ip)?;
+        }
+        let link_local = link_local_from_mac(cfg.vm_mac);
+        self.registration.add_ipv6_locked(link_local)?;
+        for ip in cfg.vm_ipv6.iter().copied().filter(|a| *a != link_local) {
+            self.registration.add_ipv6_locked(ip)?;
+        }
+        Ok(())
+    }
+
+    /// Bind the sockets where this attachment says: zero-copy when the NIC is in native mode and
+    /// takes it, copy mode otherwise (generic mode, or a veth port, which refuses zero-copy).
+    fn bind(&self, cfg: &XdpConfig, mode: XdpMode) -> Result<(bool, Bound), NetError> {
+        let ifname = match &self.port {
+            Some(p) => p.port_ifname(),
+            None => &cfg.ifname,
+        };
+        let need_wakeup = BindFlags::XDP_USE_NEED_WAKEUP;
+        let copy = || {
             bind(
                 cfg,
-                bind_ifname,
-                &bind_queues,
+                ifname,
+                &self.bind_queues,
                 BindFlags::XDP_COPY | need_wakeup,
             )
             .map(|b| (false, b))
-        } else {
-            match bind(
-                cfg,
-                bind_ifname,
-                &bind_queues,
-                BindFlags::XDP_ZEROCOPY | need_wakeup,
-            ) {
-                Ok(b) => Ok((true, b)),
-                Err(_) => bind(
-                    cfg,
-                    bind_ifname,
-                    &bind_queues,
-                    BindFlags::XDP_COPY | need_wakeup,
-                )
-                .map(|b| (false, b)),
-            }
         };
-        let (zero_copy, bound) = bound?;
-        let Bound {
-            umem,
-            tx_q,
-            comp_q,
-            rx,
-            tx_free,
-        } = bound;
-        match (&port, queue) {
-            (Some((_, p)), _) => {
-                p.set_socket(rx[0].rx_q.fd().as_raw_fd())?;
-                registration.set_port(p.peer_ifindex())?;
+        if mode == XdpMode::Generic || self.port.is_some() {
+            return copy();
+        }
+        match bind(
+            cfg,
+            ifname,
+            &self.bind_queues,
+            BindFlags::XDP_ZEROCOPY | need_wakeup,
+        ) {
+            Ok(b) => Ok((true, b)),
+            Err(_) => copy(),
+        }
+    }
+
+    /// Put the bound sockets where the program redirects to: the port's XSKMAP (and the port in
+    /// `ports`), every queue's slot, or the queue's slot.
+    fn hand_over_sockets(&mut self, rx: &[RxSocket]) -> Result<(), NetError> {
+        let fd = |i: usize| -> Result<RawFd, NetError> {
+            rx.get(i)
+                .map(|r| r.rx_q.fd().as_raw_fd())
+                .ok_or_else(|| NetError::InvalidConfig("no socket was bound".into()))
+        };
+        match (&self.port, self.queue) {
+            (Some(p), _) => {
+                p.set_socket(fd(0)?)?;
+                self.registration.set_port(p.peer_ifindex())?;
             }
             (None, ALL_QUEUES) => {
-                for (q, sock) in bind_queues.iter().zip(&rx) {
-                    registration.set_queue_socket(*q, sock.rx_q.fd().as_raw_fd())?;
+                for (i, q) in self.bind_queues.iter().enumerate() {
+                    self.registration.set_queue_socket(*q, fd(i)?)?;
                 }
             }
-            (None, _) => registration.set_socket(rx[0].rx_q.fd().as_raw_fd())?,
+            (None, _) => self.registration.set_socket(fd(0)?)?,
         }
-        let rx_epoll = if rx.len() > 1 {
-            let fds: Vec<RawFd> = rx.iter().map(|r| r.rx_q.fd().as_raw_fd()).collect();
-            Some(super::epoll_set(&fds)?)
-        } else {
-            None
+        Ok(())
+    }
+
+    /// Register the VM's name for filter rules (`to vm NAME`), if it has one.
+    fn register_name(&self, steering: &Steering, cfg: &XdpConfig) -> Result<(), NetError> {
+        let Some(name) = &cfg.vm_name else {
+            return Ok(());
         };
+        let vm = VmName {
+            name: name.clone(),
+            slot: self.slot,
+            queue: self.queue,
+            pid: self.registration.token(),
+            mac: cfg.vm_mac,
+        };
+        steering.rules().register_vm(&vm).map_err(filter_to_net)
+    }
+}
+
+/// What the VM's MAC needs on the NIC's side of the host: the NIC accepting it (unicast filter
+/// or promiscuous), and the TAP the host copies of mirrored frames go to.
+struct LocalLink {
+    membership: Option<Membership>,
+    mirror_sink: Option<TapBackend>,
+}
+
+impl LocalLink {
+    fn open(cfg: &XdpConfig) -> Result<Self, NetError> {
         let mirror_sink = match &cfg.mirror_tap {
             Some(name) => Some(TapBackend::open(&TapConfig::new(name.clone(), None))?),
             None => None,
@@ -527,17 +568,58 @@ impl XdpBackend {
             }
             MacFilter::Untouched => None,
         };
-        if let Some(name) = &cfg.vm_name {
-            let vm = VmName {
-                name: name.clone(),
-                slot,
-                queue,
-                pid: registration.token(),
-                mac: cfg.vm_mac,
-            };
-            steering.rules().register_vm(&vm).map_err(filter_to_net)?;
-        }
-        tracing::info!(ifname = %cfg.ifname, queues = ?bind_queues, zero_copy, mode = ?steering.mode(), "AF_XDP backend open");
+        Ok(Self {
+            membership,
+            mirror_sink,
+        })
+    }
+}
+
+/// A rule-map error as a backend error.
+fn filter_to_net(e: super::rulemaps::FilterError) -> NetError {
+    match e {
+        super::rulemaps::FilterError::Net(n) => n,
+        other => NetError::InvalidConfig(other.to_string()),
+    }
+}
+
+impl XdpBackend {
+    /// Attach the steering program to `cfg.ifname`, bind an AF_XDP socket to `cfg.queue` and make
+    /// the NIC accept `cfg.vm_mac`. Must run in the NIC's network namespace; the backend keeps
+    /// working from any thread afterwards.
+    pub fn open(cfg: &XdpConfig) -> Result<Self, NetError> {
+        let nic_queues = check_config(cfg)?;
+        let link = LinkProbe::new(&cfg.ifname)?;
+        let steering = if cfg.pin {
+            Steering::attach_pinned(&cfg.ifname, cfg.mode)?
+        } else {
+            Steering::attach(&cfg.ifname, cfg.mode)?
+        };
+        // Every step below returns a guard: an error drops what the earlier steps took, in
+        // reverse order (the attachment removes exactly the entries it inserted and its port).
+        let mut attachment = Attachment::register(&steering, cfg, nic_queues)?;
+        let (zero_copy, bound) = attachment.bind(cfg, steering.mode())?;
+        attachment.hand_over_sockets(&bound.rx)?;
+        let rx_epoll = if bound.rx.len() > 1 {
+            let fds: Vec<RawFd> = bound.rx.iter().map(|r| r.rx_q.fd().as_raw_fd()).collect();
+            Some(super::epoll_set(&fds)?)
+        } else {
+            None
+        };
+        let local = LocalLink::open(cfg)?;
+        // Last: the name (`XdpBackend::drop` unregisters it; nothing after this can fail).
+        attachment.register_name(&steering, cfg)?;
+        tracing::info!(ifname = %cfg.ifname, queues = ?attachment.bind_queues, zero_copy, mode = ?steering.mode(), "AF_XDP backend open");
+        let Bound {
+            umem,
+            tx_q,
+            comp_q,
+            rx,
+            tx_free,
+        } = bound;
+        let Attachment {
+            registration, port, ..
+        } = attachment;
         Ok(Self {
             tx_q,
             rx,
@@ -546,7 +628,7 @@ impl XdpBackend {
             rx_epoll,
             next_rx: 0,
             steering,
-            _membership: membership,
+            _membership: local.membership,
             registration,
             zero_copy,
             tx_ring_size: cfg.tx_frames,
@@ -557,12 +639,12 @@ impl XdpBackend {
             scratch: vec![FrameDesc::default(); RX_BATCH],
             counters: BackendStats::default(),
             vm_name: cfg.vm_name.clone(),
-            mirror_sink,
+            mirror_sink: local.mirror_sink,
             mirror: MirrorStats::default(),
             link_up: link.is_up(),
             link,
             link_checked: Instant::now(),
-            port: port.map(|(_, p)| p),
+            port,
         })
     }
 
