@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lancet::tools::bench::vmm_path::{stats_from_vmm_json, VmmBackend, VmmRunner, VmmSettings};
+use lancet::net::BackendKind as VmmBackend;
+use lancet::tools::bench::vmm_path::{stats_from_vmm_json, VmmRunner, VmmSettings};
 use lancet::tools::bench::{GuestMode, PathRunner, Role};
 
 fn stats_doc() -> serde_json::Value {

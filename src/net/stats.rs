@@ -269,9 +269,7 @@ pub fn render(r: &Report) -> String {
             }
         );
         if let Some(c) = &vm.counters {
-            for line in serde_json::to_string_pretty(c).unwrap_or_default().lines() {
-                let _ = writeln!(s, "    {line}");
-            }
+            s.push_str(&super::table::counters_table(c, 4));
         }
     }
     s

@@ -87,8 +87,8 @@ pub enum Verdict {
 /// Number of verdict counters.
 const VERDICT_COUNT: u32 = 10;
 
-/// How the program is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the program is attached (`lancet run --xdp-mode`, `lancet nic attach --mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum XdpMode {
     /// Driver (native) mode; fails when the driver has no XDP support.
     Native,
