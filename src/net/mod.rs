@@ -321,11 +321,3 @@ pub fn open_backend(spec: &BackendSpec) -> Result<Box<dyn Backend>, NetError> {
         }
     }
 }
-
-/// Format a MAC address as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}

@@ -15,7 +15,6 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    format_mac,
     rulemaps::{FilterError, ListedRule, RuleMaps, VmName},
     steer::{pinned_counters, SteerCounters},
     NetError,
@@ -260,7 +259,7 @@ pub fn render(r: &Report) -> String {
             } else {
                 format!("queue {}", vm.vm.queue)
             },
-            format_mac(vm.vm.mac),
+            crate::frame::MacAddr(vm.vm.mac),
             vm.vm.pid,
             if vm.stale {
                 " (stale: process gone)"

@@ -26,8 +26,10 @@ use std::{
 use libbpf_rs::{libbpf_sys, MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 use serde::Serialize;
 
+use crate::frame::MacAddr;
+
 use super::{
-    format_mac, nic,
+    nic,
     owner::{self, OwnerLock, OwnerRecord},
     pin,
     rulemaps::{RuleMaps, MAP_VM_NAMES},
@@ -234,7 +236,7 @@ impl Registration {
                 Ok(())
             }
             Some(by) => Err(NetError::MacInUse {
-                mac: format_mac(self.mac),
+                mac: MacAddr(self.mac).to_string(),
                 ifname: self.ifname.clone(),
                 by,
             }),
@@ -427,14 +429,10 @@ impl Registration {
                 EntryOwner::Live(match name {
                     Some(n) => format!(
                         "the running VM {n:?} (MAC {}, owner {})",
-                        format_mac(r.mac),
+                        MacAddr(r.mac),
                         r.token
                     ),
-                    None => format!(
-                        "a running VM (MAC {}, owner {})",
-                        format_mac(r.mac),
-                        r.token
-                    ),
+                    None => format!("a running VM (MAC {}, owner {})", MacAddr(r.mac), r.token),
                 })
             }
             None => EntryOwner::Stale,
@@ -892,7 +890,7 @@ impl Steering {
     pub fn begin_registration(&self, mac: [u8; 6]) -> Result<Registration, NetError> {
         if nic::mac(&self.ifname)? == mac {
             return Err(NetError::MacInUse {
-                mac: format_mac(mac),
+                mac: MacAddr(mac).to_string(),
                 ifname: self.ifname.clone(),
                 by: "the NIC itself".into(),
             });
