@@ -64,3 +64,64 @@ fn not_pinned_error_names_ip_netns_exec() {
     assert!(stderr.contains("ip netns exec"), "{stderr}");
     assert!(stderr.contains("--netns"), "{stderr}");
 }
+
+#[test]
+fn nic_attach_under_ip_netns_exec_refuses() {
+    let bed = Testbed::new(TestbedConfig {
+        name_prefix: "na".into(),
+        ..Default::default()
+    })
+    .expect("testbed (needs root and iproute2)");
+    let ns = bed.ns_name(Side::Host);
+    let out = lancet_under_ip_netns_exec(ns, &["nic", "attach", Testbed::NIC]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("lancet nic attach --netns {ns}")),
+        "{stderr}"
+    );
+    let _in_host = bed.enter_host().unwrap();
+    assert_eq!(
+        lancet::net::steer::attached_program_id(lancet::net::nic::ifindex(Testbed::NIC).unwrap())
+            .unwrap(),
+        0,
+        "nothing attached"
+    );
+}
+
+/// TAP pins nothing: `ip netns exec` is fine for it, and the VM runs.
+#[test]
+fn tap_run_under_ip_netns_exec_is_not_refused() {
+    let bed = Testbed::new(TestbedConfig {
+        name_prefix: "nt".into(),
+        with_bridge: true,
+        ..Default::default()
+    })
+    .expect("testbed (needs root and iproute2)");
+    let ns = bed.ns_name(Side::Host);
+    let Some(elf) = std::env::var_os("LANCET_GUEST_ELF") else {
+        eprintln!("skipped: set LANCET_GUEST_ELF to the test guest image");
+        return;
+    };
+    let out = lancet_under_ip_netns_exec(
+        ns,
+        &[
+            "run",
+            "--nic",
+            Testbed::BRIDGE,
+            "--backend",
+            "tap",
+            "--guest",
+            "echo",
+            "--guest-elf",
+            elf.to_str().unwrap(),
+            "--mem",
+            "64M",
+            "--timeout",
+            "3",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("private mount namespace"), "{stderr}");
+    assert!(stderr.contains("vCPU exits"), "the VM ran: {stderr}");
+}

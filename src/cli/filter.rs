@@ -90,8 +90,7 @@ pub fn run_filter(cmd: &FilterCmd, out: &mut dyn Write) -> Result<(), CliError> 
         FilterCmd::List { iface, json } => {
             let rules = RuleMaps::open_pinned(iface)?.list()?;
             if *json {
-                serde_json::to_writer_pretty(&mut *out, &rules).map_err(std::io::Error::other)?;
-                writeln!(out)?;
+                super::write_json(out, &rules)?;
             } else {
                 writeln!(
                     out,

@@ -70,6 +70,12 @@ pub enum CliError {
     Output(#[from] std::io::Error),
 }
 
+/// `value` as indented JSON and a newline (the `--json` output of `filter list` and `nic status`).
+fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::other)?;
+    writeln!(out)
+}
+
 /// Run `command`; its errors become one line on stderr and exit status 1 (`lancet run`: the
 /// guest's own exit status).
 pub fn dispatch(command: Command) -> ExitCode {

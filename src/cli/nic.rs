@@ -152,8 +152,7 @@ pub fn run_nic(cmd: &NicCmd, out: &mut dyn Write) -> Result<(), CliError> {
             }
             let s = nic_status(iface)?;
             if *json {
-                serde_json::to_writer_pretty(&mut *out, &s).map_err(std::io::Error::other)?;
-                writeln!(out)?;
+                super::write_json(out, &s)?;
             } else {
                 writeln!(
                     out,
