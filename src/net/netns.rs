@@ -18,6 +18,10 @@ pub const NETNS_RUN_DIR: &str = "/run/netns";
 const SELF_NETNS: &str = "/proc/thread-self/ns/net";
 /// The BPF filesystem as the initial process (the rest of the system) sees it.
 const INIT_BPFFS: &str = "/proc/1/root/sys/fs/bpf";
+/// The initial process's mount namespace.
+const INIT_MNT_NS: &str = "/proc/1/ns/mnt";
+/// This process's mount namespace.
+const SELF_MNT_NS: &str = "/proc/self/ns/mnt";
 
 /// Why a namespace could not be entered, or why pinning here would be lost.
 #[derive(Debug, thiserror::Error)]
@@ -72,18 +76,31 @@ pub fn current_netns_name() -> Option<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
 }
 
-/// Whether `/sys/fs/bpf` here is another filesystem than the one the initial process (pid 1) and
-/// the parent process see there: true under `ip netns exec` (a fresh sysfs, with no bpffs or a
-/// bpffs of its own). `None` when it cannot be told (no access to /proc/1/root).
+/// Whether what this process pins under `/sys/fs/bpf` would be lost to the rest of the system:
+/// `/sys/fs/bpf` here is another filesystem than the one the initial process (pid 1) or the parent
+/// process sees there (under `ip netns exec`: a fresh sysfs, with no bpffs or a bpffs of its own),
+/// or this process has a mount namespace of its own and no bpffs yet (the one lancet would mount
+/// would be its alone). `None` when it cannot be told (no access to /proc/1 and the parent).
 pub fn bpffs_is_private() -> Option<bool> {
     let dev = |p: &str| std::fs::metadata(p).ok().map(|m| m.dev());
-    let mine = dev(BPFFS)?;
-    let parent = format!("/proc/{}/root{BPFFS}", std::os::unix::process::parent_id());
-    let others = [dev(INIT_BPFFS), dev(&parent)];
-    if others.iter().all(Option::is_none) {
+    let ino = |p: &str| std::fs::metadata(p).ok().map(|m| m.ino());
+    let parent = std::os::unix::process::parent_id();
+    let others = [
+        (dev(INIT_BPFFS), ino(INIT_MNT_NS)),
+        (
+            dev(&format!("/proc/{parent}/root{BPFFS}")),
+            ino(&format!("/proc/{parent}/ns/mnt")),
+        ),
+    ];
+    let mine = (dev(BPFFS)?, ino(SELF_MNT_NS));
+    if others.iter().all(|(d, _)| d.is_none()) {
         return None;
     }
-    Some(others.iter().flatten().any(|&other| other != mine))
+    let other_fs = others.iter().any(|(d, _)| d.is_some_and(|d| d != mine.0));
+    let own_mounts = others
+        .iter()
+        .any(|(_, ns)| ns.is_some() && mine.1.is_some() && *ns != mine.1);
+    Some(other_fs || (own_mounts && !super::pin::is_bpffs(Path::new(BPFFS))))
 }
 
 /// Refuse to go on when pins made here would be lost (see [`bpffs_is_private`]); the error
