@@ -141,7 +141,7 @@ fn setup(kind: &str, model: bool) -> Setup {
         backend.tx_commit(hello.len());
         backend.tx_flush();
     }
-    let mac = lancet::net::format_mac(Testbed::VM_MAC);
+    let mac = lancet::frame::MacAddr(Testbed::VM_MAC).to_string();
     let vm_ip = Testbed::VM_IP.to_string();
     bed.run_in(
         Side::Peer,

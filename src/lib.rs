@@ -13,7 +13,6 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod cli_filter;
 pub mod frame;
 pub mod lance;
 pub mod net;

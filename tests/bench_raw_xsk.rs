@@ -4,6 +4,7 @@
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
+use lancet::net::XdpMode;
 use lancet::tools::bench::gen::{
     run_generator, spawn_counter, CountConfig, FrameFilter, GenConfig,
 };
@@ -11,16 +12,14 @@ use lancet::tools::bench::netns::{join, spawn_in_netns, VethPairNetns};
 use lancet::tools::bench::packet::{
     build_udp_frame, UdpFlow, DISCARD_PORT, ECHO_PORT, MIN_FRAME_UDP_PAYLOAD,
 };
-use lancet::tools::bench::raw_xsk::{
-    spawn_raw_xsk, AttachMode, RawXskConfig, XskJob, XskLimits, XskWait,
-};
+use lancet::tools::bench::raw_xsk::{spawn_raw_xsk, RawXskConfig, XskJob, XskLimits, XskWait};
 use lancet::tools::bench::rtt::{run_rtt, RttConfig, WaitMode};
 
 fn xsk_config(pair: &VethPairNetns, wait: XskWait) -> RawXskConfig {
     RawXskConfig {
         ifname: pair.a.ifname.clone(),
         queue: 0,
-        attach: AttachMode::Auto,
+        attach: XdpMode::Auto,
         wait,
     }
 }
@@ -177,10 +176,7 @@ fn xdp_state(pair: &VethPairNetns) -> String {
 #[test]
 fn libxdp_default_program_is_attached_while_open_and_removed_after() {
     let pair = VethPairNetns::create("xat").unwrap();
-    for (attach, keyword) in [
-        (AttachMode::Native, "xdp "),
-        (AttachMode::Generic, "xdpgeneric "),
-    ] {
+    for (attach, keyword) in [(XdpMode::Native, "xdp "), (XdpMode::Generic, "xdpgeneric ")] {
         let cfg = RawXskConfig {
             attach,
             ..xsk_config(&pair, XskWait::Poll)

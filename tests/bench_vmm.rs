@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lancet::tools::bench::vmm_path::{stats_from_vmm_report, VmmBackend, VmmRunner, VmmSettings};
+use lancet::net::BackendKind as VmmBackend;
+use lancet::tools::bench::vmm_path::{stats_from_vmm_report, VmmRunner, VmmSettings};
 use lancet::tools::bench::{GuestMode, PathRunner, Role};
 use lancet::vmm::RunStats;
 

@@ -1,5 +1,5 @@
-//! Pinned state: `lancet filter` / `lancet stats` / `lancet nic` (the CLI functions) change and read
-//! the maps of a running backend through bpffs; `nic attach` keeps the program without a process
+//! Pinned state: `lancet filter` / `lancet stats` / `lancet nic` (the built binary, as a user runs
+//! it) change and read the maps of a running backend through bpffs; `nic attach` keeps the program without a process
 //! and a later backend reuses it; rules change while traffic flows without losing a kept frame.
 
 mod filter_support;
@@ -13,21 +13,31 @@ use std::{
 };
 
 use filter_support::{bed, pin_lock, vm_receive, Frame, QUIET, VM};
-use lancet::cli_filter::{run_filter, run_nic, run_stats, FilterCmd, ModeArg, NicCmd, StatsArgs};
 use lancet::net::{
     nic, pin, rulemaps::RuleMaps, rules::Rule, steer::attached_program_id, Backend, XdpBackend,
     XdpConfig, XdpMode,
 };
 use lancet::tools::testbed::Testbed;
 
-fn words(s: &str) -> Vec<String> {
-    s.split_whitespace().map(String::from).collect()
+/// Run the `lancet` binary with `args` (in the calling thread's network namespace): its stdout,
+/// or its stderr when it fails.
+fn lancet(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lancet"))
+        .args(args)
+        .output()
+        .expect("run lancet");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8(out.stderr).unwrap())
+    }
 }
 
-fn cli_filter(cmd: FilterCmd) -> Result<String, String> {
-    let mut out = Vec::new();
-    run_filter(&cmd, &mut out).map_err(|e| e.to_string())?;
-    Ok(String::from_utf8(out).unwrap())
+/// `lancet filter SUB IFACE WORDS...`.
+fn cli_filter(sub: &str, iface: &str, words: &str) -> Result<String, String> {
+    let mut args = vec!["filter", sub, iface];
+    args.extend(words.split_whitespace());
+    lancet(&args)
 }
 
 #[test]
@@ -46,82 +56,39 @@ fn cli_changes_the_rules_of_a_running_backend() {
         "maps pinned in {}",
         dir.display()
     );
-    let out = cli_filter(FilterCmd::Add {
-        iface: iface.parse().unwrap(),
-        rule: words(&format!("udp dport 4789 to vm {VM} prio 10")),
-    })
-    .unwrap();
+    let out = cli_filter("add", &iface, &format!("udp dport 4789 to vm {VM} prio 10")).unwrap();
     assert!(
         out.starts_with("rule 1: udp dport 4789 to vm web1 prio 10"),
         "{out}"
     );
     // Invalid: a clear error, nothing changed.
-    let err = cli_filter(FilterCmd::Add {
-        iface: iface.parse().unwrap(),
-        rule: words("udp dport 99999 drop"),
-    })
-    .unwrap_err();
+    let err = cli_filter("add", &iface, "udp dport 99999 drop").unwrap_err();
     assert!(err.contains("not a port"), "{err}");
     let frame = Frame::udp(b.nic_mac, b.peer_mac);
     for seq in 0..5 {
         b.peer.send(&frame.build(seq)).unwrap();
     }
     assert_eq!(vm_receive(&mut b.backend, 5, filter_support::WAIT).len(), 5);
-    let list = cli_filter(FilterCmd::List {
-        iface: iface.parse().unwrap(),
-        json: true,
-    })
-    .unwrap();
+    let list = cli_filter("list", &iface, "--json").unwrap();
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(v[0]["hits"], 5);
     assert_eq!(v[0]["action"], "to vm web1");
     assert_eq!(v[0]["prio"], 10);
-    let mut out = Vec::new();
-    run_stats(
-        &StatsArgs {
-            iface: iface.parse().unwrap(),
-            json: true,
-            watch: None,
-        },
-        &mut out,
-    )
-    .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let out = lancet(&["stats", &iface, "--json"]).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["verdicts"]["rule_to_vm"], 5);
     assert_eq!(report["vms"][0]["name"], VM);
     // `lancet stats VM`: the same NIC's report, narrowed to that VM.
-    let mut out = Vec::new();
-    run_stats(
-        &StatsArgs {
-            iface: VM.parse().unwrap(),
-            json: true,
-            watch: None,
-        },
-        &mut out,
-    )
-    .unwrap();
-    let by_vm: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let out = lancet(&["stats", VM, "--json"]).unwrap();
+    let by_vm: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(by_vm["ifname"], iface.as_str());
     assert_eq!(by_vm["vms"].as_array().unwrap().len(), 1);
     assert_eq!(by_vm["vms"][0]["name"], VM);
     assert_eq!(by_vm["verdicts"]["rule_to_vm"], 5);
-    let mut out = Vec::new();
-    let err = run_stats(
-        &StatsArgs {
-            iface: "no-such-vm".parse().unwrap(),
-            json: true,
-            watch: None,
-        },
-        &mut out,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("nor a running VM"), "{err}");
-    let out = cli_filter(FilterCmd::Del {
-        iface: iface.parse().unwrap(),
-        id: 1,
-    })
-    .unwrap();
+    let err = lancet(&["stats", "no-such-vm", "--json"]).unwrap_err();
+    assert!(err.contains("nor a running VM"), "{err}");
+    let out = cli_filter("del", &iface, "1").unwrap();
     assert!(out.contains("deleted rule 1"), "{out}");
     b.peer.send(&frame.build(99)).unwrap();
     assert!(vm_receive(&mut b.backend, 1, QUIET).is_empty(), "rule gone");
@@ -147,26 +114,14 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
         }
     }
     let _cleanup = Detach(iface.clone());
-    let mut out = Vec::new();
-    run_nic(
-        &NicCmd::Attach {
-            iface: iface.parse().unwrap(),
-            mode: ModeArg::Native,
-            netns: None,
-        },
-        &mut out,
-    )
-    .unwrap();
+    // The child process starts in this thread's network namespace (the testbed's host side).
+    lancet(&["nic", "attach", &iface, "--mode", "native"]).unwrap();
     let prog = attached_program_id(ifindex).unwrap();
     assert_ne!(
         prog, 0,
         "program stays attached after the attaching Steering is gone"
     );
-    cli_filter(FilterCmd::Add {
-        iface: iface.parse().unwrap(),
-        rule: words("udp dport 4789 drop"),
-    })
-    .unwrap();
+    cli_filter("add", &iface, "udp dport 4789 drop").unwrap();
     // A backend (lancet run) reuses the attached program and its rules.
     let mut cfg = XdpConfig::new(&iface, Testbed::VM_MAC);
     cfg.pin = true;
@@ -175,17 +130,8 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
     let backend = XdpBackend::open(&cfg).unwrap();
     assert_eq!(attached_program_id(ifindex).unwrap(), prog, "same program");
     assert_eq!(backend.steering().rules().list().unwrap().len(), 1);
-    let mut out = Vec::new();
-    run_nic(
-        &NicCmd::Status {
-            iface: iface.parse().unwrap(),
-            json: true,
-            netns: None,
-        },
-        &mut out,
-    )
-    .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let out = lancet(&["nic", "status", &iface, "--json"]).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["link_pinned"], true);
     assert_eq!(status["rules"], 1);
     assert_eq!(status["vms"][0][0], VM);
@@ -196,13 +142,7 @@ fn nic_attach_survives_the_process_and_run_reuses_it() {
         "the VMM leaving keeps the attached program"
     );
     assert_eq!(RuleMaps::open_pinned(&iface).unwrap().vms().len(), 0);
-    run_nic(
-        &NicCmd::Detach {
-            iface: iface.parse().unwrap(),
-        },
-        &mut Vec::new(),
-    )
-    .unwrap();
+    lancet(&["nic", "detach", &iface]).unwrap();
     // The kernel releases the last link reference asynchronously (deferred work).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while attached_program_id(ifindex).unwrap() != 0 && std::time::Instant::now() < deadline {

@@ -78,7 +78,19 @@ fn run_wrapper_captures_guards_and_publishes() {
     assert_eq!(counters.counters.rx_frames, 3);
     assert_eq!(counters.counters.drops.tx_spoofed, 1);
     assert_eq!(counters.pcap.map(|p| p.0), Some(3));
-    assert!(stats::render(&report).contains("db1"));
+    let text = stats::render(&report);
+    assert!(text.contains("db1"));
+    // `lancet stats` shows the VM's counters as a table, not as a JSON dump.
+    assert!(!text.contains(['{', '"']), "{text}");
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("rx_frames"), ["rx_frames", "3"], "{text}");
+    assert_eq!(row("tx_spoofed"), ["tx_spoofed", "1"], "{text}");
     drop(net);
     let out = Command::new("tcpdump")
         .args(["-nn", "-r"])

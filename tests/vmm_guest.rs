@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::frames::{arp_fields, arp_request, icmp_echo, ipv4_fields, udp};
 use common::{test_guest_elf, Captured, EchoPort};
 use lancet::net::Backend;
+use lancet::tools::guest_cmdline::{GuestCmdline, GuestMode, GuestProgram, Ipv4Cidr, PollKick};
 use lancet::vmm::boot::BootSpec;
 use lancet::vmm::{run_vm, HiddenFeatures, RunReport, VmConfig, VmOutcome};
 
@@ -53,8 +54,36 @@ fn boot_guest(
     (report, serial.text())
 }
 
+/// The echo program in `mode` ("irq" or "poll") at VM_IP/24, kicking after every batch (the
+/// guest's default).
+fn guest(mode: &str) -> GuestCmdline {
+    guest_cmdline(GuestProgram::Echo, mode)
+}
+
+/// The test guest's command line for `program` in `mode` ("irq" or "poll") at VM_IP/24, kicking
+/// after every batch (the guest's default).
+fn guest_line(program: GuestProgram, mode: &str) -> String {
+    guest_cmdline(program, mode).to_string()
+}
+
+fn guest_cmdline(program: GuestProgram, mode: &str) -> GuestCmdline {
+    GuestCmdline {
+        mode: if mode == "poll" {
+            GuestMode::Poll
+        } else {
+            GuestMode::Irq
+        },
+        kick: PollKick::Always,
+        ip: Some(Ipv4Cidr {
+            addr: VM_IP,
+            prefix_len: 24,
+        }),
+        ..GuestCmdline::new(program)
+    }
+}
+
 fn echo_cmdline(mode: &str) -> String {
-    format!("prog=echo mode={mode} ip={VM_IP}/24")
+    guest_line(GuestProgram::Echo, mode)
 }
 
 fn is_udp_reply(f: &[u8], payload: &[u8]) -> bool {
@@ -212,7 +241,11 @@ fn poll_mode_without_tdmd_answers_every_echo_with_no_nic_exit_per_echo() {
     // kick=0: the guest never writes TDMD; its replies leave through the I/O thread's TX ring
     // poll (the chip polls its ring when TXON and not DPOLL). Set-up exits are the same in a
     // short and a long run, so every echo beyond the first ones costs no NIC exit at all.
-    let cmdline = format!("{} kick=0", echo_cmdline("poll"));
+    let cmdline = GuestCmdline {
+        kick: PollKick::Never,
+        ..guest("poll")
+    }
+    .to_string();
     let (short, _) = ping_pong_cmdline(&cmdline, true, 20);
     let (long, _) = ping_pong_cmdline(&cmdline, true, 220);
     assert_eq!(
@@ -224,7 +257,11 @@ fn poll_mode_without_tdmd_answers_every_echo_with_no_nic_exit_per_echo() {
     );
     // kick=lazy: TDMD only when the I/O thread's poll has not taken a reply within ~20 us; every
     // echo is answered either way.
-    let cmdline = format!("{} kick=lazy", echo_cmdline("poll"));
+    let cmdline = GuestCmdline {
+        kick: PollKick::Lazy,
+        ..guest("poll")
+    }
+    .to_string();
     let (_, rtts) = ping_pong_cmdline(&cmdline, true, 50);
     assert_eq!(rtts.len(), 50);
     // The same guest with kicks writes TDMD once per echo.
@@ -247,7 +284,7 @@ fn hostile_test_guest_leaves_the_vmm_up_and_the_next_vm_is_served() {
         ));
     }
     let (report, serial) = boot_guest(
-        &format!("prog=hostile mode=poll ip={VM_IP}/24"),
+        &guest_line(GuestProgram::Hostile, "poll"),
         true,
         port,
         Arc::clone(&sent),

@@ -266,7 +266,7 @@ impl Bridge {
             .and_then(|v| parse_port(&v))
         {
             return Err(NetError::MacInUse {
-                mac: super::format_mac(vm_mac),
+                mac: crate::frame::MacAddr(vm_mac).to_string(),
                 ifname: nic_name.to_string(),
                 by: if owner == pid {
                     "this process".to_string()

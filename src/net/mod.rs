@@ -43,6 +43,7 @@ pub mod learn;
 pub mod liblog;
 pub mod local;
 pub mod names;
+pub mod netns;
 pub mod nic;
 pub mod owner;
 pub mod pcap;
@@ -53,6 +54,7 @@ pub mod rules;
 pub mod spoof;
 pub mod stats;
 pub mod steer;
+pub mod table;
 pub mod tap;
 pub mod vmnet;
 pub mod xdp;
@@ -332,13 +334,23 @@ impl NetError {
     }
 }
 
-/// Which backend to open with [`open_backend`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which backend to open with [`open_backend`] (`lancet run|demo --backend xdp|tap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
     /// AF_XDP on the NIC with the steering program.
     Xdp,
-    /// A TAP device on the NIC's bridge.
+    /// A TAP device on the NIC's bridge (or on --nic when it is a bridge).
     Tap,
+}
+
+impl BackendKind {
+    /// "xdp" or "tap" (as [`Backend::kind`] and `--backend` name it).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Xdp => "xdp",
+            BackendKind::Tap => "tap",
+        }
+    }
 }
 
 /// Everything `lancet run` knows about the VM's network, for [`open_backend`].
@@ -400,14 +412,6 @@ pub fn open_backend(spec: &BackendSpec) -> Result<Box<dyn Backend>, NetError> {
             ))?))
         }
     }
-}
-
-/// Format a MAC address as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 #[cfg(test)]

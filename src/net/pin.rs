@@ -332,7 +332,7 @@ fn remove_entry_at(parent: &OwnedFd, name: &CStr, shown: &Path) -> Result<(), Ne
     }
 }
 
-fn is_bpffs(path: &Path) -> bool {
+pub(crate) fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false)

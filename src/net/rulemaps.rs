@@ -65,7 +65,7 @@ pub enum FilterError {
     UnknownRule { ifname: String, id: u32 },
     #[error("{0}: delete rules (`lancet filter del IFACE ID`) or merge rules into prefixes")]
     Full(String),
-    #[error("no lancet steering program is pinned for {ifname:?}: start `lancet run` on it or run `lancet nic attach {ifname}` first")]
+    #[error("no lancet steering program is pinned for {ifname:?}: start `lancet run` on it or run `lancet nic attach {ifname}` first (a `lancet run` started under `ip netns exec NS` pins into that command's private /sys, where no other command sees it: start it with `lancet run --netns NS` instead)")]
     NotAttached { ifname: String },
     #[error("the pinned maps of {ifname:?} are damaged or from another lancet version ({what}): run `lancet nic detach {ifname}` and attach again")]
     Damaged { ifname: String, what: String },

@@ -671,10 +671,10 @@ impl fmt::Display for Rule {
         let m = &self.matches;
         let mut words: Vec<String> = Vec::new();
         if let Some(mac) = m.dst_mac {
-            words.push(format!("dst mac {}", super::format_mac(mac)));
+            words.push(format!("dst mac {}", crate::frame::MacAddr(mac)));
         }
         if let Some(mac) = m.src_mac {
-            words.push(format!("src mac {}", super::format_mac(mac)));
+            words.push(format!("src mac {}", crate::frame::MacAddr(mac)));
         }
         if let Some(v) = m.vlan {
             words.push(format!("vlan {v}"));

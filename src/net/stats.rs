@@ -15,7 +15,6 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    format_mac,
     rulemaps::{FilterError, ListedRule, RuleMaps, VmName},
     steer::{pinned_counters, SteerCounters},
     vmnet::PublishedStats,
@@ -261,7 +260,7 @@ pub fn render(r: &Report) -> String {
             } else {
                 format!("queue {}", vm.vm.queue)
             },
-            format_mac(vm.vm.mac),
+            crate::frame::MacAddr(vm.vm.mac),
             vm.vm.pid,
             if vm.stale {
                 " (stale: process gone)"
@@ -270,9 +269,7 @@ pub fn render(r: &Report) -> String {
             }
         );
         if let Some(c) = &vm.counters {
-            for line in serde_json::to_string_pretty(c).unwrap_or_default().lines() {
-                let _ = writeln!(s, "    {line}");
-            }
+            s.push_str(&super::table::counters_table(c, 4));
         }
     }
     s

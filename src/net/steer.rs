@@ -32,13 +32,15 @@ use libbpf_rs::{
 use serde::Serialize;
 
 pub use super::abi::{ALL_QUEUES, MAX_VMS, PORT_QUEUE};
+use crate::frame::MacAddr;
+
 use super::{
     abi::{
         self, mac_key, percpu_u64_sum,
         steer_skel::{SteerSkel, SteerSkelBuilder},
         verdict, vm_slot,
     },
-    format_mac, nic,
+    nic,
     owner::{self, OwnerLock, OwnerRecord},
     pin,
     rulemaps::{RuleMaps, MAP_VM_NAMES},
@@ -83,8 +85,8 @@ pub enum Verdict {
 // Every counter has its variant (the last one is the last counter).
 const _: () = assert!(Verdict::RuleMirror as u32 + 1 == verdict::VERDICT_COUNT.0);
 
-/// How the program is attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the program is attached (`lancet run --xdp-mode`, `lancet nic attach --mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum XdpMode {
     /// Driver (native) mode; fails when the driver has no XDP support.
     Native,
@@ -208,7 +210,7 @@ impl Registration {
                 Ok(())
             }
             Some(by) => Err(NetError::MacInUse {
-                mac: format_mac(self.mac),
+                mac: MacAddr(self.mac).to_string(),
                 ifname: self.ifname.clone(),
                 by,
             }),
@@ -401,14 +403,10 @@ impl Registration {
                 EntryOwner::Live(match name {
                     Some(n) => format!(
                         "the running VM {n:?} (MAC {}, owner {})",
-                        format_mac(r.mac),
+                        MacAddr(r.mac),
                         r.token
                     ),
-                    None => format!(
-                        "a running VM (MAC {}, owner {})",
-                        format_mac(r.mac),
-                        r.token
-                    ),
+                    None => format!("a running VM (MAC {}, owner {})", MacAddr(r.mac), r.token),
                 })
             }
             None => EntryOwner::Stale,
@@ -900,7 +898,7 @@ impl Steering {
     pub fn begin_registration(&self, mac: [u8; 6]) -> Result<Registration, NetError> {
         if nic::mac(&self.ifname)? == mac {
             return Err(NetError::MacInUse {
-                mac: format_mac(mac),
+                mac: MacAddr(mac).to_string(),
                 ifname: self.ifname.clone(),
                 by: "the NIC itself".into(),
             });

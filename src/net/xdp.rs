@@ -347,7 +347,7 @@ fn check_config(cfg: &XdpConfig) -> Result<u32, NetError> {
     if cfg.vm_mac[0] & 1 != 0 || cfg.vm_mac == [0; 6] {
         return Err(NetError::InvalidConfig(format!(
             "VM MAC {} is not a unicast address",
-            super::format_mac(cfg.vm_mac)
+            crate::frame::MacAddr(cfg.vm_mac)
         )));
     }
     IfName::new(&cfg.ifname)?;

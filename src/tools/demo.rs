@@ -10,22 +10,25 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::frame::MacAddr;
+use crate::net::BackendKind;
 use crate::tools::bench::netns::{join, spawn_in_netns};
 use crate::tools::bench::qemu_path::default_guest_image;
 use crate::tools::bench::report::RttSummary;
 use crate::tools::bench::rtt::{run_rtt, RttConfig, WaitMode};
-use crate::tools::bench::vmm_path::{PollKick, VmmBackend, VmmRunner, VmmSettings};
-use crate::tools::bench::{BenchError, GuestMode, PathRunner, Role};
+use crate::tools::bench::vmm_path::{VmmRunner, VmmSettings};
+use crate::tools::bench::{BenchError, PathRunner, Role};
+use crate::tools::guest_cmdline::{GuestMode, PollKick};
 
 /// What `lancet demo` runs.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Backend the VM is bridged over.
     #[arg(long, value_enum, default_value = "xdp")]
-    pub backend: DemoBackend,
+    pub backend: BackendKind,
     /// Guest driver mode: `poll` (ring 3 polls the descriptor rings) or `irq` (interrupt-driven).
     #[arg(long, value_enum, default_value = "poll")]
-    pub mode: DemoMode,
+    pub mode: GuestMode,
     /// UDP echo requests sent after the pings (64-byte frames).
     #[arg(long, default_value_t = 2000)]
     pub echoes: u64,
@@ -41,20 +44,6 @@ pub struct DemoArgs {
     pub boot_timeout_secs: u64,
 }
 
-/// `--backend` of `lancet demo`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy)]
-pub enum DemoBackend {
-    Xdp,
-    Tap,
-}
-
-/// `--mode` of `lancet demo`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy)]
-pub enum DemoMode {
-    Irq,
-    Poll,
-}
-
 /// Pings sent from the peer namespace.
 const PINGS: &str = "5";
 /// Warm-up echoes (ARP, caches) not counted.
@@ -65,14 +54,12 @@ pub fn run_demo(args: &DemoArgs) -> Result<(), BenchError> {
     let lancet = std::env::current_exe()
         .map_err(|e| BenchError::Setup(format!("cannot find the lancet executable: {e}")))?;
     let guest_image = args.guest_elf.clone().unwrap_or_else(default_guest_image);
-    let (backend, backend_name) = match args.backend {
-        DemoBackend::Xdp => (VmmBackend::Xdp, "AF_XDP"),
-        DemoBackend::Tap => (VmmBackend::Tap, "TAP"),
+    let backend = args.backend;
+    let backend_name = match backend {
+        BackendKind::Xdp => "AF_XDP",
+        BackendKind::Tap => "TAP",
     };
-    let mode = match args.mode {
-        DemoMode::Irq => GuestMode::Irq,
-        DemoMode::Poll => GuestMode::Poll,
-    };
+    let mode = args.mode;
     let mut runner = VmmRunner::new(
         backend,
         VmmSettings {
@@ -95,7 +82,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<(), BenchError> {
     println!(
         "VM is up: guest {} ({}) behind the host NIC; peer namespace {} ({} on {})",
         ep.dut_ip,
-        crate::tools::bench::packet::format_mac(&ep.dut_mac),
+        MacAddr(ep.dut_mac),
         ep.peer_netns,
         ep.peer_ip,
         ep.peer_ifname

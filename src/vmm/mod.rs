@@ -75,6 +75,7 @@ pub mod error;
 pub mod io_thread;
 pub mod irq;
 pub mod memory;
+pub mod net_setup;
 pub mod nic;
 pub mod pci;
 pub mod report;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lancet::tools::guest_cmdline::{GuestCmdline, GuestMode, GuestProgram, Ipv4Cidr};
 use lancet::tools::testbed::{Side, Testbed, TestbedConfig};
 
 /// A `lancet run` child process in a testbed; killed (by its PID) and reaped on drop.
@@ -37,7 +38,7 @@ impl VmProcess {
         } else {
             Testbed::NIC
         };
-        let mac = vm_mac.map(|b| format!("{b:02x}")).join(":");
+        let mac = lancet::frame::MacAddr(vm_mac).to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_lancet"))
             .args([
                 "run",
@@ -173,17 +174,24 @@ pub fn guest_args(program: &str, poll: bool) -> Vec<String> {
 
 /// The test guest's arguments with its address `ip` (in the testbed's prefix).
 pub fn guest_args_at(program: &str, poll: bool, ip: std::net::Ipv4Addr) -> Vec<String> {
+    let program: GuestProgram = clap::ValueEnum::from_str(program, false).expect("a guest program");
+    let line = GuestCmdline {
+        mode: if poll {
+            GuestMode::Poll
+        } else {
+            GuestMode::Irq
+        },
+        ip: Some(Ipv4Cidr {
+            addr: ip,
+            prefix_len: Testbed::PREFIX_LEN,
+        }),
+        ..GuestCmdline::new(program)
+    };
     let elf = super::test_guest_elf();
     let mut args = vec![
-        "--guest".to_string(),
-        program.to_string(),
-        "--guest-elf".into(),
+        "--guest-elf".to_string(),
         elf.to_string_lossy().into_owned(),
-        "--guest-ip".into(),
-        format!("{ip}/{}", Testbed::PREFIX_LEN),
     ];
-    if poll {
-        args.push("--poll".into());
-    }
+    args.extend(line.run_args());
     args
 }

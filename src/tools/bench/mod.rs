@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 pub use runner::run_rounds;
 
+use crate::net::BackendKind;
 use packet::Mac;
 use report::{BenchReport, DropCount, Pinning};
 
@@ -123,7 +124,7 @@ pub struct BenchArgs {
     /// echo), lazy (only if the I/O thread's TX ring poll has not sent the frame within ~20 us)
     /// or never.
     #[arg(long, value_enum, default_value = "lazy")]
-    pub kick: vmm_path::PollKick,
+    pub kick: crate::tools::guest_cmdline::PollKick,
     /// Microseconds lancet's I/O thread busy-polls after traffic (`lancet run --busy-poll-us`).
     #[arg(long, value_name = "US")]
     pub busy_poll_us: Option<u64>,
@@ -204,24 +205,8 @@ fn modes_from_names(names: &[String]) -> Result<Vec<GuestMode>, BenchError> {
         .collect()
 }
 
-/// Guest mode: the guest driver takes interrupts (`irq`) or polls descriptors (`poll`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum GuestMode {
-    Irq,
-    Poll,
-}
-
-impl GuestMode {
-    pub const ALL: [GuestMode; 2] = [GuestMode::Irq, GuestMode::Poll];
-
-    /// The name used in the report and on the guest command line (`mode=irq|poll`).
-    pub fn name(self) -> &'static str {
-        match self {
-            GuestMode::Irq => "irq",
-            GuestMode::Poll => "poll",
-        }
-    }
-}
+pub use crate::tools::guest_cmdline::GuestMode;
+use crate::tools::guest_cmdline::{GuestCmdline, GuestPeer, GuestProgram, Ipv4Cidr};
 
 /// What the path under test runs for one phase (the test guest's `prog=`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +223,57 @@ pub enum Role {
     TcpSink { port: u16 },
     /// TCP: connect to `peer`, send `bytes`, close (the test guest's `tcp-source`).
     TcpSource { peer: SocketAddrV4, bytes: u64 },
+}
+
+/// `count=` for sink and tcp-sink: serve until stopped, so the VM is still running when the bench
+/// samples its CPU time after the transfer (tcp-sink's default 1 would exit at once).
+const GUEST_SERVE_FOREVER: u64 = 0;
+
+impl Role {
+    /// The test guest command line that plays this role in `mode` at `ip`/`prefix_len`, with the
+    /// endpoint's peer at `peer_ip` (blast's target). Kick: `lancet run`'s default.
+    pub fn guest_cmdline(
+        &self,
+        mode: GuestMode,
+        ip: Ipv4Addr,
+        prefix_len: u8,
+        peer_ip: Ipv4Addr,
+    ) -> GuestCmdline {
+        let base = |program| GuestCmdline {
+            mode,
+            ip: Some(Ipv4Cidr {
+                addr: ip,
+                prefix_len,
+            }),
+            ..GuestCmdline::new(program)
+        };
+        match self {
+            Role::Echo => base(GuestProgram::Echo),
+            Role::Sink { .. } => GuestCmdline {
+                count: Some(GUEST_SERVE_FOREVER),
+                ..base(GuestProgram::Sink)
+            },
+            Role::Blast { count, frame_len } => GuestCmdline {
+                peer: Some(GuestPeer {
+                    ip: peer_ip,
+                    port: None,
+                }),
+                count: Some(*count),
+                size: u32::try_from(frame_len + packet::FCS_LEN).ok(),
+                ..base(GuestProgram::Blast)
+            },
+            Role::TcpSink { port } => GuestCmdline {
+                port: Some(*port),
+                count: Some(GUEST_SERVE_FOREVER),
+                ..base(GuestProgram::TcpSink)
+            },
+            Role::TcpSource { peer, bytes } => GuestCmdline {
+                peer: Some((*peer).into()),
+                bytes: Some(*bytes),
+                ..base(GuestProgram::TcpSource)
+            },
+        }
+    }
 }
 
 /// A measurement phase a path may not support (see [`PathRunner::phase_unavailable`]).
@@ -360,7 +396,7 @@ pub struct BenchPlan {
     pub lancet: Option<PathBuf>,
     pub pin_vcpu: Option<usize>,
     pub pin_io: Option<usize>,
-    pub poll_kick: vmm_path::PollKick,
+    pub poll_kick: crate::tools::guest_cmdline::PollKick,
     pub busy_poll_us: Option<u64>,
     /// Bytes per TCP bulk transfer.
     pub tcp_bytes: u64,
@@ -462,7 +498,7 @@ impl PathRunner for UnavailablePath {
 /// The runners of this build: lancet's VMM with the AF_XDP and the TAP backend (`lancet run` as a
 /// child process), QEMU's pcnet + TAP, the raw AF_XDP baseline and the kernel stack (`native`).
 pub fn default_runners(plan: &BenchPlan) -> Vec<Box<dyn PathRunner>> {
-    let vmm = |backend| -> Box<dyn PathRunner> {
+    let vmm = |backend: BackendKind| -> Box<dyn PathRunner> {
         match &plan.lancet {
             Some(lancet) => Box::new(vmm_path::VmmRunner::new(
                 backend,
@@ -477,17 +513,14 @@ pub fn default_runners(plan: &BenchPlan) -> Vec<Box<dyn PathRunner>> {
                 },
             )),
             None => Box::new(UnavailablePath {
-                name: match backend {
-                    vmm_path::VmmBackend::Xdp => "xdp",
-                    vmm_path::VmmBackend::Tap => "tap",
-                },
+                name: backend.name(),
                 reason: "cannot find the lancet executable: pass --lancet FILE".into(),
             }),
         }
     };
     vec![
-        vmm(vmm_path::VmmBackend::Xdp),
-        vmm(vmm_path::VmmBackend::Tap),
+        vmm(BackendKind::Xdp),
+        vmm(BackendKind::Tap),
         Box::new(qemu_path::QemuTapRunner::new(qemu_path::QemuSettings {
             guest_image: plan.guest_image.clone(),
             boot_timeout: plan.boot_timeout,

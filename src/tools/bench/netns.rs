@@ -2,19 +2,13 @@
 //! joined by a veth pair, removed on drop) as two addressed ends; running code inside a namespace;
 //! reading interface counters.
 
-use std::fs::File;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::thread;
 
-use nix::sched::{setns, CloneFlags};
-
 use super::packet::Mac;
 use super::BenchError;
 use crate::tools::testbed::{Side, Testbed, TestbedConfig};
-
-/// Where `ip netns` keeps its namespace handles.
-const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// One end of the veth pair: its namespace, interface and addresses.
 #[derive(Debug, Clone)]
@@ -160,17 +154,10 @@ pub fn link_counters(netns: &str, ifname: &str) -> Result<LinkCounters, BenchErr
     })
 }
 
-/// Move the calling thread into the named network namespace (a handle under /run/netns).
-/// Sockets created afterwards by this thread live there; other threads are unaffected.
+/// Move the calling thread into the named network namespace ([`crate::net::netns::enter_netns`],
+/// with the bench's error type).
 pub fn enter_netns(netns: &str) -> Result<(), BenchError> {
-    let path = format!("{NETNS_RUN_DIR}/{netns}");
-    let handle = File::open(&path).map_err(|e| {
-        BenchError::Setup(format!(
-            "cannot open network namespace {path}: {e} (create it with `ip netns add`)"
-        ))
-    })?;
-    setns(&handle, CloneFlags::CLONE_NEWNET)
-        .map_err(|e| BenchError::Setup(format!("setns into {netns} failed: {e} (need root)")))
+    crate::net::netns::enter_netns(netns).map_err(|e| BenchError::Setup(e.to_string()))
 }
 
 /// Run `work` on a new thread that first enters `netns`; returns the thread's handle.

@@ -216,24 +216,6 @@ pub fn arp_reply_in_place(frame: &mut [u8], mac: &Mac, ip: Ipv4Addr) -> bool {
     true
 }
 
-/// Format a MAC address as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Parse `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(text: &str) -> Option<Mac> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.trim().split(':');
-    for byte in &mut mac {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,12 +289,5 @@ mod tests {
         assert_eq!(get_u16(&req, ARP_OPER), ARP_OP_REPLY);
         assert_eq!(&req[ARP_SPA..ARP_SPA + 4], &[10, 1, 0, 2]);
         assert_eq!(&req[ARP_TPA..ARP_TPA + 4], &[10, 1, 0, 1]);
-    }
-
-    #[test]
-    fn mac_text_round_trips() {
-        let mac = [0x02, 0xab, 0, 1, 0xff, 9];
-        assert_eq!(parse_mac(&format_mac(&mac)), Some(mac));
-        assert_eq!(parse_mac("02:ab:00:01:ff"), None);
     }
 }

@@ -8,13 +8,14 @@ use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
+use crate::tools::guest_cmdline::{GuestCmdline, PollKick};
 use crate::tools::testbed::Testbed;
 
 use super::cpu::{process_cpu, thread_cpu};
 use super::guest_proc::GuestProcess;
 
 use super::netns::{link_counters, LinkCounters, VethPairNetns};
-use super::packet::{Mac, ECHO_PORT, FCS_LEN};
+use super::packet::{Mac, ECHO_PORT};
 use super::qemu_cpu::qemu_cpu_model;
 use super::report::{DropCount, Pinning};
 use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Role, RunningPath};
@@ -91,21 +92,13 @@ pub(crate) fn find_in_path(binary: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The guest's command line under QEMU: no `kick=` (the guest's own default, a kick per batch).
 fn guest_cmdline(mode: GuestMode, role: &Role, peer_ip: Ipv4Addr) -> String {
-    let common = format!("mode={} ip={GUEST_IP}/{GUEST_PREFIX_LEN}", mode.name());
-    match role {
-        Role::Echo => format!("prog=echo {common}"),
-        Role::Sink { .. } => format!("prog=sink {common} count=0"),
-        Role::Blast { count, frame_len } => format!(
-            "prog=blast {common} peer={peer_ip} count={count} size={}",
-            frame_len + FCS_LEN
-        ),
-        // count=0: serve until stopped, so QEMU still runs when its CPU time is sampled.
-        Role::TcpSink { port } => format!("prog=tcp-sink {common} port={port} count=0"),
-        Role::TcpSource { peer, bytes } => {
-            format!("prog=tcp-source {common} peer={peer} bytes={bytes}")
-        }
+    GuestCmdline {
+        kick: PollKick::Always,
+        ..role.guest_cmdline(mode, GUEST_IP, GUEST_PREFIX_LEN, peer_ip)
     }
+    .to_string()
 }
 
 impl PathRunner for QemuTapRunner {
@@ -171,7 +164,7 @@ impl PathRunner for QemuTapRunner {
             path: "qemu_tap".into(),
             reason: e.to_string(),
         })?;
-        let mac = super::packet::format_mac(&GUEST_MAC);
+        let mac = crate::frame::MacAddr(GUEST_MAC).to_string();
         command
             .arg(QEMU_BINARY)
             .args([

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use super::netns::VethPairNetns;
 use super::packet::{build_udp_frame, UdpFlow, DISCARD_PORT, UDP_PAYLOAD_OFFSET};
-use super::raw_xsk::{
-    spawn_raw_xsk, AttachMode, RawXskConfig, RawXskHandle, XskJob, XskLimits, XskWait,
-};
+use super::raw_xsk::{spawn_raw_xsk, RawXskConfig, RawXskHandle, XskJob, XskLimits, XskWait};
 use super::report::{DropCount, Pinning};
 use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Phase, Role, RunningPath};
 
@@ -69,7 +67,7 @@ impl PathRunner for RawXskRunner {
         let config = RawXskConfig {
             ifname,
             queue: 0,
-            attach: AttachMode::Auto,
+            attach: crate::net::XdpMode::Auto,
             wait: match mode {
                 GuestMode::Poll => XskWait::Spin,
                 GuestMode::Irq => XskWait::Poll,

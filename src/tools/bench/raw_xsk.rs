@@ -15,6 +15,7 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, TxQueue, Umem};
 use super::gen::rate;
 use super::packet::{arp_reply_in_place, udp_echo_in_place, Mac};
 use super::BenchError;
+use crate::net::XdpMode;
 
 /// UMEM frames (2 KiB each, enough for a 1514-byte frame after the headroom: 32 MiB in all,
 /// fine for root with CAP_IPC_LOCK).
@@ -31,18 +32,6 @@ const POLL_TIMEOUT_MS: i32 = 10;
 /// How long a bind keeps retrying while the queue is still held by a just-closed socket.
 const BIND_BUSY_RETRY: Duration = Duration::from_secs(3);
 
-/// Where libxdp attaches its redirect program.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttachMode {
-    /// Let libxdp choose (native if the driver has it, else generic).
-    Auto,
-    /// Native (driver) XDP: veth runs it in its NAPI poll.
-    Native,
-    /// Generic (skb) XDP.
-    Generic,
-}
-
 /// How the socket waits for work: the raw analogue of the guest's poll and irq modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,7 +47,8 @@ pub enum XskWait {
 pub struct RawXskConfig {
     pub ifname: String,
     pub queue: u32,
-    pub attach: AttachMode,
+    /// Where libxdp attaches its redirect program (auto: native if the driver has it).
+    pub attach: XdpMode,
     pub wait: XskWait,
 }
 
@@ -155,9 +145,9 @@ impl RawXsk {
         let (umem, descs) = Umem::new(umem_config, frames, false)
             .map_err(|e| xsk_err("creating the UMEM (memlock limit?)", name, error_chain(&e)))?;
         let xdp_flags = match config.attach {
-            AttachMode::Auto => XdpFlags::empty(),
-            AttachMode::Native => XdpFlags::XDP_FLAGS_DRV_MODE,
-            AttachMode::Generic => XdpFlags::XDP_FLAGS_SKB_MODE,
+            XdpMode::Auto => XdpFlags::empty(),
+            XdpMode::Native => XdpFlags::XDP_FLAGS_DRV_MODE,
+            XdpMode::Generic => XdpFlags::XDP_FLAGS_SKB_MODE,
         };
         let socket_config = SocketConfig::builder()
             .rx_queue_size(ring)

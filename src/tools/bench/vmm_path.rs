@@ -12,10 +12,13 @@ use super::cpu::{find_thread, process_cpu, thread_cpu};
 use super::guest_proc::GuestProcess;
 
 use super::netns::VethPairNetns;
-use super::packet::{format_mac, Mac, ECHO_PORT, FCS_LEN};
+use super::packet::{Mac, ECHO_PORT};
 use super::private_dir::PrivateDir;
 use super::qemu_path::BLAST_LINE;
 use super::report::{DropCount, Pinning};
+use crate::frame::MacAddr;
+use crate::net::BackendKind;
+use crate::tools::guest_cmdline::GuestCmdline;
 use crate::tools::testbed::Testbed;
 use crate::vmm::RunStats;
 
@@ -29,9 +32,6 @@ const GUEST_PREFIX_LEN: u8 = Testbed::PREFIX_LEN;
 const GUEST_MEM: &str = "64M";
 /// The name lancet's VMM gives its I/O thread (src/vmm: `std::thread::Builder::name`).
 const IO_THREAD_NAME: &str = "lancet-io";
-/// `--count` for tcp-sink: serve connections until stopped, so the VM is still running when the
-/// bench samples its CPU time after the transfer (with the default 1 it exits at once).
-const TCP_SINK_FOREVER: &str = "0";
 /// How long the VMM gets to stop (and write its statistics) after SIGTERM.
 const TERM_GRACE: Duration = Duration::from_secs(5);
 /// Exit reasons that belong to boot and shutdown, not to moving packets (console output, PCI
@@ -45,54 +45,7 @@ const SETUP_EXIT_REASONS: [&str; 6] = [
     "total",
 ];
 
-/// Which backend `lancet run` uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmmBackend {
-    Xdp,
-    Tap,
-}
-
-impl VmmBackend {
-    fn name(self) -> &'static str {
-        match self {
-            VmmBackend::Xdp => "xdp",
-            VmmBackend::Tap => "tap",
-        }
-    }
-}
-
-/// When a poll-mode test guest writes TDMD (`lancet run --kick`, the guest's `kick=`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum PollKick {
-    /// After every batch of queued frames: one MMIO exit per echo.
-    Always,
-    /// The default. Only if the chip's TX ring poll (lancet's I/O thread) has not taken the frame within
-    /// ~20 us: no exit while the I/O thread busy-polls, a bounded wait when it cannot run.
-    #[default]
-    Lazy,
-    /// Never: frames leave only through the chip's TX ring poll (busy window or ~2 ms idle poll).
-    Never,
-}
-
-impl PollKick {
-    /// The guest command line value (`kick=`).
-    pub fn guest_value(self) -> &'static str {
-        match self {
-            PollKick::Always => "1",
-            PollKick::Lazy => "lazy",
-            PollKick::Never => "0",
-        }
-    }
-
-    /// The `lancet run --kick` value.
-    pub fn cli_value(self) -> &'static str {
-        match self {
-            PollKick::Always => "always",
-            PollKick::Lazy => "lazy",
-            PollKick::Never => "never",
-        }
-    }
-}
+pub use crate::tools::guest_cmdline::PollKick;
 
 /// `lancet run` settings shared by both backends.
 #[derive(Debug, Clone)]
@@ -119,7 +72,7 @@ struct VmmTestbed {
 
 /// Runs `lancet run` in its own namespace pair (created on first use).
 pub struct VmmRunner {
-    backend: VmmBackend,
+    backend: BackendKind,
     settings: VmmSettings,
     testbed: Option<VmmTestbed>,
     /// Where the VMM writes `--stats-json` (a private directory, made on first start).
@@ -128,7 +81,7 @@ pub struct VmmRunner {
 }
 
 impl VmmRunner {
-    pub fn new(backend: VmmBackend, settings: VmmSettings) -> Self {
+    pub fn new(backend: BackendKind, settings: VmmSettings) -> Self {
         VmmRunner {
             backend,
             settings,
@@ -141,12 +94,12 @@ impl VmmRunner {
     fn testbed(&mut self) -> Result<&VmmTestbed, BenchError> {
         if self.testbed.is_none() {
             let (pair, nic, tap) = match self.backend {
-                VmmBackend::Xdp => {
+                BackendKind::Xdp => {
                     let pair = VethPairNetns::create("vx")?;
                     let nic = pair.a.ifname.clone();
                     (pair, nic, String::new())
                 }
-                VmmBackend::Tap => {
+                BackendKind::Tap => {
                     let pair = VethPairNetns::create_bridged("vt")?;
                     let bridge = pair.bridge().unwrap_or(Testbed::BRIDGE).to_string();
                     (pair, bridge, Testbed::TAP.to_string())
@@ -233,20 +186,22 @@ impl PathRunner for VmmRunner {
             .args(["--netns", &tb.pair.a.netns])
             .args(["--nic", &tb.nic])
             .args(["--backend", backend.name()])
-            .args(["--mac", &format_mac(&GUEST_MAC)])
+            .args(["--mac", &MacAddr(GUEST_MAC).to_string()])
             .args(["--mem", GUEST_MEM])
             .args(["--serial", "stdio"])
             .arg("--stats-json")
             .arg(&stats_file)
             .arg("--guest-elf")
             .arg(&settings.guest_image)
-            .args(["--guest-ip", &format!("{GUEST_IP}/{GUEST_PREFIX_LEN}")]);
-        if backend == VmmBackend::Tap {
+            .args(
+                GuestCmdline {
+                    kick: settings.poll_kick,
+                    ..role.guest_cmdline(mode, GUEST_IP, GUEST_PREFIX_LEN, endpoint.peer_ip)
+                }
+                .run_args(),
+            );
+        if backend == BackendKind::Tap {
             command.args(["--tap", &tb.tap]);
-        }
-        if mode == GuestMode::Poll {
-            command.arg("--poll");
-            command.args(["--kick", settings.poll_kick.cli_value()]);
         }
         if let Some(us) = settings.busy_poll_us {
             command.args(["--busy-poll-us", &us.to_string()]);
@@ -256,30 +211,6 @@ impl PathRunner for VmmRunner {
         }
         if let Some(cpu) = settings.pin_io {
             command.args(["--pin-io", &cpu.to_string()]);
-        }
-        match role {
-            Role::Echo => {
-                command.args(["--guest", "echo"]);
-            }
-            Role::Sink { .. } => {
-                command.args(["--guest", "sink", "--count", "0"]);
-            }
-            Role::Blast { count, frame_len } => {
-                command
-                    .args(["--guest", "blast", "--peer", &endpoint.peer_ip.to_string()])
-                    .args(["--count", &count.to_string()])
-                    .args(["--size", &(frame_len + FCS_LEN).to_string()]);
-            }
-            Role::TcpSink { port } => {
-                command
-                    .args(["--guest", "tcp-sink", "--port", &port.to_string()])
-                    .args(["--count", TCP_SINK_FOREVER]);
-            }
-            Role::TcpSource { peer, bytes } => {
-                command
-                    .args(["--guest", "tcp-source", "--peer", &peer.to_string()])
-                    .args(["--bytes", &bytes.to_string()]);
-            }
         }
         let process = GuestProcess::start(backend.name(), command, settings.boot_timeout)?;
         Ok(Box::new(RunningVmm {
@@ -297,7 +228,7 @@ struct RunningVmm {
     endpoint: Endpoint,
     role: Role,
     stats_file: PathBuf,
-    backend: VmmBackend,
+    backend: BackendKind,
 }
 
 /// Turn the VMM's `--stats-json` document into the bench's counters.
