@@ -1,6 +1,8 @@
-//! Build script: compiles the XDP programs (bpf/steer.bpf.c, the NIC's steering program, and
-//! bpf/port.bpf.c, the per-VM veth port programs, bpf/bridge.bpf.c, the local bridge's TC programs) with clang and generates their libbpf-rs
-//! skeletons into OUT_DIR (the objects are embedded by src/net/steer.rs and src/net/port.rs).
+//! Build script: compiles the BPF programs (bpf/steer.bpf.c, the NIC's steering program;
+//! bpf/port.bpf.c, the per-VM veth port programs; bpf/bridge.bpf.c, the local bridge's TC
+//! programs; all three include the shared ABI, bpf/lancet_common.h) with clang and generates
+//! their libbpf-rs skeletons into OUT_DIR. src/net/abi.rs includes the skeletons: they embed the
+//! objects, and their `types` modules (from the objects' BTF) are the Rust side of the ABI.
 
 use std::{env, path::PathBuf};
 
@@ -18,7 +20,7 @@ fn main() {
     for (src, stem) in PROGRAMS {
         SkeletonBuilder::new()
             .source(src)
-            // The object file is embedded (include_bytes!) and loaded at run time.
+            // The skeleton embeds the object file; it is loaded at run time.
             .obj(out_dir.join(format!("{stem}.bpf.o")))
             // Debian keeps asm/types.h under the multiarch include directory.
             .clang_args(["-I/usr/include/x86_64-linux-gnu", "-Wall", "-O2"])

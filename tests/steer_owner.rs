@@ -103,22 +103,17 @@ fn a_second_vm_with_the_same_ip_is_refused_and_the_first_still_answers_arp() {
     assert!(has(&macs, &mac_key(Testbed::VM_MAC)), "A's MAC entry kept");
 }
 
-#[test]
-fn an_open_that_fails_after_registering_leaves_no_entry() {
+/// Next to a running VM A, open B edited by `edit`: the open fails with an error that names
+/// `cause` (lower case), and leaves none of B's entries, A's kept; B's MAC can be used again.
+fn failed_open_leaves_nothing(prefix: &str, edit: impl FnOnce(&mut XdpConfig), cause: &str) {
     let _pins = pin_lock();
-    let a = bed("sf", |c| c.pin = true);
-    // Opening the mirror TAP fails (lt-nic exists and is no TAP device): after the MAC, the IPs
-    // and the socket were registered.
-    let err = open_in(
-        &a.bed,
-        &config_b(|c| c.mirror_tap = Some(Testbed::NIC.into())),
-    );
-    let err = err
-        .expect_err("the mirror TAP cannot be opened")
+    let a = bed(prefix, |c| c.pin = true);
+    let err = open_in(&a.bed, &config_b(edit))
+        .expect_err("the open fails")
         .to_string();
     assert!(
-        err.to_lowercase().contains("tap"),
-        "fails at the mirror TAP: {err}"
+        err.to_lowercase().contains(cause),
+        "fails at {cause}: {err}"
     );
     let macs = pinned_map(&a.bed, "vm_macs");
     let ipv4 = pinned_map(&a.bed, "vm_ipv4");
@@ -135,29 +130,21 @@ fn an_open_that_fails_after_registering_leaves_no_entry() {
 }
 
 #[test]
+fn an_open_that_fails_after_registering_leaves_no_entry() {
+    // Opening the mirror TAP fails (lt-nic exists and is no TAP device): after the MAC, the IPs
+    // and the socket were registered.
+    failed_open_leaves_nothing("sf", |c| c.mirror_tap = Some(Testbed::NIC.into()), "tap");
+}
+
+#[test]
 fn an_open_that_fails_at_its_last_step_the_name_leaves_nothing() {
-    let _pins = pin_lock();
-    let a = bed("sn", |c| c.pin = true);
     // B asks for A's name: refused when the name is registered, the last step of the open, after
     // the MAC, the IPs, the socket and the NIC's unicast filter.
-    let err = open_in(
-        &a.bed,
-        &config_b(|c| c.vm_name = Some(filter_support::VM.into())),
-    )
-    .expect_err("a running VM's name is refused")
-    .to_string();
-    assert!(err.contains("already used"), "fails at the name: {err}");
-    let macs = pinned_map(&a.bed, "vm_macs");
-    let ipv4 = pinned_map(&a.bed, "vm_ipv4");
-    assert!(
-        !has(&macs, &mac_key(MAC_B)),
-        "the failed VM's MAC entry is gone"
+    failed_open_leaves_nothing(
+        "sn",
+        |c| c.vm_name = Some(filter_support::VM.into()),
+        "already used",
     );
-    assert!(!has(&ipv4, &[10, 77, 0, 11]), "its IPv4 entry is gone");
-    assert!(has(&macs, &mac_key(Testbed::VM_MAC)), "A's MAC entry kept");
-    // The MAC and the slot are free again.
-    let b = open_in(&a.bed, &config_b(|_| {})).expect("the MAC can be used again");
-    drop(b);
 }
 
 /// An owner file of a VM that died: nobody holds its lock.

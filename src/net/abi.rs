@@ -27,7 +27,9 @@ pub mod bridge_skel {
 
 use std::mem::{offset_of, size_of};
 
-use libbpf_rs::{MapCore, MapFlags};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapMut};
+
+use super::NetError;
 
 pub use bridge_skel::types::{br_config, br_counter, br_port};
 pub use port_skel::types::port_drop;
@@ -156,6 +158,14 @@ pub fn percpu_u64_sum(map: &impl MapCore, index: u32) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// A descriptor of a loaded skeleton's map that outlives the skeleton.
+pub fn map_handle(map: &MapMut<'_>) -> Result<MapHandle, NetError> {
+    MapHandle::try_from(map).map_err(|source| NetError::Bpf {
+        context: format!("duplicating the handle of map {:?}", map.name()),
+        source,
+    })
 }
 
 /// Key of `vm_macs` and `br_macs`: the MAC in the low 6 bytes of a zeroed 8-byte key

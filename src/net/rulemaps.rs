@@ -22,7 +22,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, MapMut};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use serde::Serialize;
 
 use super::{
@@ -241,12 +241,7 @@ impl RuleMaps {
         maps: &SteerMaps<'_>,
         lock_dir: Option<PathBuf>,
     ) -> Result<Self, NetError> {
-        let dup = |map: &MapMut<'_>| {
-            MapHandle::try_from(map).map_err(|source| NetError::Bpf {
-                context: format!("duplicating the handle of map {:?}", map.name()),
-                source,
-            })
-        };
+        let dup = abi::map_handle;
         Ok(Self {
             ifname: ifname.to_string(),
             cfg: dup(&maps.rule_cfg)?,

@@ -27,7 +27,7 @@ use std::{
 use libbpf_rs::{
     libbpf_sys,
     skel::{OpenSkel, SkelBuilder},
-    MapCore, MapFlags, MapHandle, MapMut,
+    MapCore, MapFlags, MapHandle,
 };
 use serde::Serialize;
 
@@ -516,10 +516,10 @@ pub fn link_local_from_mac(mac: [u8; 6]) -> Ipv6Addr {
     Ipv6Addr::from(addr)
 }
 
-/// The steering program just loaded from its skeleton: descriptors of its maps (taken by the
-/// skeleton's fields) and of its program. The skeleton's object is closed; the maps and the program
-/// live while these descriptors do (the program also while a link attaches it).
-struct Loaded {
+/// The steering program's maps, as descriptors: taken from a loaded skeleton's fields, or opened
+/// by pin path (maps another process pinned).
+#[derive(Debug)]
+struct SteerMaps {
     xsks: MapHandle,
     vm_macs: MapHandle,
     vm_ipv4: MapHandle,
@@ -527,39 +527,53 @@ struct Loaded {
     verdicts: MapHandle,
     ports: MapHandle,
     rules: RuleMaps,
-    prog: OwnedFd,
 }
 
-impl Loaded {
+impl SteerMaps {
+    /// The maps of a loaded skeleton (it may be dropped after: the descriptors keep them).
     fn from_skel(
         ifname: &str,
         skel: &SteerSkel<'_>,
         pin_dir: Option<&std::path::Path>,
     ) -> Result<Self, NetError> {
-        let dup = |map: &MapMut<'_>| {
-            MapHandle::try_from(map).map_err(bpf_err(format!(
-                "duplicating the handle of map {:?}",
-                map.name()
-            )))
-        };
         let maps = &skel.maps;
-        let prog = skel
-            .progs
-            .lancet_steer
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| NetError::io("duplicating the steering program descriptor", e))?;
         Ok(Self {
-            xsks: dup(&maps.xsks)?,
-            vm_macs: dup(&maps.vm_macs)?,
-            vm_ipv4: dup(&maps.vm_ipv4)?,
-            vm_ipv6: dup(&maps.vm_ipv6)?,
-            verdicts: dup(&maps.verdicts)?,
-            ports: dup(&maps.ports)?,
+            xsks: abi::map_handle(&maps.xsks)?,
+            vm_macs: abi::map_handle(&maps.vm_macs)?,
+            vm_ipv4: abi::map_handle(&maps.vm_ipv4)?,
+            vm_ipv6: abi::map_handle(&maps.vm_ipv6)?,
+            verdicts: abi::map_handle(&maps.verdicts)?,
+            ports: abi::map_handle(&maps.ports)?,
             rules: RuleMaps::from_skel(ifname, maps, pin_dir.map(|d| d.to_path_buf()))?,
-            prog,
         })
     }
+
+    /// The maps pinned in `dir` (by their map names).
+    fn pinned(ifname: &str, dir: &std::path::Path) -> Result<Self, NetError> {
+        let open = |name: &str| -> Result<MapHandle, NetError> {
+            MapHandle::from_pinned_path(dir.join(name)).map_err(bpf_err(format!(
+                "opening pinned map {}",
+                dir.join(name).display()
+            )))
+        };
+        Ok(Self {
+            xsks: open(MAP_XSKS)?,
+            vm_macs: open(MAP_VM_MACS)?,
+            vm_ipv4: open(MAP_VM_IPV4)?,
+            vm_ipv6: open(MAP_VM_IPV6)?,
+            verdicts: open(MAP_VERDICTS)?,
+            ports: open(MAP_PORTS)?,
+            rules: RuleMaps::from_fn(ifname, &open, Some(dir.to_path_buf()))?,
+        })
+    }
+}
+
+/// The steering program just loaded from its skeleton: its maps and a descriptor of its program.
+/// The skeleton's object is closed; the program lives while this descriptor does (and while a link
+/// attaches it).
+struct Loaded {
+    maps: SteerMaps,
+    prog: OwnedFd,
 }
 
 /// The steering program loaded and attached to one NIC. Dropping it detaches the program (closing
@@ -570,13 +584,7 @@ pub struct Steering {
     ifname: String,
     mode: XdpMode,
     link: OwnedFd,
-    xsks: MapHandle,
-    vm_macs: MapHandle,
-    vm_ipv4: MapHandle,
-    vm_ipv6: MapHandle,
-    verdicts: MapHandle,
-    ports: MapHandle,
-    rules: RuleMaps,
+    maps: SteerMaps,
     /// The pin state (see [`super::pin`]).
     pinning: Pinning,
     /// The pin directory (when pinned).
@@ -698,12 +706,6 @@ impl Steering {
         dir: &std::path::Path,
         pinning: Pinning,
     ) -> Result<Self, NetError> {
-        let open = |name: &str| -> Result<MapHandle, NetError> {
-            MapHandle::from_pinned_path(dir.join(name)).map_err(bpf_err(format!(
-                "opening pinned map {}",
-                dir.join(name).display()
-            )))
-        };
         let mode = match xdp_attach_mode(nic::ifindex(ifname)?)? {
             Some(m) => m,
             None => XdpMode::Auto,
@@ -712,13 +714,7 @@ impl Steering {
             ifname: ifname.to_string(),
             mode,
             link,
-            xsks: open(MAP_XSKS)?,
-            vm_macs: open(MAP_VM_MACS)?,
-            vm_ipv4: open(MAP_VM_IPV4)?,
-            vm_ipv6: open(MAP_VM_IPV6)?,
-            verdicts: open(MAP_VERDICTS)?,
-            ports: open(MAP_PORTS)?,
-            rules: RuleMaps::from_fn(ifname, &open, Some(dir.to_path_buf()))?,
+            maps: SteerMaps::pinned(ifname, dir)?,
             pinning,
             pin_dir: Some(dir.to_path_buf()),
         })
@@ -742,7 +738,19 @@ impl Steering {
             }
         }
         let skel = open.load().map_err(LoadError::Load)?;
-        Loaded::from_skel(ifname, &skel, pin_dir).map_err(LoadError::Handles)
+        let prog = skel
+            .progs
+            .lancet_steer
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| {
+                LoadError::Handles(NetError::io(
+                    "duplicating the steering program descriptor",
+                    e,
+                ))
+            })?;
+        let maps = SteerMaps::from_skel(ifname, &skel, pin_dir).map_err(LoadError::Handles)?;
+        Ok(Loaded { maps, prog })
     }
 
     fn load_and_attach(
@@ -791,27 +799,11 @@ impl Steering {
                 other,
             ),
         };
-        let Loaded {
-            xsks,
-            vm_macs,
-            vm_ipv4,
-            vm_ipv6,
-            verdicts,
-            ports,
-            rules,
-            prog: _,
-        } = loaded;
         Ok(Self {
             ifname: ifname.to_string(),
             mode,
             link,
-            xsks,
-            vm_macs,
-            vm_ipv4,
-            vm_ipv6,
-            verdicts,
-            ports,
-            rules,
+            maps: loaded.maps,
             pinning: if pin_dir.is_some() {
                 Pinning::MapsOwned
             } else {
@@ -851,7 +843,7 @@ impl Steering {
 
     /// The rule maps (filter rules, VM names, hit counters).
     pub fn rules(&self) -> &RuleMaps {
-        &self.rules
+        &self.maps.rules
     }
 
     /// The XDP program's id.
@@ -923,12 +915,12 @@ impl Steering {
                 queue: UNCLAIMED,
             },
             mac,
-            vm_macs: dup(&self.vm_macs, MAP_VM_MACS)?,
-            vm_ipv4: dup(&self.vm_ipv4, MAP_VM_IPV4)?,
-            vm_ipv6: dup(&self.vm_ipv6, MAP_VM_IPV6)?,
-            xsks: dup(&self.xsks, MAP_XSKS)?,
-            ports: dup(&self.ports, MAP_PORTS)?,
-            vm_names: self.rules.vms_handle()?,
+            vm_macs: dup(&self.maps.vm_macs, MAP_VM_MACS)?,
+            vm_ipv4: dup(&self.maps.vm_ipv4, MAP_VM_IPV4)?,
+            vm_ipv6: dup(&self.maps.vm_ipv6, MAP_VM_IPV6)?,
+            xsks: dup(&self.maps.xsks, MAP_XSKS)?,
+            ports: dup(&self.maps.ports, MAP_PORTS)?,
+            vm_names: self.maps.rules.vms_handle()?,
             mac_inserted: false,
             ipv4: Vec::new(),
             ipv6: Vec::new(),
@@ -949,14 +941,14 @@ impl Steering {
         let live = self.live_owners();
         let claimed =
             |slot: u32, queue: u32| live.iter().any(|r| r.slot == slot && r.queue == queue);
-        let names = self.rules.vms();
+        let names = self.maps.rules.vms();
         for stale in owner::take_stale(&key) {
             let r = &stale.record;
             if r.slot != UNCLAIMED && !claimed(r.slot, r.queue) {
                 self.remove_slot_entries(r.slot, r.queue);
             }
             for name in names.iter().filter(|n| n.pid == r.token) {
-                self.rules.forget_vm(&name.name);
+                self.maps.rules.forget_vm(&name.name);
             }
             if r.queue == PORT_QUEUE {
                 super::port::VethPort::remove_stale(r.token, r.slot);
@@ -964,11 +956,11 @@ impl Steering {
             stale.remove();
         }
         // Names whose owner left no owner file (or an older lancet registered them).
-        for stale in self.rules.stale_vms() {
+        for stale in self.maps.rules.stale_vms() {
             if !claimed(stale.slot, stale.queue) {
                 self.remove_slot_entries(stale.slot, stale.queue);
             }
-            self.rules.forget_vm(&stale.name);
+            self.maps.rules.forget_vm(&stale.name);
             if stale.queue == PORT_QUEUE {
                 super::port::VethPort::remove_stale(stale.pid, stale.slot);
             }
@@ -980,7 +972,7 @@ impl Steering {
     fn remove_slot_entries(&self, slot: u32, queue: u32) {
         let entry = vm_slot { slot, queue };
         let value = abi::bytes(&entry);
-        for map in [&self.vm_macs, &self.vm_ipv4, &self.vm_ipv6] {
+        for map in [&self.maps.vm_macs, &self.maps.vm_ipv4, &self.maps.vm_ipv6] {
             let keys: Vec<Vec<u8>> = map
                 .keys()
                 .filter(|k| {
@@ -995,7 +987,7 @@ impl Steering {
             }
         }
         if queue == PORT_QUEUE {
-            let _ = self.ports.delete(&slot.to_ne_bytes());
+            let _ = self.maps.ports.delete(&slot.to_ne_bytes());
         }
     }
 
@@ -1009,7 +1001,7 @@ impl Steering {
         {
             self.remove_slot_entries(vm.slot, vm.queue);
         }
-        self.rules.forget_vm(&vm.name);
+        self.maps.rules.forget_vm(&vm.name);
     }
 
     /// The NIC this program is attached to.
@@ -1019,7 +1011,7 @@ impl Steering {
 
     /// The verdict counters summed over CPUs.
     pub fn counters(&self) -> SteerCounters {
-        read_verdicts(&self.verdicts)
+        read_verdicts(&self.maps.verdicts)
     }
 }
 
@@ -1061,9 +1053,12 @@ pub struct DetachedProgram {
 impl DetachedProgram {
     /// Load the program and its (fresh, unpinned) maps.
     pub fn load() -> Result<Self, NetError> {
-        let Loaded { rules, prog, .. } = Steering::open_and_load("(detached)", None)
+        let loaded = Steering::open_and_load("(detached)", None)
             .map_err(|e| e.into_net("(detached)", None))?;
-        Ok(Self { rules, prog })
+        Ok(Self {
+            rules: loaded.maps.rules,
+            prog: loaded.prog,
+        })
     }
 
     /// The rule maps.
@@ -1109,7 +1104,7 @@ impl Drop for Steering {
         // any live name or owner left is another VM's (of this or another process, named or
         // not), still using the pins.
         let others =
-            self.rules.vms().iter().any(|v| !v.is_stale()) || !self.live_owners().is_empty();
+            self.maps.rules.vms().iter().any(|v| !v.is_stale()) || !self.live_owners().is_empty();
         if self.pinning == Pinning::MapsOwned && !others {
             let removed = match &self.pin_dir {
                 Some(dir) => pin::remove_dir(dir),

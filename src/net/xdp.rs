@@ -79,9 +79,8 @@ const RX_BATCH: usize = 64;
 const TX_BATCH: usize = 64;
 /// Upper bound on sendto() kicks per flush: copy-mode sendto sends at most 32 frames per call.
 const MAX_KICKS_PER_FLUSH: usize = 64;
-/// 4-byte XDP metadata tag the steering program puts in front of a mirrored frame
-/// (`MIRROR_META_MAGIC` in bpf/steer.bpf.c).
-const MIRROR_META_MAGIC: u32 = 0x4c4d_5252;
+// The 4-byte XDP metadata tag the steering program puts in front of a mirrored frame.
+use super::abi::MIRROR_META_MAGIC;
 /// How often `reap` re-reads the NIC's link state (an ioctl) for `link_up`.
 const LINK_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
