@@ -228,4 +228,9 @@ impl Backend for LocalLink {
     fn local_stats(&self) -> Option<LocalStats> {
         Some(self.counters())
     }
+
+    /// The XSK's rings only: frames on the bridge's TAP are found through `poll_fd`.
+    fn rx_pending(&mut self) -> Option<bool> {
+        self.xdp.rx_pending()
+    }
 }

@@ -514,6 +514,10 @@ impl<B: Backend> Backend for SpoofGuard<B> {
         self.inner.reap();
     }
 
+    fn rx_pending(&mut self) -> Option<bool> {
+        self.inner.rx_pending()
+    }
+
     fn stats(&self) -> BackendStats {
         let mut s = self.inner.stats();
         self.drops.add_to(&mut s.drops);
@@ -559,6 +563,10 @@ impl Backend for Box<dyn Backend> {
 
     fn reap(&mut self) {
         (**self).reap()
+    }
+
+    fn rx_pending(&mut self) -> Option<bool> {
+        (**self).rx_pending()
     }
 
     fn stats(&self) -> BackendStats {

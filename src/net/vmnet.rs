@@ -316,6 +316,10 @@ impl Backend for VmNet {
         self.backend().stats()
     }
 
+    fn rx_pending(&mut self) -> Option<bool> {
+        self.backend_mut().rx_pending()
+    }
+
     fn local_stats(&self) -> Option<LocalStats> {
         match &self.inner {
             Inner::Xdp(b) => Some(b.inner().counters()),

@@ -81,6 +81,11 @@ pub trait NetPort: Send {
     fn frame_tx(&mut self) -> &mut dyn FrameTx;
     /// Counters for `--stats-json`.
     fn stats_json(&self) -> serde_json::Value;
+    /// Whether RX frames are waiting, if the port can tell without a system call (see
+    /// `net::Backend::rx_pending`); `None`: ask `poll_fd`.
+    fn rx_pending(&mut self) -> Option<bool> {
+        None
+    }
 }
 
 /// The NIC and its backend, locked together: every guest register access, TX ring walk and RX
@@ -98,11 +103,17 @@ pub struct NetState {
 impl NetState {
     /// Reaps TX completions and walks the TX ring into the backend. Returns frames sent.
     pub fn transmit(&mut self, mem: &GuestMemoryMmap) -> usize {
+        if let Some(backend) = self.backend.as_mut().filter(|_| !self.backend_lost) {
+            backend.reap();
+        }
+        self.walk_tx(mem)
+    }
+
+    /// Walks the TX ring into the backend without reaping first (the I/O thread reaps on its own
+    /// schedule; the backends reap by themselves when out of TX buffers). Returns frames sent.
+    pub fn walk_tx(&mut self, mem: &GuestMemoryMmap) -> usize {
         let outcome = match self.backend.as_mut().filter(|_| !self.backend_lost) {
-            Some(backend) => {
-                backend.reap();
-                self.nic.transmit(mem, backend.frame_tx())
-            }
+            Some(backend) => self.nic.transmit(mem, backend.frame_tx()),
             None => self.nic.transmit(mem, &mut Unplugged),
         };
         self.tx_blocked = outcome.blocked;
@@ -257,6 +268,9 @@ impl NetPort for BackendPort {
     }
     fn reap(&mut self) {
         self.0.reap()
+    }
+    fn rx_pending(&mut self) -> Option<bool> {
+        self.0.rx_pending()
     }
     fn frame_tx(&mut self) -> &mut dyn FrameTx {
         self
