@@ -3,7 +3,8 @@
 //! ([`NetShared`]). The Lance model and the AF_XDP/TAP backends implement them (see `adapters`);
 //! tests plug in fakes.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -53,6 +54,10 @@ pub trait NicModel: Send {
     fn tx_polling(&self) -> bool;
     /// Frames the guest's RX ring can take now.
     fn rx_room(&self, mem: &GuestMemoryMmap) -> usize;
+    /// [`NicModel::rx_room`] counted no further than `limit` (cheaper on a long ring).
+    fn rx_room_up_to(&self, mem: &GuestMemoryMmap, limit: usize) -> usize {
+        self.rx_room(mem).min(limit)
+    }
     /// Delivers one received frame into the RX ring.
     fn receive(&mut self, mem: &GuestMemoryMmap, frame: &[u8]);
     /// Counters for `--stats-json` (frames, bytes, drops by reason).
@@ -144,6 +149,8 @@ impl FrameTx for Unplugged {
 /// Shared between the vCPU threads (register accesses) and the I/O thread (backend I/O).
 pub struct NetShared {
     state: Mutex<NetState>,
+    /// Threads blocked in [`NetShared::lock`] right now (a spinning I/O thread lets them in first).
+    waiters: AtomicU32,
     /// Signalled by a vCPU when a register write asks for TX or RX work.
     pub kick: EventFd,
     /// Transmit on the vCPU thread at TDMD (true) or hand TX to the I/O thread (false).
@@ -163,6 +170,7 @@ impl NetShared {
                 tx_blocked: false,
                 backend_lost: false,
             }),
+            waiters: AtomicU32::new(0),
             kick: EventFd::new(EFD_NONBLOCK).map_err(os_err("the NIC kick eventfd"))?,
             tx_inline,
         })
@@ -171,7 +179,22 @@ impl NetShared {
     /// Locks the NIC and backend. A poisoned lock (a thread panicked while holding it) is taken over:
     /// the model's own invariants do not depend on the panicking thread.
     pub fn lock(&self) -> MutexGuard<'_, NetState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        match self.state.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.waiters.fetch_add(1, Ordering::SeqCst);
+                let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
+                guard
+            }
+        }
+    }
+
+    /// Whether another thread is blocked waiting for [`NetShared::lock`] (a thread that takes the
+    /// lock in a tight loop checks this first, so it does not starve a vCPU's register access).
+    pub fn contended(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
     }
 
     /// Wakes the I/O thread.
@@ -217,6 +240,9 @@ impl<I: crate::lance::IrqLine + Send> NicModel for crate::lance::Lance<I> {
     }
     fn rx_room(&self, mem: &GuestMemoryMmap) -> usize {
         crate::lance::Lance::rx_room(self, mem)
+    }
+    fn rx_room_up_to(&self, mem: &GuestMemoryMmap, limit: usize) -> usize {
+        crate::lance::Lance::rx_room_up_to(self, mem, limit)
     }
     fn receive(&mut self, mem: &GuestMemoryMmap, frame: &[u8]) {
         // Every outcome other than Delivered is counted in the model's stats.
