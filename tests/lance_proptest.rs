@@ -156,6 +156,8 @@ struct Image {
 const INIT: usize = 0x100;
 const RX_RING: u32 = 0x1000;
 const TX_RING: u32 = 0x1800;
+/// Limits the bounded RX room count is checked with (below, at and beyond a batch).
+const RX_ROOM_LIMITS: [usize; 4] = [0, 1, 7, 64];
 
 fn image() -> impl Strategy<Value = Image> {
     (
@@ -343,8 +345,16 @@ fn run_image(image: &[u8], ops: &[Op]) -> lancet::lance::LanceStats {
                 5 * 512 + 4
             }
             Op::RxRoom => {
-                assert!(lance.rx_room(&mem) <= 512);
-                1 + 512
+                let room = lance.rx_room(&mem);
+                assert!(room <= 512);
+                // The bounded count agrees and reads no more descriptors than its limit (plus the
+                // ring view).
+                for limit in RX_ROOM_LIMITS {
+                    let reads = mem.accesses.get();
+                    assert_eq!(lance.rx_room_up_to(&mem, limit), room.min(limit));
+                    assert!(mem.accesses.get() - reads <= 1 + limit as u64);
+                }
+                1 + 512 + RX_ROOM_LIMITS.iter().map(|l| 1 + l).sum::<usize>() as u64
             }
             Op::Pci { offset, value } => {
                 lance.pci_config_write(usize::from(*offset), &value.to_le_bytes());

@@ -24,6 +24,7 @@
 //!     // RX: how many frames the guest ring can take now (owned descriptors from the current
 //!     // position, 0 when not running), so a backend can leave the rest queued.
 //!     pub fn rx_room<M: GuestMemory + ?Sized>(&self, mem: &M) -> usize;
+//!     pub fn rx_room_up_to<M: GuestMemory + ?Sized>(&self, mem: &M, limit: usize) -> usize;
 //!     pub fn receive<M: GuestMemory + ?Sized>(&mut self, mem: &M, frame: &[u8]) -> RxOutcome;
 //!     pub fn irq_level(&self) -> bool;
 //!     pub fn mac(&self) -> [u8; 6];          // current PADR (station address)

@@ -83,7 +83,13 @@ impl<I: IrqLine> Lance<I> {
     /// Frames the guest ring can take now: owned descriptors from the current position (each
     /// frame up to one buffer long needs one). 0 when RX is not running or in loopback.
     pub fn rx_room<M: GuestMemory + ?Sized>(&self, mem: &M) -> usize {
-        if !self.rx_running() || self.loopback() {
+        self.rx_room_up_to(mem, usize::from(self.rx_len))
+    }
+
+    /// [`Lance::rx_room`], counted no further than `limit`: reads at most `limit` descriptors (a
+    /// caller that moves a bounded batch need not scan a long, mostly free ring every time).
+    pub fn rx_room_up_to<M: GuestMemory + ?Sized>(&self, mem: &M, limit: usize) -> usize {
+        if limit == 0 || !self.rx_running() || self.loopback() {
             return 0;
         }
         let style = self.style();
@@ -95,7 +101,7 @@ impl<I: IrqLine> Lance<I> {
         );
         let mut pos = self.rx_pos;
         let mut room = 0;
-        for _ in 0..self.rx_len {
+        for _ in 0..usize::from(self.rx_len).min(limit) {
             let addr = Self::desc_addr(self.rx_ring, pos, style) + status_off as u64;
             let mut status = [0u8; 2];
             if !ring.read(addr, &mut status[..status_len]) {

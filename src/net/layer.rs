@@ -138,6 +138,10 @@ impl<B: Backend, L: Layer<B>> Backend for Layered<B, L> {
         stats
     }
 
+    fn rx_pending(&mut self) -> Option<bool> {
+        self.inner.rx_pending()
+    }
+
     fn local_stats(&self) -> Option<LocalStats> {
         self.inner.local_stats()
     }

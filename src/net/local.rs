@@ -241,4 +241,9 @@ impl Backend for LocalLink {
     fn unsteer_address(&mut self, ip: std::net::IpAddr) {
         self.xdp.unsteer_address(ip)
     }
+
+    /// The XSK's rings only: frames on the bridge's TAP are found through `poll_fd`.
+    fn rx_pending(&mut self) -> Option<bool> {
+        self.xdp.rx_pending()
+    }
 }

@@ -94,6 +94,12 @@ pub trait Backend: FrameTx + Send {
     fn reap(&mut self);
     /// Frames, bytes and drops by reason.
     fn stats(&self) -> BackendStats;
+    /// Whether received frames are waiting, when the backend can tell without a system call
+    /// (AF_XDP: the RX rings' producer index), so a busy I/O thread can spin on it instead of
+    /// polling `poll_fd`. `None`: it cannot tell, ask `poll_fd`.
+    fn rx_pending(&mut self) -> Option<bool> {
+        None
+    }
     /// The local bridge's counters (an AF_XDP VM on the NIC's local bridge; `None` otherwise).
     fn local_stats(&self) -> Option<local::LocalStats> {
         None
@@ -146,6 +152,9 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
     }
     fn stats(&self) -> BackendStats {
         (**self).stats()
+    }
+    fn rx_pending(&mut self) -> Option<bool> {
+        (**self).rx_pending()
     }
     fn local_stats(&self) -> Option<local::LocalStats> {
         (**self).local_stats()

@@ -919,6 +919,11 @@ impl Backend for XdpBackend {
         self.refill();
     }
 
+    /// Reads each queue's RX ring producer index (shared memory): no system call.
+    fn rx_pending(&mut self) -> Option<bool> {
+        Some(self.rx.iter_mut().any(|sock| sock.rx_q.nb_avail(1) > 0))
+    }
+
     fn stats(&self) -> BackendStats {
         let mut stats = self.counters;
         for sock in &self.rx {

@@ -45,9 +45,10 @@
 //! interrupt mode 2.2-2.4 (TDMD, then the interrupt acknowledge and IENA re-enable through MMIO),
 //! poll mode 1.2 (only TDMD; 1.0 in the steady state).
 //!
-//! Adaptive TX polling (the chip polls its ring when TXON and not DPOLL): the I/O thread busy-polls
-//! the TX ring and the backend fd (epoll timeout 0) for `--busy-poll-us` (default 50) after a frame
-//! moved, then sleeps until TDMD, the backend fd or a 2 ms safety poll. Linux pcnet32 writes TDMD
+//! Adaptive TX polling (the chip polls its ring when TXON and not DPOLL): the I/O thread spins on
+//! the TX ring and the backend's RX rings (AF_XDP: the XSK producer index, no system call; TAP: epoll
+//! with timeout 0) for `--busy-poll-us` (default 50) after a frame moved, then sleeps until TDMD,
+//! the backend fd or a 2 ms safety poll (see `io_thread`). Linux pcnet32 writes TDMD
 //! after queuing, so for it the window changes little. The test guest in poll mode can skip TDMD
 //! (`kick=0`, or `kick=lazy`: TDMD only if the frame is still owned ~20 us later; `lancet run --poll
 //! --kick lazy` is the default): then an echo makes no exit at all while the I/O thread polls, and

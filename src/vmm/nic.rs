@@ -2,7 +2,8 @@
 //! below; tests plug in fakes), and the state the NIC shares with its backend (the one backend
 //! contract, [`crate::net::Backend`]) between the vCPU and I/O threads ([`NetShared`]).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -37,6 +38,10 @@ pub trait NicModel: Send {
     fn tx_polling(&self) -> bool;
     /// Frames the guest's RX ring can take now.
     fn rx_room(&self, mem: &GuestMemoryMmap) -> usize;
+    /// [`NicModel::rx_room`] counted no further than `limit` (cheaper on a long ring).
+    fn rx_room_up_to(&self, mem: &GuestMemoryMmap, limit: usize) -> usize {
+        self.rx_room(mem).min(limit)
+    }
     /// Delivers one received frame into the RX ring (every outcome is counted in the stats).
     fn receive(&mut self, mem: &GuestMemoryMmap, frame: &[u8]);
     /// Counters for `--stats-json` (frames, bytes, drops by reason).
@@ -65,11 +70,17 @@ pub struct NetState {
 impl NetState {
     /// Reaps TX completions and walks the TX ring into the backend. Returns frames sent.
     pub fn transmit(&mut self, mem: &GuestMemoryMmap) -> usize {
+        if let Some(backend) = self.backend.as_mut().filter(|_| !self.backend_lost) {
+            backend.reap();
+        }
+        self.walk_tx(mem)
+    }
+
+    /// Walks the TX ring into the backend without reaping first (the I/O thread reaps on its own
+    /// schedule; the backends reap by themselves when out of TX buffers). Returns frames sent.
+    pub fn walk_tx(&mut self, mem: &GuestMemoryMmap) -> usize {
         let report = match self.backend.as_mut().filter(|_| !self.backend_lost) {
-            Some(backend) => {
-                backend.reap();
-                self.nic.transmit(mem, backend)
-            }
+            Some(backend) => self.nic.transmit(mem, backend),
             None => self.nic.transmit(mem, &mut Unplugged),
         };
         self.tx_blocked = report.blocked;
@@ -100,6 +111,8 @@ impl FrameTx for Unplugged {
 /// Shared between the vCPU threads (register accesses) and the I/O thread (backend I/O).
 pub struct NetShared {
     state: Mutex<NetState>,
+    /// Threads blocked in [`NetShared::lock`] right now (a spinning I/O thread lets them in first).
+    waiters: AtomicU32,
     /// Signalled by a vCPU when a register write asks for TX or RX work.
     pub kick: EventFd,
     /// Transmit on the vCPU thread at TDMD (true) or hand TX to the I/O thread (false).
@@ -119,6 +132,7 @@ impl NetShared {
                 tx_blocked: false,
                 backend_lost: false,
             }),
+            waiters: AtomicU32::new(0),
             kick: EventFd::new(EFD_NONBLOCK).map_err(os_err("the NIC kick eventfd"))?,
             tx_inline,
         })
@@ -127,7 +141,22 @@ impl NetShared {
     /// Locks the NIC and backend. A poisoned lock (a thread panicked while holding it) is taken over:
     /// the model's own invariants do not depend on the panicking thread.
     pub fn lock(&self) -> MutexGuard<'_, NetState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        match self.state.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.waiters.fetch_add(1, Ordering::SeqCst);
+                let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
+                guard
+            }
+        }
+    }
+
+    /// Whether another thread is blocked waiting for [`NetShared::lock`] (a thread that takes the
+    /// lock in a tight loop checks this first, so it does not starve a vCPU's register access).
+    pub fn contended(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
     }
 
     /// Wakes the I/O thread.
@@ -165,6 +194,9 @@ impl<I: crate::lance::IrqLine + Send> NicModel for crate::lance::Lance<I> {
     }
     fn rx_room(&self, mem: &GuestMemoryMmap) -> usize {
         crate::lance::Lance::rx_room(self, mem)
+    }
+    fn rx_room_up_to(&self, mem: &GuestMemoryMmap, limit: usize) -> usize {
+        crate::lance::Lance::rx_room_up_to(self, mem, limit)
     }
     fn receive(&mut self, mem: &GuestMemoryMmap, frame: &[u8]) {
         // Every outcome other than Delivered is counted in the model's stats.
