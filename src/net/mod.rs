@@ -36,6 +36,7 @@ pub mod learn;
 pub mod liblog;
 pub mod local;
 pub mod names;
+pub mod netlink;
 pub mod nic;
 pub mod owner;
 pub mod pcap;
@@ -215,6 +216,8 @@ pub enum NetError {
     InvalidConfig(String),
     #[error(transparent)]
     Name(#[from] names::NameError),
+    #[error(transparent)]
+    Netlink(#[from] netlink::NetlinkError),
     #[error("{path} is {why}: a local user could plant or replace lancet's pins there; remove it (as root) and run again")]
     UntrustedDir { path: String, why: String },
     #[error("{context}: {source}")]

@@ -11,6 +11,8 @@ use nix::sched::{setns, CloneFlags};
 
 use super::packet::Mac;
 use super::BenchError;
+pub use crate::net::netlink::LinkCounters;
+use crate::net::netlink::{add_persistent_tap, Netlink, Netns};
 use crate::tools::testbed::{Side, Testbed, TestbedConfig};
 
 /// Where `ip netns` keeps its namespace handles.
@@ -49,22 +51,6 @@ impl VethPairNetns {
             dut_ip: self.a.ip,
             echo_port: super::packet::ECHO_PORT,
         }
-    }
-}
-
-fn ip_cmd(args: &[&str]) -> Result<(), BenchError> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| BenchError::Setup(format!("cannot run `ip` (install iproute2): {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(BenchError::Setup(format!(
-            "`ip {}` failed: {} (are you root?)",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
     }
 }
 
@@ -118,46 +104,22 @@ impl VethPairNetns {
                 "a TAP needs a bridged testbed (VethPairNetns::create_bridged)".into(),
             )
         })?;
-        let ns = self.a.netns.as_str();
         let tap = Testbed::TAP;
-        ip_cmd(&["-n", ns, "tuntap", "add", "dev", tap, "mode", "tap"])?;
-        ip_cmd(&["-n", ns, "link", "set", tap, "master", bridge])?;
-        ip_cmd(&["-n", ns, "link", "set", tap, "up"])?;
+        let netns = Netns::named(&self.a.netns).map_err(setup_err)?;
+        netns.run(|| add_persistent_tap(tap)).map_err(setup_err)?;
+        let netlink = Netlink::open_in(&netns).map_err(setup_err)?;
+        netlink.set_master(tap, bridge).map_err(setup_err)?;
+        netlink.set_up(tap).map_err(setup_err)?;
         Ok(tap.to_string())
     }
 }
 
-/// Counters of one interface as the kernel keeps them (`ip -s link`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LinkCounters {
-    pub rx_packets: u64,
-    pub rx_dropped: u64,
-    pub tx_packets: u64,
-    pub tx_dropped: u64,
-}
-
-/// Read `ifname`'s counters inside `netns` (through `ip -j -s link show`).
+/// Read `ifname`'s counters inside `netns` (through rtnetlink).
 pub fn link_counters(netns: &str, ifname: &str) -> Result<LinkCounters, BenchError> {
-    let out = Command::new("ip")
-        .args(["-n", netns, "-j", "-s", "link", "show", "dev", ifname])
-        .output()
-        .map_err(|e| BenchError::Setup(format!("cannot run `ip` (install iproute2): {e}")))?;
-    if !out.status.success() {
-        return Err(BenchError::Io(format!(
-            "reading counters of {ifname} in {netns}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| BenchError::Io(format!("parsing `ip -j -s link` output: {e}")))?;
-    let stats = &parsed[0]["stats64"];
-    let get = |dir: &str, key: &str| stats[dir][key].as_u64().unwrap_or(0);
-    Ok(LinkCounters {
-        rx_packets: get("rx", "packets"),
-        rx_dropped: get("rx", "dropped"),
-        tx_packets: get("tx", "packets"),
-        tx_dropped: get("tx", "dropped"),
-    })
+    let link = Netlink::open_named(netns)
+        .and_then(|netlink| netlink.link(ifname))
+        .map_err(|e| BenchError::Io(format!("reading counters of {ifname} in {netns}: {e}")))?;
+    Ok(link.counters)
 }
 
 /// Move the calling thread into the named network namespace (a handle under /run/netns).
