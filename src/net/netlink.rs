@@ -12,7 +12,9 @@ use std::{
     io,
     net::{IpAddr, Ipv4Addr},
     os::fd::{AsFd, AsRawFd},
+    os::unix::process::CommandExt,
     path::Path,
+    process::Command,
 };
 
 use netlink_packet_core::{
@@ -229,6 +231,30 @@ impl Netns {
                 ))
             })
         })
+    }
+}
+
+impl Netns {
+    /// A command that runs `program` inside this namespace (the child enters it before exec, as
+    /// `ip netns exec` does, without remounting /sys). The caller's threads stay where they are.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command, NetlinkError> {
+        let fd = self.file.try_clone().map_err(netns_err(
+            &self.name,
+            "duplicating its handle",
+            "too many open files?",
+        ))?;
+        let mut command = Command::new(program);
+        // SAFETY: the closure runs in the forked child before exec and only calls setns(2), which
+        // is async-signal-safe; `fd` is owned by the closure, so it is open in the child.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(command)
     }
 }
 

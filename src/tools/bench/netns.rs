@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::thread;
 
 use nix::sched::{setns, CloneFlags};
@@ -172,15 +171,17 @@ pub struct TxChecksumOffloadOff {
 }
 
 fn ethtool_tx(netns: &str, ifname: &str, state: &str) -> Result<(), BenchError> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "ethtool", "-K", ifname, "tx", state])
+    let out = Netns::named(netns)
+        .and_then(|ns| ns.command("ethtool"))
+        .map_err(setup_err)?
+        .args(["-K", ifname, "tx", state])
         .output()
-        .map_err(|e| BenchError::Setup(format!("cannot run `ip netns exec`: {e}")))?;
+        .map_err(|e| BenchError::Setup(format!("cannot run ethtool (install ethtool): {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(BenchError::Setup(format!(
-            "`ethtool -K {ifname} tx {state}` in {netns} failed: {} (install ethtool)",
+            "`ethtool -K {ifname} tx {state}` in {netns} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
