@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_support::{bed, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, WAIT};
+use filter_support::{
+    arp_targets, bed, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, WAIT,
+};
 use lancet::net::{nic, port::PORT_QUEUE, rules::Rule, Backend, XdpBackend, XdpConfig, XdpMode};
 use lancet::tools::testbed::{frames, Side, Testbed};
 
@@ -32,19 +34,6 @@ fn open_b_in(bed: &Testbed, mode: XdpMode) -> XdpBackend {
     cfg.vm_name = Some(VM_B.into());
     cfg.pin = true;
     XdpBackend::open(&cfg).unwrap()
-}
-
-/// ARP targets of the ARP requests a backend receives within `wait`.
-fn vm_arp_targets(backend: &mut XdpBackend, wait: Duration) -> Vec<Ipv4Addr> {
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    while Instant::now() < deadline {
-        backend
-            .recv_batch(64, &mut |f| got.extend(frames::arp_target(f)))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    got
 }
 
 fn send(tx: &mut XdpBackend, frame: &[u8]) {
@@ -116,8 +105,8 @@ fn two_vms_on_one_nic_each_get_only_their_own_frames() {
     a.peer
         .send(&frames::arp_request(a.peer_mac, Testbed::PEER_IP, IP_B))
         .unwrap();
-    assert_eq!(vm_arp_targets(&mut a.backend, QUIET), vec![Testbed::VM_IP]);
-    assert_eq!(vm_arp_targets(&mut b, QUIET), vec![IP_B]);
+    assert_eq!(arp_targets(&mut a.backend, QUIET), vec![Testbed::VM_IP]);
+    assert_eq!(arp_targets(&mut b, QUIET), vec![IP_B]);
 
     // Both transmit to the wire.
     send(

@@ -90,6 +90,18 @@ impl VethPairNetns {
         Ok(VethPairNetns { a, b, bed })
     }
 
+    /// A UDP flow from end `a` to the discard port of end `b` (source port 40000).
+    pub fn discard_flow_a_to_b(&self) -> super::packet::UdpFlow {
+        super::packet::UdpFlow {
+            src_mac: self.a.mac,
+            dst_mac: self.b.mac,
+            src_ip: self.a.ip,
+            dst_ip: self.b.ip,
+            src_port: 40000,
+            dst_port: super::packet::DISCARD_PORT,
+        }
+    }
+
     /// The bridge of a [`VethPairNetns::create_bridged`] pair.
     pub fn bridge(&self) -> Option<&'static str> {
         self.bed.has_bridge().then_some(Testbed::BRIDGE)
