@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use lancet::frame::FrameTx;
-use lancet::net::{Backend, TapBackend, TapConfig};
+use lancet::net::{Backend, TapBackend};
 use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -25,10 +25,7 @@ fn setup(prefix: &str) -> Setup {
         ..Default::default()
     })
     .unwrap();
-    let mut backend = {
-        let _in_host = bed.enter_host().unwrap();
-        TapBackend::open(&TapConfig::new(Testbed::TAP, Some(Testbed::BRIDGE))).unwrap()
-    };
+    let mut backend = bed.open_tap().unwrap();
     let peer = bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap();
     let peer_mac = bed.mac_of(Side::Peer, Testbed::PEER_NIC).unwrap();
     // Let the bridge learn the VM's MAC on the TAP port, as a guest's first frame would.

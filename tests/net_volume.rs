@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig, XdpMode};
+use lancet::net::Backend;
 use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 const FRAMES: u64 = 100_000;
@@ -36,12 +36,7 @@ fn xdp(prefix: &str) -> Setup {
         ..Default::default()
     })
     .unwrap();
-    let backend = {
-        let _in_host = bed.enter_host().unwrap();
-        let mut cfg = XdpConfig::new(Testbed::NIC, Testbed::VM_MAC);
-        cfg.mode = XdpMode::Native;
-        XdpBackend::open(&cfg).unwrap()
-    };
+    let backend = bed.open_xdp(|_| {}).unwrap();
     let peer = Arc::new(bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap());
     let peer_mac = bed.mac_of(Side::Peer, Testbed::PEER_NIC).unwrap();
     Setup {
@@ -59,10 +54,7 @@ fn tap(prefix: &str) -> Setup {
         ..Default::default()
     })
     .unwrap();
-    let mut backend = {
-        let _in_host = bed.enter_host().unwrap();
-        TapBackend::open(&TapConfig::new(Testbed::TAP, Some(Testbed::BRIDGE))).unwrap()
-    };
+    let mut backend = bed.open_tap().unwrap();
     let peer = Arc::new(bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap());
     let peer_mac = bed.mac_of(Side::Peer, Testbed::PEER_NIC).unwrap();
     // The bridge learns the VM's MAC on the TAP port.

@@ -26,6 +26,7 @@ use std::{
 use nix::sched::{setns, CloneFlags};
 
 use crate::net::netlink::{Netlink, NetlinkError, Netns, VethOptions};
+use crate::net::{TapBackend, TapConfig, XdpBackend, XdpConfig, XdpMode};
 
 /// Which namespace of a testbed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +253,26 @@ impl Testbed {
     pub fn promiscuity(&self, side: Side, ifname: &str) -> Result<u64, TestbedError> {
         let _guard = self.enter(side)?;
         Ok(crate::net::nic::link_info(ifname)?.promiscuity)
+    }
+
+    /// The TAP backend on [`Testbed::TAP`] as a port of [`Testbed::BRIDGE`] (a `with_bridge`
+    /// testbed), opened in the host namespace.
+    pub fn open_tap(&self) -> Result<TapBackend, TestbedError> {
+        let _in_host = self.enter_host()?;
+        Ok(TapBackend::open(&TapConfig::new(
+            Self::TAP,
+            Some(Self::BRIDGE),
+        ))?)
+    }
+
+    /// The AF_XDP backend on [`Testbed::NIC`] for [`Testbed::VM_MAC`] in native mode, opened in the
+    /// host namespace; `edit` adjusts the config first.
+    pub fn open_xdp(&self, edit: impl FnOnce(&mut XdpConfig)) -> Result<XdpBackend, TestbedError> {
+        let _in_host = self.enter_host()?;
+        let mut cfg = XdpConfig::new(Self::NIC, Self::VM_MAC);
+        cfg.mode = XdpMode::Native;
+        edit(&mut cfg);
+        Ok(XdpBackend::open(&cfg)?)
     }
 
     /// An rtnetlink socket inside a namespace (for links and addresses the test adds itself).

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lancet::net::{Backend, XdpBackend, XdpConfig, XdpMode};
+use lancet::net::{Backend, XdpBackend, XdpConfig};
 use lancet::tools::testbed::{RawSocket, Side, Testbed, TestbedConfig};
 
 /// The VM name the tests register.
@@ -47,15 +47,13 @@ pub fn bed(prefix: &str, edit: impl FnOnce(&mut XdpConfig)) -> Bed {
         ..Default::default()
     })
     .unwrap();
-    let backend = {
-        let _in_host = bed.enter_host().unwrap();
-        let mut cfg = XdpConfig::new(Testbed::NIC, Testbed::VM_MAC);
-        cfg.vm_ip = Some(Testbed::VM_IP);
-        cfg.mode = XdpMode::Native;
-        cfg.vm_name = Some(VM.into());
-        edit(&mut cfg);
-        XdpBackend::open(&cfg).unwrap()
-    };
+    let backend = bed
+        .open_xdp(|cfg| {
+            cfg.vm_ip = Some(Testbed::VM_IP);
+            cfg.vm_name = Some(VM.into());
+            edit(cfg);
+        })
+        .unwrap();
     let peer = bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap();
     let host = bed.raw_socket(Side::Host, Testbed::NIC).unwrap();
     let peer_mac = bed.mac_of(Side::Peer, Testbed::PEER_NIC).unwrap();
