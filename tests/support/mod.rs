@@ -5,3 +5,4 @@
 pub mod bench;
 pub mod guarded;
 pub mod pcnet32;
+pub mod victim;
