@@ -12,7 +12,7 @@ use std::{
 };
 
 use filter_support::{
-    arp_targets, bed, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, WAIT,
+    arp_targets, bed, neighbour, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, WAIT,
 };
 use lancet::net::{nic, port::PORT_QUEUE, rules::Rule, Backend, XdpBackend, XdpConfig, XdpMode};
 use lancet::tools::testbed::{frames, Side, Testbed};
@@ -388,13 +388,6 @@ fn ping_ok(bed: &Testbed, ip: Ipv4Addr) -> bool {
     bed.ping(Side::Peer, ip, 2).unwrap().status.success()
 }
 
-fn neighbour_mac(bed: &Testbed, ip: Ipv4Addr) -> String {
-    let out = bed
-        .run_in(Side::Peer, &["ip", "neigh", "show", &ip.to_string()])
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn two_lancet_runs_on_one_nic_each_answer_for_themselves() {
     let bed = Testbed::new(lancet::tools::testbed::TestbedConfig {
@@ -409,8 +402,8 @@ fn two_lancet_runs_on_one_nic_each_answer_for_themselves() {
     assert!(ping_ok(&bed, Testbed::VM_IP), "ping VM a");
     assert!(ping_ok(&bed, IP_B), "ping VM b");
     assert!(ping_ok(&bed, Testbed::HOST_IP), "ping the host");
-    assert!(neighbour_mac(&bed, Testbed::VM_IP).contains("52:54:00:12:34:56"));
-    assert!(neighbour_mac(&bed, IP_B).contains("52:54:00:12:34:57"));
+    assert!(neighbour(&bed, Side::Peer, Testbed::VM_IP).contains("52:54:00:12:34:56"));
+    assert!(neighbour(&bed, Side::Peer, IP_B).contains("52:54:00:12:34:57"));
     assert_eq!(udp_echoes(&bed, Testbed::VM_IP, 50), 50);
     assert_eq!(udp_echoes(&bed, IP_B, 50), 50);
     let ports = |pid: u32| {

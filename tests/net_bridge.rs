@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_support::{backend_collect, pin_lock, sock_collect};
+use filter_support::{backend_collect, neighbour, pin_lock, sock_collect};
 use lancet::frame::FrameTx;
 use lancet::net::{local::LocalLink, Backend, XdpBackend, XdpConfig, XdpMode};
 use lancet::tools::testbed::{frames, Side, Testbed, TestbedConfig};
@@ -276,13 +276,6 @@ fn arping_ok(bed: &Testbed, ip: Ipv4Addr) -> bool {
     out.status.success()
 }
 
-fn host_neighbour(bed: &Testbed, ip: Ipv4Addr) -> String {
-    let out = bed
-        .run_in(Side::Host, &["ip", "neigh", "show", &ip.to_string()])
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn the_host_that_owns_the_nic_pings_and_arps_its_vms() {
     let bed = Testbed::new(TestbedConfig {
@@ -301,7 +294,10 @@ fn the_host_that_owns_the_nic_pings_and_arps_its_vms() {
             bed.ping(Side::Host, ip, 3).unwrap().status.success(),
             "the host pings {ip}"
         );
-        assert!(host_neighbour(&bed, ip).contains(mac), "host ARP for {ip}");
+        assert!(
+            neighbour(&bed, Side::Host, ip).contains(mac),
+            "host ARP for {ip}"
+        );
         assert!(arping_ok(&bed, ip), "arping {ip} from the host");
     }
     // The host's unicast to a VM does not leave on the wire (ICMP echo requests to the VMs).

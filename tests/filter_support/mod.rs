@@ -229,6 +229,15 @@ pub fn arp_targets(backend: &mut dyn Backend, wait: Duration) -> Vec<std::net::I
     )
 }
 
+/// What `ip neigh show IP` prints in one namespace of `bed` (the kernel's neighbour entry, as a
+/// user would look it up).
+pub fn neighbour(bed: &Testbed, side: Side, ip: std::net::Ipv4Addr) -> String {
+    let out = bed
+        .run_in(side, &["ip", "neigh", "show", &ip.to_string()])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Drain whatever is queued on a raw socket.
 pub fn drain(sock: &RawSocket) {
     let mut buf = vec![0u8; 4096];
