@@ -2,11 +2,14 @@
 //! appear on the peer byte for byte, ARP for the VM reaches it, maximum-size frames both ways, and
 //! the host keeps answering ping.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use lancet::frame::FrameTx;
 use lancet::net::{Backend, TapBackend};
-use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, RawSocket, Side, Testbed};
+use support::tap_bed::{tap_bed, TapBed};
 
 const WAIT: Duration = Duration::from_secs(3);
 const MAX_WIRE_FRAME: usize = 1514; // 1518 with the FCS the chip adds
@@ -19,24 +22,12 @@ struct Setup {
 }
 
 fn setup(prefix: &str) -> Setup {
-    let bed = Testbed::new(TestbedConfig {
-        name_prefix: prefix.into(),
-        with_bridge: true,
-        ..Default::default()
-    })
-    .unwrap();
-    let mut backend = bed.open_tap().unwrap();
-    let peer = bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap();
-    let peer_mac = bed.mac_of(Side::Peer, Testbed::PEER_NIC).unwrap();
-    // Let the bridge learn the VM's MAC on the TAP port, as a guest's first frame would.
-    transmit(
-        &mut backend,
-        &frames::test_frame(peer_mac, Testbed::VM_MAC, u64::MAX, 60),
-    );
-    assert!(peer
-        .recv_matching(WAIT, |f| frames::test_seq(f) == Some(u64::MAX))
-        .unwrap()
-        .is_some());
+    let TapBed {
+        backend,
+        peer,
+        peer_mac,
+        bed,
+    } = tap_bed(prefix);
     Setup {
         backend,
         peer,

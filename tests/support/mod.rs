@@ -5,4 +5,5 @@
 pub mod bench;
 pub mod guarded;
 pub mod pcnet32;
+pub mod tap_bed;
 pub mod victim;
