@@ -8,32 +8,15 @@ use std::time::{Duration, Instant};
 
 use lancet::frame::FrameTx;
 use lancet::net::{Backend, TapBackend};
-use lancet::tools::testbed::{frames, RawSocket, Side, Testbed};
+use lancet::tools::testbed::{frames, Side, Testbed};
 use support::tap_bed::{tap_bed, TapBed};
 
 const WAIT: Duration = Duration::from_secs(3);
 const MAX_WIRE_FRAME: usize = 1514; // 1518 with the FCS the chip adds
 
-struct Setup {
-    backend: TapBackend,
-    peer: RawSocket,
-    peer_mac: [u8; 6],
-    bed: Testbed,
-}
-
-fn setup(prefix: &str) -> Setup {
-    let TapBed {
-        backend,
-        peer,
-        peer_mac,
-        bed,
-    } = tap_bed(prefix);
-    Setup {
-        backend,
-        peer,
-        peer_mac,
-        bed,
-    }
+/// The bridged TAP testbed every test here starts from.
+fn setup(prefix: &str) -> TapBed {
+    tap_bed(prefix)
 }
 
 fn receive(
