@@ -11,7 +11,7 @@
 //!
 //! Path `direct`: the loop talks to the backend itself (the backend's own cost). Path `model`: the
 //! frames go through the Lance model and its descriptor rings in guest memory, driven by the
-//! in-process null guest of tests/net_support (the VMM's RX pump and TX demand included).
+//! in-process null guest of `lancet::tools::null_guest` (the VMM's RX pump and TX demand included).
 
 use std::{
     net::UdpSocket,
@@ -23,11 +23,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-#[path = "../tests/net_support/mod.rs"]
-mod net_support;
-
 use hdrhistogram::Histogram;
 use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig};
+use lancet::tools::null_guest::NullGuest;
 use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 const FRAME_LEN: usize = 64;
@@ -51,7 +49,7 @@ fn pin(core: usize) {
 /// What the measuring loop drives: the backend alone, or the model + null guest in front of it.
 struct Path {
     backend: Box<dyn Backend>,
-    guest: Option<net_support::NullGuest>,
+    guest: Option<NullGuest>,
 }
 
 impl Path {
@@ -158,7 +156,7 @@ fn setup(kind: &str, model: bool) -> Setup {
     )
     .unwrap();
     thread::sleep(Duration::from_millis(100));
-    let guest = model.then(|| net_support::NullGuest::new(Testbed::VM_MAC, 7, 6));
+    let guest = model.then(|| NullGuest::new(Testbed::VM_MAC, 7, 6));
     Setup {
         bed,
         path: Path { backend, guest },
@@ -417,7 +415,7 @@ impl Backend for NullBackend {
 
 /// The model + null guest alone (no network): frames per second each way.
 fn model_only(n: u64) {
-    let mut g = net_support::NullGuest::new(Testbed::VM_MAC, 7, 6);
+    let mut g = NullGuest::new(Testbed::VM_MAC, 7, 6);
     let mut null = NullBackend { buf: vec![0; 2048] };
     let frame = frames::test_frame(Testbed::VM_MAC, [2, 0, 0, 0, 0, 1], 1, FRAME_LEN);
     let start = Instant::now();

@@ -1,48 +1,31 @@
 //! The AF_PACKET generator and counter across a veth pair between two namespaces.
 
+mod support;
+
 use std::time::Duration;
 
-use lancet::tools::bench::gen::{
-    run_generator, spawn_counter, CountConfig, FrameFilter, GenConfig,
-};
+use lancet::tools::bench::gen::{run_generator, FrameFilter, GenConfig};
 use lancet::tools::bench::netns::{join, spawn_in_netns, VethPairNetns};
 use lancet::tools::bench::packet::{UdpFlow, DISCARD_PORT, MIN_FRAME_UDP_PAYLOAD};
-
-fn flow(pair: &VethPairNetns) -> UdpFlow {
-    UdpFlow {
-        src_mac: pair.a.mac,
-        dst_mac: pair.b.mac,
-        src_ip: pair.a.ip,
-        dst_ip: pair.b.ip,
-        src_port: 40000,
-        dst_port: DISCARD_PORT,
-    }
-}
+use support::bench::counter_at_b;
 
 #[test]
 fn paced_generator_frames_all_arrive_at_the_counter() {
     let pair = VethPairNetns::create("gen").unwrap();
     const COUNT: u64 = 2000;
-    let counter = spawn_counter(
-        &pair.b.netns,
-        &pair.b.ifname,
-        None,
-        CountConfig {
-            filter: FrameFilter {
-                udp_dst_port: Some(DISCARD_PORT),
-                dst_mac: Some(pair.b.mac),
-                src_ip: Some(pair.a.ip),
-            },
-            expected: Some(COUNT),
-            max_duration: Duration::from_secs(20),
-            idle_timeout: Duration::from_secs(3),
-            max_active: None,
+    let counter = counter_at_b(
+        &pair,
+        FrameFilter {
+            udp_dst_port: Some(DISCARD_PORT),
+            dst_mac: Some(pair.b.mac),
+            src_ip: Some(pair.a.ip),
         },
-    )
-    .unwrap();
+        Some(COUNT),
+        Duration::from_secs(3),
+    );
     let cfg = GenConfig {
         ifname: pair.a.ifname.clone(),
-        flow: flow(&pair),
+        flow: pair.discard_flow_a_to_b(),
         payload_len: MIN_FRAME_UDP_PAYLOAD,
         count: COUNT,
         max_duration: Duration::from_secs(15),
@@ -64,25 +47,18 @@ fn paced_generator_frames_all_arrive_at_the_counter() {
 #[test]
 fn unpaced_generator_is_bounded_by_count_and_reports_a_rate() {
     let pair = VethPairNetns::create("gfa").unwrap();
-    let counter = spawn_counter(
-        &pair.b.netns,
-        &pair.b.ifname,
-        None,
-        CountConfig {
-            filter: FrameFilter {
-                udp_dst_port: Some(DISCARD_PORT),
-                ..FrameFilter::default()
-            },
-            expected: None,
-            max_duration: Duration::from_secs(20),
-            idle_timeout: Duration::from_millis(500),
-            max_active: None,
+    let counter = counter_at_b(
+        &pair,
+        FrameFilter {
+            udp_dst_port: Some(DISCARD_PORT),
+            ..FrameFilter::default()
         },
-    )
-    .unwrap();
+        None,
+        Duration::from_millis(500),
+    );
     let cfg = GenConfig {
         ifname: pair.a.ifname.clone(),
-        flow: flow(&pair),
+        flow: pair.discard_flow_a_to_b(),
         payload_len: MIN_FRAME_UDP_PAYLOAD,
         count: 50_000,
         max_duration: Duration::from_secs(10),

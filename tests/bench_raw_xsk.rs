@@ -1,19 +1,20 @@
 //! The raw AF_XDP baseline on a veth pair: rxdrop counts what a generator sends, echo answers the
 //! RTT client (ARP included), txonly frames reach a counter in the peer namespace.
 
+mod support;
+
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use lancet::net::XdpMode;
-use lancet::tools::bench::gen::{
-    run_generator, spawn_counter, CountConfig, FrameFilter, GenConfig,
-};
+use lancet::tools::bench::gen::{run_generator, FrameFilter, GenConfig};
 use lancet::tools::bench::netns::{join, spawn_in_netns, VethPairNetns};
 use lancet::tools::bench::packet::{
     build_udp_frame, UdpFlow, DISCARD_PORT, ECHO_PORT, MIN_FRAME_UDP_PAYLOAD,
 };
 use lancet::tools::bench::raw_xsk::{spawn_raw_xsk, RawXskConfig, XskJob, XskLimits, XskWait};
 use lancet::tools::bench::rtt::{run_rtt, RttConfig, WaitMode};
+use support::bench::counter_at_b;
 
 fn xsk_config(pair: &VethPairNetns, wait: XskWait) -> RawXskConfig {
     RawXskConfig {
@@ -121,34 +122,17 @@ fn echo_answers_arp_and_udp_from_the_peer_kernel() {
 fn txonly_frames_reach_the_peer() {
     let pair = VethPairNetns::create("xtx").unwrap();
     const COUNT: u64 = 5000;
-    let counter = spawn_counter(
-        &pair.b.netns,
-        &pair.b.ifname,
-        None,
-        CountConfig {
-            filter: FrameFilter {
-                udp_dst_port: Some(DISCARD_PORT),
-                src_ip: Some(pair.a.ip),
-                ..FrameFilter::default()
-            },
-            expected: Some(COUNT),
-            max_duration: Duration::from_secs(20),
-            idle_timeout: Duration::from_secs(2),
-            max_active: None,
+    let counter = counter_at_b(
+        &pair,
+        FrameFilter {
+            udp_dst_port: Some(DISCARD_PORT),
+            src_ip: Some(pair.a.ip),
+            ..FrameFilter::default()
         },
-    )
-    .unwrap();
-    let frame = build_udp_frame(
-        &UdpFlow {
-            src_mac: pair.a.mac,
-            dst_mac: pair.b.mac,
-            src_ip: pair.a.ip,
-            dst_ip: pair.b.ip,
-            src_port: 40000,
-            dst_port: DISCARD_PORT,
-        },
-        &[0u8; MIN_FRAME_UDP_PAYLOAD],
+        Some(COUNT),
+        Duration::from_secs(2),
     );
+    let frame = build_udp_frame(&pair.discard_flow_a_to_b(), &[0u8; MIN_FRAME_UDP_PAYLOAD]);
     let xsk = spawn_raw_xsk(
         &pair.a.netns,
         xsk_config(&pair, XskWait::Spin),

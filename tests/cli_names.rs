@@ -2,8 +2,12 @@
 //! `lancet nic|filter|stats` cannot be a path out of /sys/fs/bpf/lancet, and `--vm-name` cannot
 //! leave /run/lancet (issue 11, item 9).
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::Command;
+
+use support::victim::Victim;
 
 fn lancet(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_lancet"))
@@ -16,33 +20,9 @@ fn lancet(args: &[&str]) -> (i32, String) {
     )
 }
 
-/// A directory with one file, removed on drop.
-struct Victim {
-    dir: PathBuf,
-}
-
-impl Victim {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("lt-victim-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("precious"), b"keep me").unwrap();
-        Self { dir }
-    }
-
-    fn intact(&self) -> bool {
-        std::fs::read(self.dir.join("precious")).is_ok_and(|b| b == b"keep me")
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn nic_detach_of_a_path_is_refused_and_removes_nothing() {
-    let victim = Victim::new("detach");
+    let victim = Victim::new();
     let path = victim.dir.to_str().unwrap();
     let (code, stderr) = lancet(&["nic", "detach", path]);
     assert_ne!(code, 0, "{stderr}");

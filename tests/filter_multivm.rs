@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_support::{bed, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, WAIT};
+use filter_support::{
+    arp_targets, bed, neighbour, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, WAIT,
+};
 use lancet::net::{nic, port::PORT_QUEUE, rules::Rule, Backend, XdpBackend, XdpConfig, XdpMode};
 use lancet::tools::testbed::{frames, Side, Testbed};
 
@@ -32,19 +34,6 @@ fn open_b_in(bed: &Testbed, mode: XdpMode) -> XdpBackend {
     cfg.vm_name = Some(VM_B.into());
     cfg.pin = true;
     XdpBackend::open(&cfg).unwrap()
-}
-
-/// ARP targets of the ARP requests a backend receives within `wait`.
-fn vm_arp_targets(backend: &mut XdpBackend, wait: Duration) -> Vec<Ipv4Addr> {
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    while Instant::now() < deadline {
-        backend
-            .recv_batch(64, &mut |f| got.extend(frames::arp_target(f)))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    got
 }
 
 fn send(tx: &mut XdpBackend, frame: &[u8]) {
@@ -116,8 +105,8 @@ fn two_vms_on_one_nic_each_get_only_their_own_frames() {
     a.peer
         .send(&frames::arp_request(a.peer_mac, Testbed::PEER_IP, IP_B))
         .unwrap();
-    assert_eq!(vm_arp_targets(&mut a.backend, QUIET), vec![Testbed::VM_IP]);
-    assert_eq!(vm_arp_targets(&mut b, QUIET), vec![IP_B]);
+    assert_eq!(arp_targets(&mut a.backend, QUIET), vec![Testbed::VM_IP]);
+    assert_eq!(arp_targets(&mut b, QUIET), vec![IP_B]);
 
     // Both transmit to the wire.
     send(
@@ -399,13 +388,6 @@ fn ping_ok(bed: &Testbed, ip: Ipv4Addr) -> bool {
     bed.ping(Side::Peer, ip, 2).unwrap().status.success()
 }
 
-fn neighbour_mac(bed: &Testbed, ip: Ipv4Addr) -> String {
-    let out = bed
-        .run_in(Side::Peer, &["ip", "neigh", "show", &ip.to_string()])
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn two_lancet_runs_on_one_nic_each_answer_for_themselves() {
     let bed = Testbed::new(lancet::tools::testbed::TestbedConfig {
@@ -420,8 +402,8 @@ fn two_lancet_runs_on_one_nic_each_answer_for_themselves() {
     assert!(ping_ok(&bed, Testbed::VM_IP), "ping VM a");
     assert!(ping_ok(&bed, IP_B), "ping VM b");
     assert!(ping_ok(&bed, Testbed::HOST_IP), "ping the host");
-    assert!(neighbour_mac(&bed, Testbed::VM_IP).contains("52:54:00:12:34:56"));
-    assert!(neighbour_mac(&bed, IP_B).contains("52:54:00:12:34:57"));
+    assert!(neighbour(&bed, Side::Peer, Testbed::VM_IP).contains("52:54:00:12:34:56"));
+    assert!(neighbour(&bed, Side::Peer, IP_B).contains("52:54:00:12:34:57"));
     assert_eq!(udp_echoes(&bed, Testbed::VM_IP, 50), 50);
     assert_eq!(udp_echoes(&bed, IP_B, 50), 50);
     let ports = |pid: u32| {

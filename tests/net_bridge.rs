@@ -11,10 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_support::pin_lock;
+use filter_support::{backend_collect, neighbour, pin_lock, sock_collect};
 use lancet::frame::FrameTx;
 use lancet::net::{local::LocalLink, Backend, XdpBackend, XdpConfig, XdpMode};
-use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, Side, Testbed, TestbedConfig};
 
 const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x57];
 const IP_B: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 11);
@@ -39,37 +39,6 @@ fn send(vm: &mut LocalLink, frame: &[u8]) {
     buf[..frame.len()].copy_from_slice(frame);
     vm.tx_commit(frame.len());
     vm.tx_flush();
-}
-
-/// Sequence numbers of the test frames a VM receives within `wait` (stops early at `n`).
-fn vm_seqs(vm: &mut LocalLink, n: usize, wait: Duration) -> Vec<u64> {
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    while got.len() < n && Instant::now() < deadline {
-        vm.reap();
-        vm.recv_batch(64, &mut |f| got.extend(frames::test_seq(f)))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    got
-}
-
-/// Sequence numbers of the test frames a raw socket sees within `wait` (stops early at `n`).
-fn sock_seqs(sock: &RawSocket, n: usize, wait: Duration) -> Vec<u64> {
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    while got.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match sock.recv(&mut buf, left).unwrap() {
-            Some(len) => got.extend(frames::test_seq(&buf[..len])),
-            None => break,
-        }
-    }
-    got
 }
 
 fn sorted(mut v: Vec<u64>) -> Vec<u64> {
@@ -100,21 +69,41 @@ fn vms_host_and_lan_exchange_unicast_broadcast_and_multicast_each_once() {
     // VM <-> VM unicast, both directions: delivered locally, never on the wire.
     send(&mut a, &tf(MAC_B, Testbed::VM_MAC, 1));
     send(&mut b, &tf(Testbed::VM_MAC, MAC_B, 2));
-    assert_eq!(vm_seqs(&mut b, 1, WAIT), vec![1], "A -> B");
-    assert_eq!(vm_seqs(&mut a, 1, WAIT), vec![2], "B -> A");
+    assert_eq!(
+        backend_collect(&mut b, 1, WAIT, frames::test_seq),
+        vec![1],
+        "A -> B"
+    );
+    assert_eq!(
+        backend_collect(&mut a, 1, WAIT, frames::test_seq),
+        vec![2],
+        "B -> A"
+    );
 
     // VM -> host unicast (the NIC's MAC): the host receives it on the NIC, not the wire.
     send(&mut a, &tf(nic_mac, Testbed::VM_MAC, 3));
     send(&mut b, &tf(nic_mac, MAC_B, 4));
-    assert_eq!(sorted(sock_seqs(&host, 2, WAIT)), vec![3, 4], "VMs -> host");
+    assert_eq!(
+        sorted(sock_collect(&host, 2, WAIT, frames::test_seq)),
+        vec![3, 4],
+        "VMs -> host"
+    );
 
     // Host -> VM unicast: each VM gets its own, the wire none of them.
     host.send(&tf(Testbed::VM_MAC, nic_mac, 5)).unwrap();
     host.send(&tf(MAC_B, nic_mac, 6)).unwrap();
-    assert_eq!(vm_seqs(&mut a, 1, WAIT), vec![5], "host -> A");
-    assert_eq!(vm_seqs(&mut b, 1, WAIT), vec![6], "host -> B");
     assert_eq!(
-        sock_seqs(&peer, 10, QUIET),
+        backend_collect(&mut a, 1, WAIT, frames::test_seq),
+        vec![5],
+        "host -> A"
+    );
+    assert_eq!(
+        backend_collect(&mut b, 1, WAIT, frames::test_seq),
+        vec![6],
+        "host -> B"
+    );
+    assert_eq!(
+        sock_collect(&peer, 10, QUIET, frames::test_seq),
         Vec::<u64>::new(),
         "no local unicast on the wire"
     );
@@ -124,37 +113,57 @@ fn vms_host_and_lan_exchange_unicast_broadcast_and_multicast_each_once() {
         let base = 100 * (i as u64 + 1);
         // From VM A: B, the host and the wire each once; A not at all.
         send(&mut a, &tf(group, Testbed::VM_MAC, base + 1));
-        assert_eq!(vm_seqs(&mut b, 2, QUIET), vec![base + 1], "A's group -> B");
         assert_eq!(
-            sock_seqs(&host, 2, QUIET),
+            backend_collect(&mut b, 2, QUIET, frames::test_seq),
+            vec![base + 1],
+            "A's group -> B"
+        );
+        assert_eq!(
+            sock_collect(&host, 2, QUIET, frames::test_seq),
             vec![base + 1],
             "A's group -> host"
         );
         assert_eq!(
-            sock_seqs(&peer, 2, QUIET),
+            sock_collect(&peer, 2, QUIET, frames::test_seq),
             vec![base + 1],
             "A's group -> wire"
         );
         assert_eq!(
-            vm_seqs(&mut a, 1, QUIET),
+            backend_collect(&mut a, 1, QUIET, frames::test_seq),
             Vec::<u64>::new(),
             "not back to A"
         );
         // From the host: A, B and the wire once each.
         host.send(&tf(group, nic_mac, base + 2)).unwrap();
-        assert_eq!(vm_seqs(&mut a, 2, QUIET), vec![base + 2], "host group -> A");
-        assert_eq!(vm_seqs(&mut b, 2, QUIET), vec![base + 2], "host group -> B");
         assert_eq!(
-            sock_seqs(&peer, 2, QUIET),
+            backend_collect(&mut a, 2, QUIET, frames::test_seq),
+            vec![base + 2],
+            "host group -> A"
+        );
+        assert_eq!(
+            backend_collect(&mut b, 2, QUIET, frames::test_seq),
+            vec![base + 2],
+            "host group -> B"
+        );
+        assert_eq!(
+            sock_collect(&peer, 2, QUIET, frames::test_seq),
             vec![base + 2],
             "host group -> wire"
         );
         // From the LAN: A, B and the host once each.
         peer.send(&tf(group, peer_mac, base + 3)).unwrap();
-        assert_eq!(vm_seqs(&mut a, 2, QUIET), vec![base + 3], "LAN group -> A");
-        assert_eq!(vm_seqs(&mut b, 2, QUIET), vec![base + 3], "LAN group -> B");
         assert_eq!(
-            sock_seqs(&host, 2, QUIET),
+            backend_collect(&mut a, 2, QUIET, frames::test_seq),
+            vec![base + 3],
+            "LAN group -> A"
+        );
+        assert_eq!(
+            backend_collect(&mut b, 2, QUIET, frames::test_seq),
+            vec![base + 3],
+            "LAN group -> B"
+        );
+        assert_eq!(
+            sock_collect(&host, 2, QUIET, frames::test_seq),
             vec![base + 3],
             "LAN group -> host"
         );
@@ -163,9 +172,12 @@ fn vms_host_and_lan_exchange_unicast_broadcast_and_multicast_each_once() {
     // The unicast fast path is unchanged: LAN <-> A over the XSK, not the local link.
     let before = a.counters();
     peer.send(&tf(Testbed::VM_MAC, peer_mac, 900)).unwrap();
-    assert_eq!(vm_seqs(&mut a, 1, WAIT), vec![900]);
+    assert_eq!(
+        backend_collect(&mut a, 1, WAIT, frames::test_seq),
+        vec![900]
+    );
     send(&mut a, &tf(peer_mac, Testbed::VM_MAC, 901));
-    assert_eq!(sock_seqs(&peer, 1, WAIT), vec![901]);
+    assert_eq!(sock_collect(&peer, 1, WAIT, frames::test_seq), vec![901]);
     let after = a.counters();
     assert_eq!(after.rx_local, before.rx_local);
     assert_eq!(after.tx_local, before.tx_local);
@@ -264,13 +276,6 @@ fn arping_ok(bed: &Testbed, ip: Ipv4Addr) -> bool {
     out.status.success()
 }
 
-fn host_neighbour(bed: &Testbed, ip: Ipv4Addr) -> String {
-    let out = bed
-        .run_in(Side::Host, &["ip", "neigh", "show", &ip.to_string()])
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn the_host_that_owns_the_nic_pings_and_arps_its_vms() {
     let bed = Testbed::new(TestbedConfig {
@@ -289,7 +294,10 @@ fn the_host_that_owns_the_nic_pings_and_arps_its_vms() {
             bed.ping(Side::Host, ip, 3).unwrap().status.success(),
             "the host pings {ip}"
         );
-        assert!(host_neighbour(&bed, ip).contains(mac), "host ARP for {ip}");
+        assert!(
+            neighbour(&bed, Side::Host, ip).contains(mac),
+            "host ARP for {ip}"
+        );
         assert!(arping_ok(&bed, ip), "arping {ip} from the host");
     }
     // The host's unicast to a VM does not leave on the wire (ICMP echo requests to the VMs).

@@ -3,16 +3,14 @@
 //! byte for byte (maximum size included), and when the guest stops taking frames they wait in the
 //! backend (the model misses none) and what overflows is counted.
 
-mod net_support;
-
 use std::{
     thread,
     time::{Duration, Instant},
 };
 
 use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig};
+use lancet::tools::null_guest::NullGuest;
 use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
-use net_support::NullGuest;
 
 const WAIT: Duration = Duration::from_secs(30);
 const MAX_WIRE_FRAME: usize = 1514;

@@ -102,19 +102,7 @@ fn vm_on_a_four_queue_nic_answers_every_flow() {
 
     let before = xdp_packets_per_queue(&bed);
     let ping = bed
-        .run_in(
-            Side::Peer,
-            &[
-                "ping",
-                "-c",
-                "5",
-                "-i",
-                "0.2",
-                "-W",
-                "2",
-                &Testbed::VM_IP.to_string(),
-            ],
-        )
+        .ping(Side::Peer, Testbed::VM_IP, 5)
         .expect("ping (iputils-ping)");
     assert!(
         ping.status.success(),

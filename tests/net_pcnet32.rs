@@ -11,6 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig};
+use lancet::tools::null_guest::pump_rx;
 use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 use support::pcnet32::{Config, Machine, Pcnet32};
 
@@ -74,15 +75,7 @@ impl Setup {
     fn io_step(&mut self) {
         let m = &mut self.machine;
         m.lance.transmit(&m.mem, self.backend.as_mut());
-        let room = m.lance.rx_room(&m.mem);
-        if room > 0 {
-            let (lance, mem) = (&mut m.lance, &m.mem);
-            self.backend
-                .recv_batch(room, &mut |f| {
-                    lance.receive(mem, f);
-                })
-                .unwrap();
-        }
+        pump_rx(&mut m.lance, &m.mem, self.backend.as_mut()).unwrap();
         self.backend.reap();
         self.driver.interrupt(m);
     }

@@ -2,50 +2,21 @@
 //! appear on the peer byte for byte, ARP for the VM reaches it, maximum-size frames both ways, and
 //! the host keeps answering ping.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use lancet::frame::FrameTx;
-use lancet::net::{Backend, TapBackend, TapConfig};
-use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use lancet::net::{Backend, TapBackend};
+use lancet::tools::testbed::{frames, Side, Testbed};
+use support::tap_bed::{tap_bed, TapBed};
 
 const WAIT: Duration = Duration::from_secs(3);
 const MAX_WIRE_FRAME: usize = 1514; // 1518 with the FCS the chip adds
 
-struct Setup {
-    backend: TapBackend,
-    peer: RawSocket,
-    peer_mac: [u8; 6],
-    bed: Testbed,
-}
-
-fn setup(prefix: &str) -> Setup {
-    let bed = Testbed::new(TestbedConfig {
-        name_prefix: prefix.into(),
-        with_bridge: true,
-        ..Default::default()
-    })
-    .unwrap();
-    let mut backend = {
-        let _in_host = bed.enter_host().unwrap();
-        TapBackend::open(&TapConfig::new(Testbed::TAP, Some(Testbed::BRIDGE))).unwrap()
-    };
-    let peer = bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap();
-    let peer_mac = bed.mac_of(Side::Peer, Testbed::PEER_NIC).unwrap();
-    // Let the bridge learn the VM's MAC on the TAP port, as a guest's first frame would.
-    transmit(
-        &mut backend,
-        &frames::test_frame(peer_mac, Testbed::VM_MAC, u64::MAX, 60),
-    );
-    assert!(peer
-        .recv_matching(WAIT, |f| frames::test_seq(f) == Some(u64::MAX))
-        .unwrap()
-        .is_some());
-    Setup {
-        backend,
-        peer,
-        peer_mac,
-        bed,
-    }
+/// The bridged TAP testbed every test here starts from.
+fn setup(prefix: &str) -> TapBed {
+    tap_bed(prefix)
 }
 
 fn receive(

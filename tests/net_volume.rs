@@ -2,6 +2,8 @@
 //! the receiver's progress, so loss would be the backend's fault), and drops counted, not silent,
 //! when the guest side stops draining: every frame sent is either delivered later or in a counter.
 
+mod support;
+
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -11,8 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig, XdpMode};
+use lancet::net::Backend;
 use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use support::tap_bed::{tap_bed, TapBed};
 
 const FRAMES: u64 = 100_000;
 const FRAME_LEN: usize = 64;
@@ -36,12 +39,7 @@ fn xdp(prefix: &str) -> Setup {
         ..Default::default()
     })
     .unwrap();
-    let backend = {
-        let _in_host = bed.enter_host().unwrap();
-        let mut cfg = XdpConfig::new(Testbed::NIC, Testbed::VM_MAC);
-        cfg.mode = XdpMode::Native;
-        XdpBackend::open(&cfg).unwrap()
-    };
+    let backend = bed.open_xdp(|_| {}).unwrap();
     let peer = Arc::new(bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap());
     let peer_mac = bed.mac_of(Side::Peer, Testbed::PEER_NIC).unwrap();
     Setup {
@@ -53,41 +51,18 @@ fn xdp(prefix: &str) -> Setup {
 }
 
 fn tap(prefix: &str) -> Setup {
-    let bed = Testbed::new(TestbedConfig {
-        name_prefix: prefix.into(),
-        with_bridge: true,
-        ..Default::default()
-    })
-    .unwrap();
-    let mut backend = {
-        let _in_host = bed.enter_host().unwrap();
-        TapBackend::open(&TapConfig::new(Testbed::TAP, Some(Testbed::BRIDGE))).unwrap()
-    };
-    let peer = Arc::new(bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap());
-    let peer_mac = bed.mac_of(Side::Peer, Testbed::PEER_NIC).unwrap();
-    // The bridge learns the VM's MAC on the TAP port.
-    send_one(
-        &mut backend,
-        &frames::test_frame(peer_mac, Testbed::VM_MAC, u64::MAX, 60),
-    );
-    assert!(peer
-        .recv_matching(Duration::from_secs(3), |f| frames::test_seq(f)
-            == Some(u64::MAX))
-        .unwrap()
-        .is_some());
+    let TapBed {
+        backend,
+        peer,
+        peer_mac,
+        bed,
+    } = tap_bed(prefix);
     Setup {
         backend: Box::new(backend),
-        peer,
+        peer: Arc::new(peer),
         peer_mac,
         _bed: bed,
     }
-}
-
-fn send_one(backend: &mut dyn Backend, frame: &[u8]) {
-    let buf = backend.tx_buffer().expect("a TX buffer");
-    buf[..frame.len()].copy_from_slice(frame);
-    backend.tx_commit(frame.len());
-    backend.tx_flush();
 }
 
 /// Peer -> backend, paced by the backend's progress.

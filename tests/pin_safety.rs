@@ -2,35 +2,13 @@
 //! the stale-pin sweep never follows a symlink planted in /sys/fs/bpf/lancet, and a pin directory
 //! a user owns or can write is refused.
 
+mod support;
+
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use lancet::net::{pin, NetError};
-
-/// A private directory with one file, removed on drop.
-struct Victim {
-    dir: PathBuf,
-}
-
-impl Victim {
-    fn new() -> Self {
-        let template = std::env::temp_dir().join("lt-pin-victim-XXXXXX");
-        let dir = nix::unistd::mkdtemp(&template).unwrap();
-        std::fs::write(dir.join("precious"), b"keep me").unwrap();
-        Self { dir }
-    }
-
-    fn intact(&self) -> bool {
-        std::fs::read(self.dir.join("precious")).is_ok_and(|b| b == b"keep me")
-    }
-}
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use support::victim::Victim;
 
 /// Removes a path under bpffs (a symlink or a pin directory) on drop.
 struct Planted(PathBuf);

@@ -5,13 +5,9 @@
 
 mod filter_support;
 
-use std::{
-    net::Ipv4Addr,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, path::PathBuf};
 
-use filter_support::{bed, pin_lock, pinned_nic_name, vm_receive, Frame, QUIET, WAIT};
+use filter_support::{arp_targets, bed, pin_lock, pinned_nic_name, vm_receive, Frame, QUIET, WAIT};
 use lancet::net::{
     owner::OWNER_ROOT,
     pin,
@@ -56,20 +52,6 @@ fn mac_key(mac: [u8; 6]) -> [u8; 8] {
 
 fn has(map: &MapHandle, key: &[u8]) -> bool {
     map.lookup(key, MapFlags::ANY).unwrap().is_some()
-}
-
-/// ARP targets of the ARP requests a backend receives within `wait`.
-fn arp_targets(backend: &mut XdpBackend, wait: Duration) -> Vec<Ipv4Addr> {
-    use lancet::net::Backend;
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    while Instant::now() < deadline {
-        backend
-            .recv_batch(64, &mut |f| got.extend(frames::arp_target(f)))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    got
 }
 
 #[test]

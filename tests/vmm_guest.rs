@@ -13,8 +13,7 @@ use common::frames::{arp_fields, arp_request, icmp_echo, ipv4_fields, udp};
 use common::{test_guest_elf, Captured, EchoPort};
 use lancet::net::Backend;
 use lancet::tools::guest_cmdline::{GuestCmdline, GuestMode, GuestProgram, Ipv4Cidr, PollKick};
-use lancet::vmm::boot::BootSpec;
-use lancet::vmm::{run_vm, HiddenFeatures, RunReport, VmConfig, VmOutcome};
+use lancet::vmm::{run_vm, RunReport, VmConfig, VmOutcome};
 
 const VM_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const VM_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
@@ -33,22 +32,14 @@ fn boot_guest(
     let serial = Captured::default();
     let backend: Box<dyn Backend> = Box::new(port);
     let report = run_vm(VmConfig {
-        mem_bytes: 64 << 20,
-        cpus: 1,
-        boot: BootSpec {
-            kernel: test_guest_elf(),
-            initrd: None,
-            cmdline: cmdline.to_string(),
-            cpus: 1,
-        },
-        hidden: HiddenFeatures::parse("").unwrap(),
-        serial_out: Box::new(serial.clone()),
-        net: Some(common::lance_net(VM_MAC, backend, tx_inline)),
-        pin_vcpu: None,
-        pin_io: None,
-        handle_signals: false,
-        timeout: Some(Duration::from_secs(120)),
         stop_check: Some(Box::new(move || done(&sent.lock().unwrap()))),
+        ..common::vm_config(
+            test_guest_elf(),
+            cmdline,
+            &serial,
+            Some(common::lance_net(VM_MAC, backend, tx_inline)),
+            Duration::from_secs(120),
+        )
     })
     .expect("VM runs");
     (report, serial.text())

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use common::{pvh_elf_with_data, temp_file, Captured, Code, EchoPort};
 use lancet::net::Backend;
-use lancet::vmm::boot::BootSpec;
-use lancet::vmm::{run_vm, HiddenFeatures, RunReport, VmConfig, VmOutcome};
+use lancet::vmm::{run_vm, RunReport, VmOutcome};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 // Lance WIO registers in BAR0.
@@ -112,24 +111,13 @@ fn run(name: &str, image: Vec<u8>, port: EchoPort, tx_inline: bool) -> (RunRepor
     let path = temp_file(name, &image);
     let serial = Captured::default();
     let backend: Box<dyn Backend> = Box::new(port);
-    let report = run_vm(VmConfig {
-        mem_bytes: 64 << 20,
-        cpus: 1,
-        boot: BootSpec {
-            kernel: path.clone(),
-            initrd: None,
-            cmdline: String::new(),
-            cpus: 1,
-        },
-        hidden: HiddenFeatures::parse("").unwrap(),
-        serial_out: Box::new(serial.clone()),
-        net: Some(common::lance_net(MAC, backend, tx_inline)),
-        pin_vcpu: None,
-        pin_io: None,
-        handle_signals: false,
-        timeout: Some(Duration::from_secs(60)),
-        stop_check: None,
-    })
+    let report = run_vm(common::vm_config(
+        path.clone(),
+        "",
+        &serial,
+        Some(common::lance_net(MAC, backend, tx_inline)),
+        Duration::from_secs(60),
+    ))
     .expect("VM runs");
     std::fs::remove_file(path).unwrap();
     (report, serial.text())

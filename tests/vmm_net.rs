@@ -20,19 +20,7 @@ use lancet::tools::testbed::{frames, Side, Testbed};
 /// Pings the VM from the peer namespace: `count` requests, returns how many were answered.
 fn ping(bed: &Testbed, count: u32) -> (u32, String) {
     let out = bed
-        .run_in(
-            Side::Peer,
-            &[
-                "ping",
-                "-c",
-                &count.to_string(),
-                "-i",
-                "0.2",
-                "-W",
-                "2",
-                &Testbed::VM_IP.to_string(),
-            ],
-        )
+        .ping(Side::Peer, Testbed::VM_IP, count)
         .expect("ping (iputils-ping)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let received = text

@@ -11,9 +11,8 @@ use common::{pvh_elf_with_data, temp_file, Captured, Code, EchoPort};
 use lancet::frame::FrameTx;
 use lancet::lance::{LanceStats, RegEffect, TxReport};
 use lancet::net::{Backend, BackendStats, NetError};
-use lancet::vmm::boot::BootSpec;
 use lancet::vmm::nic::NicModel;
-use lancet::vmm::{run_vm, HiddenFeatures, NetConfig, RunReport, VmConfig, VmOutcome};
+use lancet::vmm::{run_vm, NetConfig, RunReport, VmOutcome};
 use vm_memory::GuestMemoryMmap;
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x57];
@@ -29,24 +28,13 @@ const VM_TIMEOUT: Duration = Duration::from_secs(30);
 fn run(name: &str, code: &Code, net: NetConfig) -> (RunReport, String) {
     let path = temp_file(name, &pvh_elf_with_data(&code.0, &[]));
     let serial = Captured::default();
-    let report = run_vm(VmConfig {
-        mem_bytes: 64 << 20,
-        cpus: 1,
-        boot: BootSpec {
-            kernel: path.clone(),
-            initrd: None,
-            cmdline: String::new(),
-            cpus: 1,
-        },
-        hidden: HiddenFeatures::parse("").unwrap(),
-        serial_out: Box::new(serial.clone()),
-        net: Some(net),
-        pin_vcpu: None,
-        pin_io: None,
-        handle_signals: false,
-        timeout: Some(VM_TIMEOUT),
-        stop_check: None,
-    })
+    let report = run_vm(common::vm_config(
+        path.clone(),
+        "",
+        &serial,
+        Some(net),
+        VM_TIMEOUT,
+    ))
     .expect("VM runs");
     std::fs::remove_file(path).unwrap();
     (report, serial.text())

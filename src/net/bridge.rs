@@ -284,8 +284,7 @@ impl Bridge {
         let name = tap_ifname(pid, idx);
         let tap = TapBackend::open(&TapConfig::new(name.clone(), None))?;
         port::disable_ipv6(&name)?;
-        let mtu = nic::mtu(nic_name)?.to_string();
-        port::ip(&["link", "set", "dev", &name, "mtu", &mtu])?;
+        super::netlink::Netlink::open()?.set_mtu(&name, nic::mtu(nic_name)?)?;
         let tap_ifindex = nic::ifindex(&name)?;
 
         let mut links = Vec::with_capacity(3);

@@ -43,6 +43,7 @@ pub mod learn;
 pub mod liblog;
 pub mod local;
 pub mod names;
+pub mod netlink;
 pub mod netns;
 pub mod nic;
 pub mod owner;
@@ -318,6 +319,8 @@ pub enum NetError {
     InvalidConfig(String),
     #[error(transparent)]
     Name(#[from] names::NameError),
+    #[error(transparent)]
+    Netlink(#[from] netlink::NetlinkError),
     #[error("{path} is {why}: a local user could plant or replace lancet's pins there; remove it (as root) and run again")]
     UntrustedDir { path: String, why: String },
     #[error("{context}: {source}")]

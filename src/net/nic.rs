@@ -8,7 +8,10 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-use super::NetError;
+use super::{
+    netlink::{Netlink, NetlinkError},
+    NetError,
+};
 
 /// `SIOCBRADDIF`: add an interface (by index) to a bridge. Not exported by libc for Linux.
 const SIOCBRADDIF: libc::c_ulong = 0x89a2;
@@ -290,7 +293,7 @@ impl LinkProbe {
     }
 }
 
-/// What `ip -d -j link show` says about an interface that the ioctls above cannot tell.
+/// What rtnetlink says about an interface that the ioctls above cannot tell.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LinkInfo {
     /// The link kind (`bridge`, `veth`, `tun`, ...); `None` for a plain physical NIC.
@@ -301,34 +304,20 @@ pub struct LinkInfo {
     pub promiscuity: u64,
 }
 
-/// Kind, master and promiscuity of `ifname` in the calling thread's namespace (runs iproute2's
-/// `ip`, which inherits the thread's network namespace).
+/// Kind, master and promiscuity of `ifname` in the calling thread's namespace (through
+/// rtnetlink).
 pub fn link_info(ifname: &str) -> Result<LinkInfo, NetError> {
-    ifindex(ifname)?;
-    let out = std::process::Command::new("ip")
-        .args(["-d", "-j", "link", "show", "dev", ifname])
-        .output()
-        .map_err(|e| NetError::io("running `ip` (install iproute2)", e))?;
-    let bad = |what: &str| {
-        NetError::io(
-            format!("reading link details of {ifname:?}"),
-            io::Error::other(what.to_string()),
-        )
-    };
-    if !out.status.success() {
-        return Err(bad(String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    let json: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| bad(&e.to_string()))?;
-    let link = json.get(0).ok_or_else(|| bad("empty output"))?;
-    let text =
-        |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_str).map(str::to_string);
+    let netlink = Netlink::open()?;
+    let link = netlink.link(ifname).map_err(|e| match e {
+        NetlinkError::NoSuchLink { .. } => NetError::InterfaceNotFound {
+            ifname: ifname.to_string(),
+        },
+        e => e.into(),
+    })?;
+    let master = link.master.map(|m| netlink.name_of(m)).transpose()?;
     Ok(LinkInfo {
-        kind: text(link.get("linkinfo").and_then(|l| l.get("info_kind"))),
-        master: text(link.get("master")),
-        promiscuity: link
-            .get("promiscuity")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0),
+        kind: link.kind,
+        master,
+        promiscuity: u64::from(link.promiscuity),
     })
 }

@@ -23,7 +23,6 @@ use std::{
     io,
     mem::MaybeUninit,
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
-    process::Command,
 };
 
 use libbpf_rs::{
@@ -33,6 +32,7 @@ use libbpf_rs::{
 
 use super::{
     abi::{percpu_u64_sum, port_drop, port_skel::PortSkelBuilder},
+    netlink::{Netlink, Netns, VethOptions},
     nic,
     steer::{create_link, XdpMode, VETH_NATIVE_XDP_MAX_MTU},
     NetError,
@@ -60,22 +60,6 @@ pub fn peer_ifname(pid: u32, slot: u32) -> String {
     format!("lt-p{pid}n{slot}b")
 }
 
-pub(super) fn ip(args: &[&str]) -> Result<(), NetError> {
-    let out = Command::new("ip").args(args).output().map_err(|e| {
-        NetError::io(
-            "running `ip` (install iproute2) to manage a VM's veth port",
-            e,
-        )
-    })?;
-    if !out.status.success() {
-        return Err(NetError::io(
-            format!("`ip {}`", args.join(" ")),
-            io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        ));
-    }
-    Ok(())
-}
-
 pub(super) fn disable_ipv6(ifname: &str) -> Result<(), NetError> {
     let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
     match std::fs::write(&path, "1") {
@@ -98,7 +82,7 @@ fn bpf_err(context: &str) -> impl FnOnce(libbpf_rs::Error) -> NetError + '_ {
 pub struct VethPort {
     port: String,
     /// The network namespace the pair lives in (drop may run on a thread in another one).
-    netns: std::fs::File,
+    netns: Netns,
     peer_ifindex: u32,
     xsk: MapHandle,
     drops: MapHandle,
@@ -114,16 +98,18 @@ impl VethPort {
     pub fn create(nic_name: &str, slot: u32, token: u32) -> Result<Self, NetError> {
         let (port, peer) = (port_ifname(token, slot), peer_ifname(token, slot));
         let nic_index = nic::ifindex(nic_name)?;
-        let mtu = nic::mtu(nic_name)?.to_string();
+        let mtu = nic::mtu(nic_name)?;
+        let netlink = Netlink::open()?;
         // A pair of this name can only be left by a dead VM that had this token.
-        if nic::ifindex(&port).is_ok() {
-            ip(&["link", "del", &port])?;
+        if netlink.exists(&port)? {
+            netlink.delete(&port)?;
         }
-        let netns = std::fs::File::open("/proc/thread-self/ns/net")
-            .map_err(|e| NetError::io("opening the calling thread's network namespace", e))?;
-        ip(&[
-            "link", "add", &port, "mtu", &mtu, "type", "veth", "peer", "name", &peer, "mtu", &mtu,
-        ])?;
+        let netns = Netns::current()?;
+        let veth = VethOptions {
+            mtu: Some(mtu),
+            ..Default::default()
+        };
+        netlink.add_veth(&port, &peer, &veth)?;
         // From here on the guard deletes the pair on every error path.
         let mut guard = PairGuard(Some(port.clone()));
         for end in [&port, &peer] {
@@ -225,35 +211,24 @@ impl VethPort {
     /// thread's namespace), if it is still there.
     pub fn remove_stale(pid: u32, slot: u32) {
         let port = port_ifname(pid, slot);
-        if nic::ifindex(&port).is_ok() {
-            if let Err(e) = ip(&["link", "del", &port]) {
-                tracing::warn!(error = %e, port, "removing a stale veth port");
+        let removed = Netlink::open().and_then(|netlink| {
+            if netlink.exists(&port)? {
+                netlink.delete(&port)?;
             }
+            Ok(())
+        });
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, port, "removing a stale veth port");
         }
     }
 }
 
 impl Drop for VethPort {
     fn drop(&mut self) {
-        // `ip` runs in the namespace of the thread that starts it: use a helper thread that
-        // enters the pair's namespace, leaving the caller's thread where it is.
-        let port = self.port.clone();
-        let netns = self.netns.try_clone();
-        let removed = std::thread::spawn(move || -> Result<(), NetError> {
-            let netns = netns.map_err(|e| NetError::io("duplicating the namespace fd", e))?;
-            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-                NetError::io(
-                    "entering the veth port's network namespace",
-                    io::Error::from(e),
-                )
-            })?;
-            ip(&["link", "del", &port])
-        })
-        .join();
-        match removed {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, port = %self.port, "removing the veth port"),
-            Err(_) => tracing::warn!(port = %self.port, "removing the veth port: helper panicked"),
+        // The socket is made inside the pair's namespace; the caller's thread stays where it is.
+        let removed = Netlink::open_in(&self.netns).and_then(|netlink| netlink.delete(&self.port));
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, port = %self.port, "removing the veth port");
         }
     }
 }
@@ -271,7 +246,7 @@ impl PairGuard {
 impl Drop for PairGuard {
     fn drop(&mut self) {
         if let Some(port) = &self.0 {
-            let _ = ip(&["link", "del", port]);
+            let _ = Netlink::open().and_then(|netlink| netlink.delete(port));
         }
     }
 }

@@ -5,9 +5,9 @@
 //! veth pair in two `lt-*` namespaces (removed on drop, also on error), [`run_rtt`] is the echo
 //! client. Everything it prints comes from the running VM and the peer's own tools.
 
+use crate::net::netlink::Netns;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::frame::MacAddr;
@@ -89,19 +89,10 @@ pub fn run_demo(args: &DemoArgs) -> Result<(), BenchError> {
     );
 
     println!("\n== ping from the peer namespace");
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ep.peer_netns,
-            "ping",
-            "-c",
-            PINGS,
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-        ])
+    let ping = Netns::named(&ep.peer_netns)
+        .and_then(|ns| ns.command("ping"))
+        .map_err(|e| BenchError::Setup(e.to_string()))?
+        .args(["-c", PINGS, "-i", "0.2", "-W", "2"])
         .arg(ep.dut_ip.to_string())
         .output()
         .map_err(|e| BenchError::Setup(format!("cannot run ping (install iputils-ping): {e}")))?;

@@ -25,6 +25,9 @@ use std::{
 
 use nix::sched::{setns, CloneFlags};
 
+use crate::net::netlink::{Netlink, NetlinkError, Netns, VethOptions};
+use crate::net::{TapBackend, TapConfig, XdpBackend, XdpConfig, XdpMode};
+
 /// Which namespace of a testbed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -37,12 +40,12 @@ pub enum Side {
 /// Errors of the testbed.
 #[derive(Debug, thiserror::Error)]
 pub enum TestbedError {
-    #[error("`{cmd}` failed: {stderr} (testbeds need root and iproute2)")]
-    Command { cmd: String, stderr: String },
     #[error("{context}: {source} (testbeds need root)")]
     Io { context: String, source: io::Error },
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> TestbedError {
@@ -93,7 +96,7 @@ fn sweep_stale() {
             continue;
         }
         for ns in [host_ns.as_str(), peer_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            let _ = Netns::delete(ns);
         }
         let _ = std::fs::remove_file(entry.path());
     }
@@ -148,66 +151,33 @@ impl Testbed {
         std::fs::write(format!("{MARKER_DIR}/{}", bed.host_ns), marker)
             .map_err(io_err("writing the testbed marker"))?;
         // From here on, Drop removes whatever was created.
-        bed.ip(&["netns", "add", &bed.host_ns])?;
-        bed.ip(&["netns", "add", &bed.peer_ns])?;
-        let (h, p) = (bed.host_ns.clone(), bed.peer_ns.clone());
-        let mut link_add = vec![
-            "-n",
-            &h,
-            "link",
-            "add",
+        let host = Netns::create(&bed.host_ns)?;
+        let peer = Netns::create(&bed.peer_ns)?;
+        let (h, p) = (Netlink::open_in(&host)?, Netlink::open_in(&peer)?);
+        h.add_veth(
             Self::NIC,
-            "type",
-            "veth",
-            "peer",
-            "name",
             Self::PEER_NIC,
-            "netns",
-            &p,
-        ];
-        let queues = cfg.queues.map(|q| q.to_string());
-        if let Some(q) = &queues {
-            // Options of the peer end follow its name; those of the NIC end precede `type`.
-            link_add.extend(["numrxqueues", q, "numtxqueues", q]);
-            link_add.splice(5..5, ["numrxqueues", q, "numtxqueues", q]);
-        }
-        bed.ip(&link_add)?;
-        let mtu = cfg.mtu.unwrap_or(1500).to_string();
-        bed.ip(&["-n", &h, "link", "set", Self::NIC, "mtu", &mtu])?;
-        bed.ip(&["-n", &p, "link", "set", Self::PEER_NIC, "mtu", &mtu])?;
-        for side in [Side::Host, Side::Peer] {
+            &VethOptions {
+                mtu: Some(cfg.mtu.unwrap_or(1500)),
+                queues: cfg.queues,
+                peer_netns: Some(&peer),
+            },
+        )?;
+        for (side, netlink) in [(Side::Host, &h), (Side::Peer, &p)] {
             bed.disable_ipv6(side)?;
-            bed.ip(&["-n", bed.ns_name(side), "link", "set", "lo", "up"])?;
+            netlink.set_up("lo")?;
         }
-        let host_cidr = format!("{}/{}", Self::HOST_IP, Self::PREFIX_LEN);
-        let peer_cidr = format!("{}/{}", Self::PEER_IP, Self::PREFIX_LEN);
         if cfg.with_bridge {
-            bed.ip(&[
-                "-n",
-                &h,
-                "link",
-                "add",
-                Self::BRIDGE,
-                "type",
-                "bridge",
-                "stp_state",
-                "0",
-                "forward_delay",
-                "0",
-                // No multicast snooping: else the bridge joins 224.0.0.106 and its IGMP reports
-                // are flooded to every port, the TAP included (noise in frame counts).
-                "mcast_snooping",
-                "0",
-            ])?;
-            bed.ip(&["-n", &h, "link", "set", Self::NIC, "master", Self::BRIDGE])?;
-            bed.ip(&["-n", &h, "addr", "add", &host_cidr, "dev", Self::BRIDGE])?;
-            bed.ip(&["-n", &h, "link", "set", Self::BRIDGE, "up"])?;
+            h.add_quiet_bridge(Self::BRIDGE)?;
+            h.set_master(Self::NIC, Self::BRIDGE)?;
+            h.add_address(Self::BRIDGE, Self::HOST_IP, Self::PREFIX_LEN)?;
+            h.set_up(Self::BRIDGE)?;
         } else {
-            bed.ip(&["-n", &h, "addr", "add", &host_cidr, "dev", Self::NIC])?;
+            h.add_address(Self::NIC, Self::HOST_IP, Self::PREFIX_LEN)?;
         }
-        bed.ip(&["-n", &h, "link", "set", Self::NIC, "up"])?;
-        bed.ip(&["-n", &p, "addr", "add", &peer_cidr, "dev", Self::PEER_NIC])?;
-        bed.ip(&["-n", &p, "link", "set", Self::PEER_NIC, "up"])?;
+        h.set_up(Self::NIC)?;
+        p.add_address(Self::PEER_NIC, Self::PEER_IP, Self::PREFIX_LEN)?;
+        p.set_up(Self::PEER_NIC)?;
         Ok(bed)
     }
 
@@ -285,18 +255,29 @@ impl Testbed {
         Ok(crate::net::nic::link_info(ifname)?.promiscuity)
     }
 
-    fn ip(&self, args: &[&str]) -> Result<(), TestbedError> {
-        let out = Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(io_err("running ip (install iproute2)"))?;
-        if !out.status.success() {
-            return Err(TestbedError::Command {
-                cmd: format!("ip {}", args.join(" ")),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
+    /// The TAP backend on [`Testbed::TAP`] as a port of [`Testbed::BRIDGE`] (a `with_bridge`
+    /// testbed), opened in the host namespace.
+    pub fn open_tap(&self) -> Result<TapBackend, TestbedError> {
+        let _in_host = self.enter_host()?;
+        Ok(TapBackend::open(&TapConfig::new(
+            Self::TAP,
+            Some(Self::BRIDGE),
+        ))?)
+    }
+
+    /// The AF_XDP backend on [`Testbed::NIC`] for [`Testbed::VM_MAC`] in native mode, opened in the
+    /// host namespace; `edit` adjusts the config first.
+    pub fn open_xdp(&self, edit: impl FnOnce(&mut XdpConfig)) -> Result<XdpBackend, TestbedError> {
+        let _in_host = self.enter_host()?;
+        let mut cfg = XdpConfig::new(Self::NIC, Self::VM_MAC);
+        cfg.mode = XdpMode::Native;
+        edit(&mut cfg);
+        Ok(XdpBackend::open(&cfg)?)
+    }
+
+    /// An rtnetlink socket inside a namespace (for links and addresses the test adds itself).
+    pub fn netlink(&self, side: Side) -> Result<Netlink, TestbedError> {
+        Ok(Netlink::open_named(self.ns_name(side))?)
     }
 
     /// No IPv6 in the testbed: keeps router solicitations and MLD reports off the wire.
@@ -320,7 +301,7 @@ impl Drop for Testbed {
         // Deleting a namespace destroys every interface in it (veth pair, bridge, TAP). A process
         // still inside keeps it alive until it exits; the name is gone either way.
         for ns in [&self.host_ns, &self.peer_ns] {
-            if let Err(e) = self.ip(&["netns", "del", ns]) {
+            if let Err(e) = Netns::delete(ns) {
                 tracing::warn!(error = %e, "testbed cleanup");
             }
         }

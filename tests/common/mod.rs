@@ -546,6 +546,36 @@ pub fn test_guest_elf() -> PathBuf {
     path
 }
 
+/// A one-vCPU, 64 MiB VM booting `kernel` with `cmdline`, nothing hidden, its console captured in
+/// `serial`, the network `net`, stopped after `timeout`; unpinned, no signal handling, no stop
+/// check (set `stop_check` with struct update syntax).
+pub fn vm_config(
+    kernel: PathBuf,
+    cmdline: &str,
+    serial: &Captured,
+    net: Option<lancet::vmm::NetConfig>,
+    timeout: std::time::Duration,
+) -> lancet::vmm::VmConfig {
+    lancet::vmm::VmConfig {
+        mem_bytes: 64 << 20,
+        cpus: 1,
+        boot: lancet::vmm::boot::BootSpec {
+            kernel,
+            initrd: None,
+            cmdline: cmdline.to_string(),
+            cpus: 1,
+        },
+        hidden: lancet::vmm::HiddenFeatures::parse("").unwrap(),
+        serial_out: Box::new(serial.clone()),
+        net,
+        pin_vcpu: None,
+        pin_io: None,
+        handle_signals: false,
+        timeout: Some(timeout),
+        stop_check: None,
+    }
+}
+
 /// The VM's network as the tests run it: the Lance with `mac` (link up) on `backend`, default
 /// I/O thread tuning, TX walked inline on the vCPU thread or handed to the I/O thread.
 pub fn lance_net(

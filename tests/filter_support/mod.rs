@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lancet::net::{Backend, XdpBackend, XdpConfig, XdpMode};
+use lancet::net::{Backend, XdpBackend, XdpConfig};
 use lancet::tools::testbed::{RawSocket, Side, Testbed, TestbedConfig};
 
 /// The VM name the tests register.
@@ -47,15 +47,13 @@ pub fn bed(prefix: &str, edit: impl FnOnce(&mut XdpConfig)) -> Bed {
         ..Default::default()
     })
     .unwrap();
-    let backend = {
-        let _in_host = bed.enter_host().unwrap();
-        let mut cfg = XdpConfig::new(Testbed::NIC, Testbed::VM_MAC);
-        cfg.vm_ip = Some(Testbed::VM_IP);
-        cfg.mode = XdpMode::Native;
-        cfg.vm_name = Some(VM.into());
-        edit(&mut cfg);
-        XdpBackend::open(&cfg).unwrap()
-    };
+    let backend = bed
+        .open_xdp(|cfg| {
+            cfg.vm_ip = Some(Testbed::VM_IP);
+            cfg.vm_name = Some(VM.into());
+            edit(cfg);
+        })
+        .unwrap();
     let peer = bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap();
     let host = bed.raw_socket(Side::Host, Testbed::NIC).unwrap();
     let peer_mac = bed.mac_of(Side::Peer, Testbed::PEER_NIC).unwrap();
@@ -166,17 +164,20 @@ pub fn seq_of(frame: &[u8]) -> Option<u64> {
     ))
 }
 
-/// Receive from the backend until `n` test frames with sequence numbers arrived or `wait` passed.
-pub fn vm_receive(backend: &mut XdpBackend, n: usize, wait: Duration) -> Vec<u64> {
+/// What `pick` finds in the frames `backend` receives within `wait` (stops early at `n`); TX
+/// completions are reaped meanwhile, as the VMM's I/O loop does.
+pub fn backend_collect<T>(
+    backend: &mut dyn Backend,
+    n: usize,
+    wait: Duration,
+    pick: impl Fn(&[u8]) -> Option<T>,
+) -> Vec<T> {
     let deadline = Instant::now() + wait;
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < deadline {
+        backend.reap();
         backend
-            .recv_batch(64, &mut |f| {
-                if let Some(s) = seq_of(f) {
-                    got.push(s);
-                }
-            })
+            .recv_batch(64, &mut |f| got.extend(pick(f)))
             .unwrap();
         if got.len() < n {
             std::thread::sleep(Duration::from_millis(1));
@@ -185,8 +186,13 @@ pub fn vm_receive(backend: &mut XdpBackend, n: usize, wait: Duration) -> Vec<u64
     got
 }
 
-/// Test frames a raw socket sees within `wait`.
-pub fn sock_receive(sock: &RawSocket, n: usize, wait: Duration) -> Vec<u64> {
+/// What `pick` finds in the frames a raw socket sees within `wait` (stops early at `n`).
+pub fn sock_collect<T>(
+    sock: &RawSocket,
+    n: usize,
+    wait: Duration,
+    pick: impl Fn(&[u8]) -> Option<T>,
+) -> Vec<T> {
     let deadline = Instant::now() + wait;
     let mut got = Vec::new();
     let mut buf = vec![0u8; 4096];
@@ -196,15 +202,40 @@ pub fn sock_receive(sock: &RawSocket, n: usize, wait: Duration) -> Vec<u64> {
             break;
         }
         match sock.recv(&mut buf, left).unwrap() {
-            Some(len) => {
-                if let Some(s) = seq_of(&buf[..len]) {
-                    got.push(s);
-                }
-            }
+            Some(len) => got.extend(pick(&buf[..len])),
             None => break,
         }
     }
     got
+}
+
+/// Receive from the backend until `n` test frames with sequence numbers arrived or `wait` passed.
+pub fn vm_receive(backend: &mut XdpBackend, n: usize, wait: Duration) -> Vec<u64> {
+    backend_collect(backend, n, wait, seq_of)
+}
+
+/// Test frames a raw socket sees within `wait`.
+pub fn sock_receive(sock: &RawSocket, n: usize, wait: Duration) -> Vec<u64> {
+    sock_collect(sock, n, wait, seq_of)
+}
+
+/// Targets of the ARP requests a backend receives within `wait`.
+pub fn arp_targets(backend: &mut dyn Backend, wait: Duration) -> Vec<std::net::Ipv4Addr> {
+    backend_collect(
+        backend,
+        usize::MAX,
+        wait,
+        lancet::tools::testbed::frames::arp_target,
+    )
+}
+
+/// What `ip neigh show IP` prints in one namespace of `bed` (the kernel's neighbour entry, as a
+/// user would look it up).
+pub fn neighbour(bed: &Testbed, side: Side, ip: std::net::Ipv4Addr) -> String {
+    let out = bed
+        .run_in(side, &["ip", "neigh", "show", &ip.to_string()])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Drain whatever is queued on a raw socket.

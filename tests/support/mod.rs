@@ -2,5 +2,8 @@
 //! for the interrupt line and the backend. Include with `mod support;` from a test file.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod guarded;
 pub mod pcnet32;
+pub mod tap_bed;
+pub mod victim;

@@ -2,7 +2,6 @@
 //! (bounded by count and time, optional pacing) and a counter that receives with `recvmmsg` and
 //! counts frames matching a filter. Both work in the calling thread's network namespace.
 
-use std::ffi::CString;
 use std::io;
 use std::mem;
 use std::net::Ipv4Addr;
@@ -27,23 +26,9 @@ const RX_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// `sll_pkttype` of frames this host sent (seen by ETH_P_ALL sockets; never counted).
 const PACKET_OUTGOING: u8 = 4;
 
-fn ifindex(ifname: &str) -> Result<u32, BenchError> {
-    let name = CString::new(ifname)
-        .map_err(|_| BenchError::Config(format!("interface name {ifname:?} contains NUL")))?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        return Err(BenchError::Setup(format!(
-            "no interface {ifname} in this network namespace: {}",
-            io::Error::last_os_error()
-        )));
-    }
-    Ok(index)
-}
-
 /// Open an AF_PACKET raw socket bound to `ifname` receiving `protocol` (network order; 0: none).
 fn packet_socket(ifname: &str, protocol: u16) -> Result<OwnedFd, BenchError> {
-    let index = ifindex(ifname)?;
+    let index = crate::net::nic::ifindex(ifname).map_err(|e| BenchError::Setup(e.to_string()))?;
     // SAFETY: plain socket(2) call; the result is checked before use.
     let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(protocol)) };
     if raw < 0 {

@@ -3,11 +3,12 @@
 //! reading interface counters.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 use std::thread;
 
 use super::packet::Mac;
 use super::BenchError;
+pub use crate::net::netlink::LinkCounters;
+use crate::net::netlink::{add_persistent_tap, Netlink, Netns};
 use crate::tools::testbed::{Side, Testbed, TestbedConfig};
 
 /// One end of the veth pair: its namespace, interface and addresses.
@@ -43,22 +44,6 @@ impl VethPairNetns {
             dut_ip: self.a.ip,
             echo_port: super::packet::ECHO_PORT,
         }
-    }
-}
-
-fn ip_cmd(args: &[&str]) -> Result<(), BenchError> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| BenchError::Setup(format!("cannot run `ip` (install iproute2): {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(BenchError::Setup(format!(
-            "`ip {}` failed: {} (are you root?)",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
     }
 }
 
@@ -99,6 +84,18 @@ impl VethPairNetns {
         Ok(VethPairNetns { a, b, bed })
     }
 
+    /// A UDP flow from end `a` to the discard port of end `b` (source port 40000).
+    pub fn discard_flow_a_to_b(&self) -> super::packet::UdpFlow {
+        super::packet::UdpFlow {
+            src_mac: self.a.mac,
+            dst_mac: self.b.mac,
+            src_ip: self.a.ip,
+            dst_ip: self.b.ip,
+            src_port: 40000,
+            dst_port: super::packet::DISCARD_PORT,
+        }
+    }
+
     /// The bridge of a [`VethPairNetns::create_bridged`] pair.
     pub fn bridge(&self) -> Option<&'static str> {
         self.bed.has_bridge().then_some(Testbed::BRIDGE)
@@ -112,46 +109,22 @@ impl VethPairNetns {
                 "a TAP needs a bridged testbed (VethPairNetns::create_bridged)".into(),
             )
         })?;
-        let ns = self.a.netns.as_str();
         let tap = Testbed::TAP;
-        ip_cmd(&["-n", ns, "tuntap", "add", "dev", tap, "mode", "tap"])?;
-        ip_cmd(&["-n", ns, "link", "set", tap, "master", bridge])?;
-        ip_cmd(&["-n", ns, "link", "set", tap, "up"])?;
+        let netns = Netns::named(&self.a.netns).map_err(setup_err)?;
+        netns.run(|| add_persistent_tap(tap)).map_err(setup_err)?;
+        let netlink = Netlink::open_in(&netns).map_err(setup_err)?;
+        netlink.set_master(tap, bridge).map_err(setup_err)?;
+        netlink.set_up(tap).map_err(setup_err)?;
         Ok(tap.to_string())
     }
 }
 
-/// Counters of one interface as the kernel keeps them (`ip -s link`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LinkCounters {
-    pub rx_packets: u64,
-    pub rx_dropped: u64,
-    pub tx_packets: u64,
-    pub tx_dropped: u64,
-}
-
-/// Read `ifname`'s counters inside `netns` (through `ip -j -s link show`).
+/// Read `ifname`'s counters inside `netns` (through rtnetlink).
 pub fn link_counters(netns: &str, ifname: &str) -> Result<LinkCounters, BenchError> {
-    let out = Command::new("ip")
-        .args(["-n", netns, "-j", "-s", "link", "show", "dev", ifname])
-        .output()
-        .map_err(|e| BenchError::Setup(format!("cannot run `ip` (install iproute2): {e}")))?;
-    if !out.status.success() {
-        return Err(BenchError::Io(format!(
-            "reading counters of {ifname} in {netns}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| BenchError::Io(format!("parsing `ip -j -s link` output: {e}")))?;
-    let stats = &parsed[0]["stats64"];
-    let get = |dir: &str, key: &str| stats[dir][key].as_u64().unwrap_or(0);
-    Ok(LinkCounters {
-        rx_packets: get("rx", "packets"),
-        rx_dropped: get("rx", "dropped"),
-        tx_packets: get("tx", "packets"),
-        tx_dropped: get("tx", "dropped"),
-    })
+    let link = Netlink::open_named(netns)
+        .and_then(|netlink| netlink.link(ifname))
+        .map_err(|e| BenchError::Io(format!("reading counters of {ifname} in {netns}: {e}")))?;
+    Ok(link.counters)
 }
 
 /// Move the calling thread into the named network namespace ([`crate::net::netns::enter_netns`],
@@ -197,15 +170,17 @@ pub struct TxChecksumOffloadOff {
 }
 
 fn ethtool_tx(netns: &str, ifname: &str, state: &str) -> Result<(), BenchError> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "ethtool", "-K", ifname, "tx", state])
+    let out = Netns::named(netns)
+        .and_then(|ns| ns.command("ethtool"))
+        .map_err(setup_err)?
+        .args(["-K", ifname, "tx", state])
         .output()
-        .map_err(|e| BenchError::Setup(format!("cannot run `ip netns exec`: {e}")))?;
+        .map_err(|e| BenchError::Setup(format!("cannot run ethtool (install ethtool): {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(BenchError::Setup(format!(
-            "`ethtool -K {ifname} tx {state}` in {netns} failed: {} (install ethtool)",
+            "`ethtool -K {ifname} tx {state}` in {netns} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }

@@ -4,7 +4,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use super::packet::{Mac, ECHO_PORT};
 use super::qemu_cpu::qemu_cpu_model;
 use super::report::{DropCount, Pinning};
 use super::{BenchError, Endpoint, GuestMode, PathRunner, PathStats, Role, RunningPath};
+use crate::net::netlink::{NetlinkError, Netns};
 
 /// The QEMU binary looked up in PATH.
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
@@ -152,21 +152,26 @@ impl PathRunner for QemuTapRunner {
         let endpoint = self.prepare(mode)?;
         let settings = self.settings.clone();
         let (pair, tap) = self.testbed()?;
+        let setup = |e: NetlinkError| BenchError::Setup(e.to_string());
         let netns = pair.a.netns.clone();
         let tap = tap.clone();
         let cmdline = guest_cmdline(mode, role, endpoint.peer_ip);
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &netns]);
-        if let Some(cpu) = settings.cpu {
-            command.args(["taskset", "-c", &cpu.to_string()]);
-        }
+        // QEMU runs in the host namespace of the testbed, where its TAP is.
+        let ns = Netns::named(&netns).map_err(setup)?;
+        let mut command = match settings.cpu {
+            Some(cpu) => {
+                let mut taskset = ns.command("taskset").map_err(setup)?;
+                taskset.args(["-c", &cpu.to_string(), QEMU_BINARY]);
+                taskset
+            }
+            None => ns.command(QEMU_BINARY).map_err(setup)?,
+        };
         let cpu = qemu_cpu_model().map_err(|e| BenchError::Path {
             path: "qemu_tap".into(),
             reason: e.to_string(),
         })?;
         let mac = crate::frame::MacAddr(GUEST_MAC).to_string();
         command
-            .arg(QEMU_BINARY)
             .args([
                 "-enable-kvm",
                 "-M",

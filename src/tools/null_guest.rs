@@ -1,11 +1,9 @@
-//! A "null guest" for the backend tests and benchmarks: a minimal in-process driver that programs
+//! A "null guest" for the backend tests and `benches/net_bench.rs`: a minimal in-process driver that programs
 //! the Lance model the way Linux pcnet32 does (WIO register access, SWSTYLE 2, 32-bit descriptors),
 //! polls the rings instead of taking interrupts, and connects the model to a backend the way the
 //! VMM's I/O thread does (`rx_room` -> `recv_batch` -> `receive`; TDMD -> `transmit`).
 
-#![allow(dead_code)]
-
-use lancet::lance::{
+use crate::lance::{
     pci::{COMMAND_BUS_MASTER, COMMAND_IO, COMMAND_MEM},
     regs::{
         CSR0_IDON, CSR0_INIT, CSR0_STRT, CSR0_TDMD, CSR_IADR_HI, CSR_IADR_LO, CSR_STATUS, RDP,
@@ -13,8 +11,8 @@ use lancet::lance::{
     },
     IrqLine, Lance, TxReport,
 };
-use lancet::net::Backend;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use crate::net::{Backend, NetError};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap};
 
 /// The interrupt line of a polling guest: ignored.
 pub struct NoIrq;
@@ -60,7 +58,8 @@ impl NullGuest {
     /// A started chip with `rx_log2`/`tx_log2` ring sizes (Linux pcnet32: 5 and 4) and every RX
     /// descriptor owned by the chip.
     pub fn new(mac: [u8; 6], rx_log2: u8, tx_log2: u8) -> Self {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)])
+            .expect("the null guest's own memory");
         let mut lance = Lance::new(mac, NoIrq);
         let command = COMMAND_IO | COMMAND_MEM | COMMAND_BUS_MASTER;
         lance.pci_config_write(PCI_COMMAND, &command.to_le_bytes());
@@ -84,7 +83,9 @@ impl NullGuest {
         ib[4..10].copy_from_slice(&mac);
         ib[20..24].copy_from_slice(&(RX_RING as u32).to_le_bytes());
         ib[24..28].copy_from_slice(&(TX_RING as u32).to_le_bytes());
-        g.mem.write_slice(&ib, GuestAddress(INIT_BLOCK)).unwrap();
+        g.mem
+            .write_slice(&ib, GuestAddress(INIT_BLOCK))
+            .expect("the null guest's own memory");
         for i in 0..g.rx_len {
             g.give_rx(i);
         }
@@ -112,14 +113,18 @@ impl NullGuest {
     }
 
     fn read_u32(&self, addr: u64) -> u32 {
-        self.mem.read_obj::<u32>(GuestAddress(addr)).unwrap()
+        self.mem
+            .read_obj::<u32>(GuestAddress(addr))
+            .expect("the null guest's own memory")
     }
 
     fn write_u32(&self, addr: u64, v: u32) {
-        self.mem.write_obj(v, GuestAddress(addr)).unwrap()
+        self.mem
+            .write_obj(v, GuestAddress(addr))
+            .expect("the null guest's own memory")
     }
 
-    fn csr_write(&mut self, csr: u16, value: u16) -> lancet::lance::RegEffect {
+    fn csr_write(&mut self, csr: u16, value: u16) -> crate::lance::RegEffect {
         self.lance.write(&self.mem, WIO_RAP, &csr.to_le_bytes());
         self.lance.write(&self.mem, RDP, &value.to_le_bytes())
     }
@@ -161,7 +166,7 @@ impl NullGuest {
                 let len = mcnt.saturating_sub(FCS_LEN).min(buf.len());
                 self.mem
                     .read_slice(&mut buf[..len], GuestAddress(self.rx_buf(self.rx_next)))
-                    .unwrap();
+                    .expect("the null guest's own memory");
                 f(&buf[..len]);
             }
             self.give_rx(self.rx_next);
@@ -193,7 +198,7 @@ impl NullGuest {
         let d = TX_RING + u64::from(i) * DESC_SIZE;
         self.mem
             .write_slice(frame, GuestAddress(self.tx_buf(i)))
-            .unwrap();
+            .expect("the null guest's own memory");
         self.write_u32(d + 8, 0);
         let bcnt = (frame.len() as u32).wrapping_neg() & BCNT_MASK;
         self.write_u32(d + 4, OWN | STP | ENP | ONES | bcnt);
@@ -213,17 +218,25 @@ impl NullGuest {
     }
 
     /// The VMM's RX step: move as many frames from the backend into the guest ring as it has room
-    /// for; the rest stay queued in the backend.
+    /// for ([`pump_rx`]); the rest stay queued in the backend.
     pub fn pump_rx(&mut self, backend: &mut dyn Backend) -> usize {
-        let room = self.lance.rx_room(&self.mem);
-        if room == 0 {
-            return 0;
-        }
-        let (lance, mem) = (&mut self.lance, &self.mem);
-        backend
-            .recv_batch(room, &mut |f| {
-                lance.receive(mem, f);
-            })
-            .unwrap_or(0)
+        pump_rx(&mut self.lance, &self.mem, backend).unwrap_or(0)
     }
+}
+
+/// The VMM's RX pump as the tests and benchmarks drive it: as many frames from `backend` into the
+/// chip's receive ring as it has free descriptors for (`rx_room` -> `recv_batch` -> `receive`);
+/// the rest stay queued in the backend. Returns how many frames moved.
+pub fn pump_rx<I: IrqLine, M: GuestMemory>(
+    lance: &mut Lance<I>,
+    mem: &M,
+    backend: &mut dyn Backend,
+) -> Result<usize, NetError> {
+    let room = lance.rx_room(mem);
+    if room == 0 {
+        return Ok(0);
+    }
+    backend.recv_batch(room, &mut |f| {
+        lance.receive(mem, f);
+    })
 }
