@@ -217,50 +217,43 @@ impl Registration {
         }
     }
 
-    /// Steer ARP requests for `ip` to this VM; refused when a running VM has it. Takes the pin
-    /// directory lock (for addresses learned while the VM runs).
-    pub fn add_ipv4(&mut self, ip: Ipv4Addr) -> Result<(), NetError> {
+    /// Steer ARP requests (IPv4) or neighbour solicitations (IPv6) for `ip` to this VM; refused
+    /// when a running VM has it. Takes the pin directory lock (for addresses learned while the VM
+    /// runs).
+    pub fn add_ip(&mut self, ip: IpAddr) -> Result<(), NetError> {
         let _lock = self.lock()?;
-        self.add_ipv4_locked(ip)
+        self.add_ip_locked(ip)
     }
 
-    /// Steer neighbour solicitations for `ip` to this VM; refused when a running VM has it.
-    pub fn add_ipv6(&mut self, ip: Ipv6Addr) -> Result<(), NetError> {
-        let _lock = self.lock()?;
-        self.add_ipv6_locked(ip)
-    }
-
-    /// [`Registration::add_ipv4`] for a caller that holds the pin directory lock.
-    pub fn add_ipv4_locked(&mut self, ip: Ipv4Addr) -> Result<(), NetError> {
-        if self.ipv4.contains(&ip) {
+    /// [`Registration::add_ip`] for a caller that holds the pin directory lock.
+    pub fn add_ip_locked(&mut self, ip: IpAddr) -> Result<(), NetError> {
+        let (what, map, known, key) = match ip {
+            IpAddr::V4(v4) => (
+                "IPv4",
+                &self.vm_ipv4,
+                self.ipv4.contains(&v4),
+                v4.octets().to_vec(),
+            ),
+            IpAddr::V6(v6) => (
+                "IPv6",
+                &self.vm_ipv6,
+                self.ipv6.contains(&v6),
+                v6.octets().to_vec(),
+            ),
+        };
+        if known {
             return Ok(());
         }
-        match self.insert(&self.vm_ipv4, &ip.octets())? {
+        match self.insert(map, &key)? {
             None => {
-                self.ipv4.push(ip);
+                match ip {
+                    IpAddr::V4(v4) => self.ipv4.push(v4),
+                    IpAddr::V6(v6) => self.ipv6.push(v6),
+                }
                 Ok(())
             }
             Some(by) => Err(NetError::AddressInUse {
-                what: "IPv4",
-                addr: ip.to_string(),
-                ifname: self.ifname.clone(),
-                by,
-            }),
-        }
-    }
-
-    /// [`Registration::add_ipv6`] for a caller that holds the pin directory lock.
-    pub fn add_ipv6_locked(&mut self, ip: Ipv6Addr) -> Result<(), NetError> {
-        if self.ipv6.contains(&ip) {
-            return Ok(());
-        }
-        match self.insert(&self.vm_ipv6, &ip.octets())? {
-            None => {
-                self.ipv6.push(ip);
-                Ok(())
-            }
-            Some(by) => Err(NetError::AddressInUse {
-                what: "IPv6",
+                what,
                 addr: ip.to_string(),
                 ifname: self.ifname.clone(),
                 by,
