@@ -13,7 +13,7 @@ use filter_support::{
     arp_targets, bed, neighbour, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, WAIT,
 };
 use lancet::net::{nic, port::PORT_QUEUE, rules::Rule, Backend, XdpBackend, XdpConfig, XdpMode};
-use lancet::tools::testbed::{frames, Side, Testbed};
+use lancet::tools::testbed::{Side, Testbed};
 
 /// The second VM.
 const VM_B: &str = "b";
@@ -93,16 +93,8 @@ fn two_vms_on_one_nic_each_get_only_their_own_frames() {
     );
 
     // ARP requests for each VM's address reach only that VM.
-    a.peer
-        .send(&frames::arp_request(
-            a.peer_mac,
-            Testbed::PEER_IP,
-            Testbed::VM_IP,
-        ))
-        .unwrap();
-    a.peer
-        .send(&frames::arp_request(a.peer_mac, Testbed::PEER_IP, IP_B))
-        .unwrap();
+    a.peer_asks_arp(Testbed::VM_IP);
+    a.peer_asks_arp(IP_B);
     assert_eq!(arp_targets(&mut a.backend, QUIET), vec![Testbed::VM_IP]);
     assert_eq!(arp_targets(&mut b, QUIET), vec![IP_B]);
 

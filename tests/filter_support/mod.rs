@@ -10,7 +10,7 @@ use std::{
 };
 
 use lancet::net::{Backend, XdpBackend, XdpConfig};
-use lancet::tools::testbed::{RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 /// The VM name the tests register.
 pub const VM: &str = "web1";
@@ -38,6 +38,15 @@ pub struct Bed {
     pub peer_mac: [u8; 6],
     pub nic_mac: [u8; 6],
     pub bed: Testbed,
+}
+
+impl Bed {
+    /// The peer sends an ARP request for `ip` onto the wire.
+    pub fn peer_asks_arp(&self, ip: std::net::Ipv4Addr) {
+        self.peer
+            .send(&frames::arp_request(self.peer_mac, Testbed::PEER_IP, ip))
+            .unwrap();
+    }
 }
 
 /// Build a testbed whose VM is named [`VM`]; `edit` adjusts the backend config.
