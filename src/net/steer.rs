@@ -607,8 +607,8 @@ fn bpf_err(context: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> NetEr
     }
 }
 
-/// The id of the XDP program attached to `ifindex` in any mode, 0 when none.
-pub fn attached_program_id(ifindex: u32) -> Result<u32, NetError> {
+/// What the kernel reports about the XDP programs attached to `ifindex` (`bpf_xdp_query`).
+fn xdp_query(ifindex: u32) -> Result<libbpf_sys::bpf_xdp_query_opts, NetError> {
     let mut opts = libbpf_sys::bpf_xdp_query_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
         ..Default::default()
@@ -621,6 +621,12 @@ pub fn attached_program_id(ifindex: u32) -> Result<u32, NetError> {
             io::Error::from_raw_os_error(-ret),
         ));
     }
+    Ok(opts)
+}
+
+/// The id of the XDP program attached to `ifindex` in any mode, 0 when none.
+pub fn attached_program_id(ifindex: u32) -> Result<u32, NetError> {
+    let opts = xdp_query(ifindex)?;
     Ok([
         opts.prog_id,
         opts.drv_prog_id,
@@ -1112,18 +1118,7 @@ impl Drop for Steering {
 
 /// The mode of the XDP program attached to `ifindex`, `None` when none is.
 pub fn xdp_attach_mode(ifindex: u32) -> Result<Option<XdpMode>, NetError> {
-    let mut opts = libbpf_sys::bpf_xdp_query_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
-        ..Default::default()
-    };
-    // SAFETY: `opts` is a valid, sized bpf_xdp_query_opts living across the call.
-    let ret = unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
-    if ret < 0 {
-        return Err(NetError::io(
-            "querying the XDP program of the NIC",
-            io::Error::from_raw_os_error(-ret),
-        ));
-    }
+    let opts = xdp_query(ifindex)?;
     Ok(if opts.drv_prog_id != 0 {
         Some(XdpMode::Native)
     } else if opts.skb_prog_id != 0 {
