@@ -20,6 +20,18 @@ fn lancet(args: &[&str]) -> (i32, String) {
     )
 }
 
+/// `lancet run` of the echo guest from a guest ELF that does not exist, with `extra` options.
+fn run_echo<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let run = [
+        "run",
+        "--guest",
+        "echo",
+        "--guest-elf",
+        "/nonexistent/guest",
+    ];
+    [&run[..], extra].concat()
+}
+
 #[test]
 fn nic_detach_of_a_path_is_refused_and_removes_nothing() {
     let victim = Victim::new();
@@ -55,17 +67,7 @@ fn filter_and_stats_refuse_paths_as_nics() {
 fn vm_name_escaping_run_lancet_is_refused_before_anything_runs() {
     let escape = format!("ltx{}", std::process::id());
     let name = format!("../{escape}");
-    let (code, stderr) = lancet(&[
-        "run",
-        "--guest",
-        "echo",
-        "--guest-elf",
-        "/nonexistent/guest",
-        "--nic",
-        "lt-nonexistent",
-        "--vm-name",
-        &name,
-    ]);
+    let (code, stderr) = lancet(&run_echo(&["--nic", "lt-nonexistent", "--vm-name", &name]));
     assert_ne!(code, 0, "{stderr}");
     assert!(
         stderr.contains("not a valid VM name") && stderr.contains(&name),
@@ -78,15 +80,7 @@ fn vm_name_escaping_run_lancet_is_refused_before_anything_runs() {
 
 #[test]
 fn vm_names_too_long_for_the_map_key_are_refused() {
-    let (code, stderr) = lancet(&[
-        "run",
-        "--guest",
-        "echo",
-        "--guest-elf",
-        "/nonexistent/guest",
-        "--vm-name",
-        "sixteen-bytes-xx",
-    ]);
+    let (code, stderr) = lancet(&run_echo(&["--vm-name", "sixteen-bytes-xx"]));
     assert_ne!(code, 0, "{stderr}");
     assert!(
         stderr.contains("not a valid VM name") && stderr.contains("longer than 15"),
@@ -98,15 +92,7 @@ fn vm_names_too_long_for_the_map_key_are_refused() {
 fn netns_names_cannot_be_paths_out_of_run_netns() {
     // /var/run/netns/../../proc/1/ns/net would be the initial namespace.
     for args in [
-        &[
-            "run",
-            "--guest",
-            "echo",
-            "--guest-elf",
-            "/nonexistent/guest",
-            "--netns",
-            "../../proc/1/ns/net",
-        ][..],
+        &run_echo(&["--netns", "../../proc/1/ns/net"])[..],
         &["nic", "attach", "lt-nic", "--netns", "../../proc/1/ns/net"],
         &["nic", "status", "lt-nic", "--netns", ".."],
     ] {

@@ -6,16 +6,14 @@ mod common;
 mod filter_support;
 
 use lancet::frame::FrameTx;
-use std::{
-    net::Ipv4Addr,
-    time::{Duration, Instant},
-};
+use std::{net::Ipv4Addr, time::Duration};
 
+use common::vm::VmProcess;
 use filter_support::{
     arp_targets, bed, neighbour, pin_lock, sock_receive, vm_receive, Frame, QUIET, VM, WAIT,
 };
 use lancet::net::{nic, port::PORT_QUEUE, rules::Rule, Backend, XdpBackend, XdpConfig, XdpMode};
-use lancet::tools::testbed::{frames, Side, Testbed};
+use lancet::tools::testbed::{Side, Testbed};
 
 /// The second VM.
 const VM_B: &str = "b";
@@ -95,16 +93,8 @@ fn two_vms_on_one_nic_each_get_only_their_own_frames() {
     );
 
     // ARP requests for each VM's address reach only that VM.
-    a.peer
-        .send(&frames::arp_request(
-            a.peer_mac,
-            Testbed::PEER_IP,
-            Testbed::VM_IP,
-        ))
-        .unwrap();
-    a.peer
-        .send(&frames::arp_request(a.peer_mac, Testbed::PEER_IP, IP_B))
-        .unwrap();
+    a.peer_asks_arp(Testbed::VM_IP);
+    a.peer_asks_arp(IP_B);
     assert_eq!(arp_targets(&mut a.backend, QUIET), vec![Testbed::VM_IP]);
     assert_eq!(arp_targets(&mut b, QUIET), vec![IP_B]);
 
@@ -288,86 +278,6 @@ fn a_second_vm_joins_after_the_first_one_left_and_a_third_gets_another_port() {
     assert!(!port_exists(&a.bed, &port_c));
 }
 
-/// A `lancet run` of the test guest's echo program on the testbed's NIC; killed (by its PID) and
-/// reaped on drop.
-struct EchoVm {
-    child: Option<std::process::Child>,
-    serial: std::path::PathBuf,
-}
-
-impl EchoVm {
-    fn start(bed: &Testbed, name: &str, mac: [u8; 6], ip: Ipv4Addr) -> Self {
-        let serial = std::env::temp_dir().join(format!(
-            "lancet-multivm-{}-{name}.serial",
-            std::process::id()
-        ));
-        let mac = mac.map(|b| format!("{b:02x}")).join(":");
-        let elf = common::test_guest_elf();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lancet"))
-            .args(["run", "--netns", bed.ns_name(Side::Host)])
-            .args(["--nic", Testbed::NIC, "--backend", "xdp", "--vm-name", name])
-            .args(["--mac", &mac, "--mem", "128M", "--timeout", "120"])
-            .arg("--serial")
-            .arg(&serial)
-            .args(["--guest", "echo", "--guest-elf"])
-            .arg(&elf)
-            .args(["--guest-ip", &format!("{ip}/{}", Testbed::PREFIX_LEN)])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start lancet");
-        Self {
-            child: Some(child),
-            serial,
-        }
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = std::fs::read_to_string(&self.serial).unwrap_or_default();
-            if text.contains("lancet-guest: ready prog=echo") {
-                return;
-            }
-            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
-            assert!(exited.is_none(), "lancet exited ({exited:?}): {text}");
-            assert!(Instant::now() < deadline, "the guest did not start: {text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// SIGKILL and reap (what a crash leaves behind).
-    fn kill(mut self) {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-        let _ = child.wait();
-    }
-
-    /// SIGTERM and wait; the exit code.
-    fn stop(mut self) -> i32 {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        child.wait().unwrap().code().unwrap_or(-1)
-    }
-}
-
-impl Drop for EchoVm {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on the PID of our own unreaped child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.serial);
-    }
-}
-
 /// UDP echoes from the peer namespace to `ip`: how many of `count` came back.
 fn udp_echoes(bed: &Testbed, ip: Ipv4Addr, count: usize) -> usize {
     let _in_peer = bed.enter_peer().unwrap();
@@ -395,10 +305,8 @@ fn two_lancet_runs_on_one_nic_each_answer_for_themselves() {
         ..Default::default()
     })
     .unwrap();
-    let mut a = EchoVm::start(&bed, "a", Testbed::VM_MAC, Testbed::VM_IP);
-    a.wait_ready();
-    let mut b = EchoVm::start(&bed, "b", MAC_B, IP_B);
-    b.wait_ready();
+    let a = VmProcess::start_echo(&bed, "multivm", "a", Testbed::VM_MAC, Testbed::VM_IP);
+    let b = VmProcess::start_echo(&bed, "multivm", "b", MAC_B, IP_B);
     assert!(ping_ok(&bed, Testbed::VM_IP), "ping VM a");
     assert!(ping_ok(&bed, IP_B), "ping VM b");
     assert!(ping_ok(&bed, Testbed::HOST_IP), "ping the host");
@@ -415,21 +323,19 @@ fn two_lancet_runs_on_one_nic_each_answer_for_themselves() {
     };
     let b_pid = b.pid();
     assert_eq!(ports(b_pid), 2, "b's veth pair exists while it runs");
-    assert_eq!(b.stop(), 0);
+    assert_eq!(b.stop().0, 0);
     assert_eq!(ports(b_pid), 0, "b's veth pair is removed when it stops");
     assert_eq!(udp_echoes(&bed, Testbed::VM_IP, 10), 10, "a keeps running");
 
     // A VM killed with SIGKILL leaves its pair; the next VM on the NIC removes it.
-    let mut c = EchoVm::start(&bed, "c", MAC_B, IP_B);
-    c.wait_ready();
+    let c = VmProcess::start_echo(&bed, "multivm", "c", MAC_B, IP_B);
     let c_pid = c.pid();
-    c.kill();
+    drop(c); // SIGKILL and reap (what a crash leaves behind)
     assert_eq!(ports(c_pid), 2, "a killed VM cannot remove its pair");
-    let mut d = EchoVm::start(&bed, "d", MAC_B, IP_B);
-    d.wait_ready();
+    let d = VmProcess::start_echo(&bed, "multivm", "d", MAC_B, IP_B);
     assert_eq!(ports(c_pid), 0, "the next VM removed the stale pair");
     assert_eq!(ports(d.pid()), 2);
     assert_eq!(udp_echoes(&bed, IP_B, 10), 10, "the new VM answers");
-    assert_eq!(d.stop(), 0);
-    assert_eq!(a.stop(), 0);
+    assert_eq!(d.stop().0, 0);
+    assert_eq!(a.stop().0, 0);
 }

@@ -34,7 +34,7 @@ use lancet::vmm::nic::NetShared;
 use lancet::vmm::serial::{IrqFdTrigger, SerialConsole};
 use lancet::vmm::stats::ExitStats;
 use lancet::vmm::{NIC_IO_BAR, NIC_MMIO_BAR};
-use support::guarded::{guarded_memory, CountingMem, Irq};
+use support::guarded::{guarded_memory, CountingMem, Irq, Sink};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -210,31 +210,6 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
     frame
 }
 
-/// A backend that lends a buffer `credits` times, then reports it busy.
-struct Sink {
-    buf: Vec<u8>,
-    credits: u32,
-    link: bool,
-    committed: u64,
-}
-
-impl FrameTx for Sink {
-    fn link_up(&self) -> bool {
-        self.link
-    }
-    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
-        if self.credits == 0 {
-            return None;
-        }
-        self.credits -= 1;
-        Some(&mut self.buf)
-    }
-    fn tx_commit(&mut self, len: usize) {
-        assert!(len <= MAX_FRAME_LEN, "a {len}-byte frame");
-        self.committed += 1;
-    }
-}
-
 fn csr(lance: &mut Lance<Irq>, mem: &CountingMem, index: usize, value: u16) {
     lance.write(mem, WIO_RAP, &(index as u16).to_le_bytes());
     lance.write(mem, RDP, &value.to_le_bytes());
@@ -245,12 +220,7 @@ fn csr(lance: &mut Lance<Irq>, mem: &CountingMem, index: usize, value: u16) {
 #[test]
 fn fuzz_lance_model() {
     let mem = CountingMem::new(guarded_memory());
-    let mut sink = Sink {
-        buf: vec![0; 2048],
-        credits: 0,
-        link: true,
-        committed: 0,
-    };
+    let mut sink = Sink::new(0, true);
     fuzz("fuzz_lance_model", |rng| {
         let style = randomize_memory(rng, &mem.inner);
         let mut lance = Lance::new(MAC, Irq::default());
@@ -403,12 +373,7 @@ fn fuzz_bus_dispatch() {
         lance.pci_config_write(0x14, &NIC_MMIO_BAR.to_le_bytes());
         lance.pci_config_write(PCI_COMMAND, &7u16.to_le_bytes());
         let port = SinkPort {
-            sink: Sink {
-                buf: vec![0; 2048],
-                credits: rng.below(8) as u32,
-                link: rng.chance(90),
-                committed: 0,
-            },
+            sink: Sink::new(rng.below(8) as u32, rng.chance(90)),
             ready: EventFd::new(EFD_NONBLOCK).unwrap(),
             frames: Arc::clone(&frames),
         };

@@ -8,32 +8,10 @@
 
 mod support;
 
-use lancet::frame::FrameTx;
 use lancet::lance::Lance;
 use proptest::prelude::*;
-use support::guarded::{guarded_memory, CountingMem, Irq};
+use support::guarded::{guarded_memory, CountingMem, Irq, Sink};
 use vm_memory::{Bytes, GuestAddress};
-
-struct Sink {
-    buf: Vec<u8>,
-    credits: u32,
-    link: bool,
-}
-impl FrameTx for Sink {
-    fn link_up(&self) -> bool {
-        self.link
-    }
-    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
-        if self.credits == 0 {
-            return None;
-        }
-        self.credits -= 1;
-        Some(&mut self.buf)
-    }
-    fn tx_commit(&mut self, len: usize) {
-        assert!(len <= lancet::frame::MAX_FRAME_LEN);
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -274,11 +252,7 @@ fn run_image(image: &[u8], ops: &[Op]) -> lancet::lance::LanceStats {
     let mem = CountingMem::new(inner);
     let mut lance = Lance::new([0x52, 0x54, 0, 1, 2, 3], Irq::default());
     lance.pci_config_write(4, &5u16.to_le_bytes());
-    let mut sink = Sink {
-        buf: vec![0; 2048],
-        credits: 0,
-        link: true,
-    };
+    let mut sink = Sink::new(0, true);
     let csr = |l: &mut Lance<Irq>, index: u16, value: u16| {
         l.write(&mem, 0x12, &index.to_le_bytes());
         l.write(&mem, 0x10, &value.to_le_bytes());

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::vm::VmProcess;
 use filter_support::{backend_collect, neighbour, pin_lock, sock_collect};
 use lancet::frame::FrameTx;
 use lancet::net::{local::LocalLink, Backend, XdpBackend, XdpConfig, XdpMode};
@@ -192,80 +193,6 @@ fn vms_host_and_lan_exchange_unicast_broadcast_and_multicast_each_once() {
     assert_eq!(a.stats().steer.drop_wrong_queue, 0);
 }
 
-/// A `lancet run` of the echo guest on the testbed's NIC, killed by PID and reaped on drop.
-struct EchoVm {
-    child: Option<std::process::Child>,
-    serial: std::path::PathBuf,
-    stats: std::path::PathBuf,
-}
-
-impl EchoVm {
-    fn start(bed: &Testbed, name: &str, mac: [u8; 6], ip: Ipv4Addr) -> Self {
-        let serial = std::env::temp_dir().join(format!(
-            "lancet-bridge-{}-{name}.serial",
-            std::process::id()
-        ));
-        let stats = serial.with_extension("json");
-        let mac = mac.map(|b| format!("{b:02x}")).join(":");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lancet"))
-            .args(["run", "--netns", bed.ns_name(Side::Host)])
-            .args(["--nic", Testbed::NIC, "--backend", "xdp", "--vm-name", name])
-            .args(["--mac", &mac, "--mem", "128M", "--timeout", "120"])
-            .arg("--serial")
-            .arg(&serial)
-            .arg("--stats-json")
-            .arg(&stats)
-            .args(["--guest", "echo", "--guest-elf"])
-            .arg(common::test_guest_elf())
-            .args(["--guest-ip", &format!("{ip}/{}", Testbed::PREFIX_LEN)])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start lancet");
-        let mut vm = Self {
-            child: Some(child),
-            serial,
-            stats,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let text = std::fs::read_to_string(&vm.serial).unwrap_or_default();
-            if text.contains("lancet-guest: ready prog=echo") {
-                return vm;
-            }
-            let exited = vm.child.as_mut().unwrap().try_wait().unwrap();
-            assert!(exited.is_none(), "lancet exited ({exited:?}): {text}");
-            assert!(Instant::now() < deadline, "the guest did not start: {text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM and wait; the exit code and the `--stats-json` document.
-    fn stop(mut self) -> (i32, serde_json::Value) {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped yet.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let code = child.wait().unwrap().code().unwrap_or(-1);
-        let stats = std::fs::read(&self.stats)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        (code, stats)
-    }
-}
-
-impl Drop for EchoVm {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on the PID of our own unreaped child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.serial);
-        let _ = std::fs::remove_file(&self.stats);
-    }
-}
-
 fn arping_ok(bed: &Testbed, ip: Ipv4Addr) -> bool {
     let out = bed
         .run_in(
@@ -283,8 +210,8 @@ fn the_host_that_owns_the_nic_pings_and_arps_its_vms() {
         ..Default::default()
     })
     .unwrap();
-    let a = EchoVm::start(&bed, "a", Testbed::VM_MAC, Testbed::VM_IP);
-    let b = EchoVm::start(&bed, "b", MAC_B, IP_B);
+    let a = VmProcess::start_echo(&bed, "bridge", "a", Testbed::VM_MAC, Testbed::VM_IP);
+    let b = VmProcess::start_echo(&bed, "bridge", "b", MAC_B, IP_B);
     let peer = bed.raw_socket(Side::Peer, Testbed::PEER_NIC).unwrap();
     for (ip, mac) in [
         (Testbed::VM_IP, "52:54:00:12:34:56"),

@@ -3,6 +3,8 @@
 //! byte for byte (maximum size included), and when the guest stops taking frames they wait in the
 //! backend (the model misses none) and what overflows is counted.
 
+mod support;
+
 use std::{
     thread,
     time::{Duration, Instant},
@@ -11,6 +13,7 @@ use std::{
 use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig};
 use lancet::tools::null_guest::NullGuest;
 use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
+use support::peer::assert_peer_receives;
 
 const WAIT: Duration = Duration::from_secs(30);
 const MAX_WIRE_FRAME: usize = 1514;
@@ -119,15 +122,7 @@ fn outbound_frames(s: &mut Setup, count: u64) {
             assert!(Instant::now() < deadline, "TX ring never drained");
         }
         s.guest.kick_tx(s.backend.as_mut());
-        let got = s
-            .peer
-            .recv_matching(WAIT, |f| frames::test_seq(f).is_some())
-            .unwrap();
-        assert_eq!(
-            got.as_deref(),
-            Some(&frame[..]),
-            "frame {seq} reaches the peer unchanged"
-        );
+        assert_peer_receives(&s.peer, WAIT, &frame, &format!("frame {seq}"));
     }
     assert_eq!(s.guest.lance.stats().tx_errors, 0);
 }

@@ -14,6 +14,7 @@ use lancet::net::{Backend, TapBackend, TapConfig, XdpBackend, XdpConfig};
 use lancet::tools::null_guest::pump_rx;
 use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 use support::pcnet32::{Config, Machine, Pcnet32};
+use support::peer::assert_peer_receives;
 
 const WAIT: Duration = Duration::from_secs(30);
 const MAX_WIRE_FRAME: usize = 1514;
@@ -97,15 +98,7 @@ fn driver_transmits_to_the_peer(kind: &str, prefix: &str) {
         let len = sizes[seq as usize % sizes.len()];
         let frame = frames::test_frame(s.peer_mac, Testbed::VM_MAC, seq, len);
         s.xmit(&frame);
-        let got = s
-            .peer
-            .recv_matching(WAIT, |f| frames::test_seq(f).is_some())
-            .unwrap();
-        assert_eq!(
-            got.as_deref(),
-            Some(&frame[..]),
-            "frame {seq} ({len} B) reaches the peer unchanged"
-        );
+        assert_peer_receives(&s.peer, WAIT, &frame, &format!("frame {seq} ({len} B)"));
     }
     assert!(
         s.machine.tx.frames.is_empty(),

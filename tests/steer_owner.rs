@@ -15,7 +15,7 @@ use lancet::net::{
     rulemaps::{RuleMaps, VmName},
     NetError, XdpBackend, XdpConfig, XdpMode,
 };
-use lancet::tools::testbed::{frames, Testbed};
+use lancet::tools::testbed::Testbed;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 const MAC_B: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x57];
@@ -67,13 +67,7 @@ fn a_second_vm_with_the_same_ip_is_refused_and_the_first_still_answers_arp() {
         "the error names the address and the VM holding it: {text}"
     );
     // The first VM's ARP entry is intact.
-    a.peer
-        .send(&frames::arp_request(
-            a.peer_mac,
-            Testbed::PEER_IP,
-            Testbed::VM_IP,
-        ))
-        .unwrap();
+    a.peer_asks_arp(Testbed::VM_IP);
     assert_eq!(arp_targets(&mut a.backend, QUIET), vec![Testbed::VM_IP]);
     // The same MAC as a running VM: refused too, naming it.
     let err = open_in(&a.bed, &config_b(|c| c.vm_mac = Testbed::VM_MAC)).unwrap_err();

@@ -49,6 +49,19 @@ enum Sink<'a> {
     Discard,
 }
 
+/// Where a frame's chain walk starts and how it reads the ring: the same whichever [`Sink`] the
+/// frame goes to.
+struct ChainStart<'r, 'm, M: GuestMemory + ?Sized> {
+    mem: &'m M,
+    ring: &'r RingMem<'m, M>,
+    style: Style,
+    /// Address bits 24-31 for 16-bit structures (CSR2 high byte), 0 for 32-bit ones.
+    high: u32,
+    /// The STP descriptor and its guest address.
+    first: Desc,
+    first_addr: u64,
+}
+
 impl<I: IrqLine> Lance<I> {
     fn tx_running(&self) -> bool {
         self.csr[CSR_STATUS] & CSR0_TXON != 0
@@ -119,30 +132,20 @@ impl<I: IrqLine> Lance<I> {
                 }
                 continue;
             }
+            let start = ChainStart {
+                mem,
+                ring: &ring,
+                style,
+                high,
+                first,
+                first_addr: addr,
+            };
             let loopback = self.loopback();
             let chain = if !loopback && !tx.link_up() {
-                self.walk_chain(
-                    mem,
-                    &ring,
-                    style,
-                    high,
-                    (first, addr),
-                    &mut budget,
-                    Sink::Discard,
-                    TMD_LCAR,
-                )
+                self.walk_chain(&start, &mut budget, Sink::Discard, TMD_LCAR)
             } else if loopback {
                 let mut buf = std::mem::take(&mut self.loop_buf);
-                let chain = self.walk_chain(
-                    mem,
-                    &ring,
-                    style,
-                    high,
-                    (first, addr),
-                    &mut budget,
-                    Sink::Buffer(&mut buf),
-                    0,
-                );
+                let chain = self.walk_chain(&start, &mut budget, Sink::Buffer(&mut buf), 0);
                 if chain.good() {
                     let len = pad_frame(apad, &mut buf, chain.len);
                     let add_fcs =
@@ -160,16 +163,7 @@ impl<I: IrqLine> Lance<I> {
                     self.stats.tx_blocked += 1;
                     return committed;
                 };
-                let chain = self.walk_chain(
-                    mem,
-                    &ring,
-                    style,
-                    high,
-                    (first, addr),
-                    &mut budget,
-                    Sink::Buffer(&mut *buf),
-                    0,
-                );
+                let chain = self.walk_chain(&start, &mut budget, Sink::Buffer(&mut *buf), 0);
                 let sent = chain.good().then(|| pad_frame(apad, buf, chain.len));
                 if let Some(len) = sent {
                     tx.tx_commit(len);
@@ -224,18 +218,21 @@ impl<I: IrqLine> Lance<I> {
 
     /// Follow a chain from its STP descriptor to ENP, copying buffers into `sink`, handing every
     /// descriptor back (the last one with `errors` and any error found). Consumes `budget`.
-    #[allow(clippy::too_many_arguments)]
     fn walk_chain<M: GuestMemory + ?Sized>(
         &mut self,
-        mem: &M,
-        ring: &RingMem<'_, M>,
-        style: Style,
-        high: u32,
-        (first, first_addr): (Desc, u64),
+        start: &ChainStart<'_, '_, M>,
         budget: &mut u32,
         mut sink: Sink,
         errors: u32,
     ) -> Chain {
+        let ChainStart {
+            mem,
+            ring,
+            style,
+            high,
+            first,
+            first_addr,
+        } = *start;
         let limit = match &sink {
             Sink::Buffer(buf) => buf.len().min(MAX_FRAME_LEN),
             Sink::Discard => 0,

@@ -217,50 +217,43 @@ impl Registration {
         }
     }
 
-    /// Steer ARP requests for `ip` to this VM; refused when a running VM has it. Takes the pin
-    /// directory lock (for addresses learned while the VM runs).
-    pub fn add_ipv4(&mut self, ip: Ipv4Addr) -> Result<(), NetError> {
+    /// Steer ARP requests (IPv4) or neighbour solicitations (IPv6) for `ip` to this VM; refused
+    /// when a running VM has it. Takes the pin directory lock (for addresses learned while the VM
+    /// runs).
+    pub fn add_ip(&mut self, ip: IpAddr) -> Result<(), NetError> {
         let _lock = self.lock()?;
-        self.add_ipv4_locked(ip)
+        self.add_ip_locked(ip)
     }
 
-    /// Steer neighbour solicitations for `ip` to this VM; refused when a running VM has it.
-    pub fn add_ipv6(&mut self, ip: Ipv6Addr) -> Result<(), NetError> {
-        let _lock = self.lock()?;
-        self.add_ipv6_locked(ip)
-    }
-
-    /// [`Registration::add_ipv4`] for a caller that holds the pin directory lock.
-    pub fn add_ipv4_locked(&mut self, ip: Ipv4Addr) -> Result<(), NetError> {
-        if self.ipv4.contains(&ip) {
+    /// [`Registration::add_ip`] for a caller that holds the pin directory lock.
+    pub fn add_ip_locked(&mut self, ip: IpAddr) -> Result<(), NetError> {
+        let (what, map, known, key) = match ip {
+            IpAddr::V4(v4) => (
+                "IPv4",
+                &self.vm_ipv4,
+                self.ipv4.contains(&v4),
+                v4.octets().to_vec(),
+            ),
+            IpAddr::V6(v6) => (
+                "IPv6",
+                &self.vm_ipv6,
+                self.ipv6.contains(&v6),
+                v6.octets().to_vec(),
+            ),
+        };
+        if known {
             return Ok(());
         }
-        match self.insert(&self.vm_ipv4, &ip.octets())? {
+        match self.insert(map, &key)? {
             None => {
-                self.ipv4.push(ip);
+                match ip {
+                    IpAddr::V4(v4) => self.ipv4.push(v4),
+                    IpAddr::V6(v6) => self.ipv6.push(v6),
+                }
                 Ok(())
             }
             Some(by) => Err(NetError::AddressInUse {
-                what: "IPv4",
-                addr: ip.to_string(),
-                ifname: self.ifname.clone(),
-                by,
-            }),
-        }
-    }
-
-    /// [`Registration::add_ipv6`] for a caller that holds the pin directory lock.
-    pub fn add_ipv6_locked(&mut self, ip: Ipv6Addr) -> Result<(), NetError> {
-        if self.ipv6.contains(&ip) {
-            return Ok(());
-        }
-        match self.insert(&self.vm_ipv6, &ip.octets())? {
-            None => {
-                self.ipv6.push(ip);
-                Ok(())
-            }
-            Some(by) => Err(NetError::AddressInUse {
-                what: "IPv6",
+                what,
                 addr: ip.to_string(),
                 ifname: self.ifname.clone(),
                 by,
@@ -614,8 +607,8 @@ fn bpf_err(context: impl Into<String>) -> impl FnOnce(libbpf_rs::Error) -> NetEr
     }
 }
 
-/// The id of the XDP program attached to `ifindex` in any mode, 0 when none.
-pub fn attached_program_id(ifindex: u32) -> Result<u32, NetError> {
+/// What the kernel reports about the XDP programs attached to `ifindex` (`bpf_xdp_query`).
+fn xdp_query(ifindex: u32) -> Result<libbpf_sys::bpf_xdp_query_opts, NetError> {
     let mut opts = libbpf_sys::bpf_xdp_query_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
         ..Default::default()
@@ -628,6 +621,12 @@ pub fn attached_program_id(ifindex: u32) -> Result<u32, NetError> {
             io::Error::from_raw_os_error(-ret),
         ));
     }
+    Ok(opts)
+}
+
+/// The id of the XDP program attached to `ifindex` in any mode, 0 when none.
+pub fn attached_program_id(ifindex: u32) -> Result<u32, NetError> {
+    let opts = xdp_query(ifindex)?;
     Ok([
         opts.prog_id,
         opts.drv_prog_id,
@@ -1119,18 +1118,7 @@ impl Drop for Steering {
 
 /// The mode of the XDP program attached to `ifindex`, `None` when none is.
 pub fn xdp_attach_mode(ifindex: u32) -> Result<Option<XdpMode>, NetError> {
-    let mut opts = libbpf_sys::bpf_xdp_query_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_xdp_query_opts>() as libbpf_sys::size_t,
-        ..Default::default()
-    };
-    // SAFETY: `opts` is a valid, sized bpf_xdp_query_opts living across the call.
-    let ret = unsafe { libbpf_sys::bpf_xdp_query(ifindex as i32, 0, &mut opts) };
-    if ret < 0 {
-        return Err(NetError::io(
-            "querying the XDP program of the NIC",
-            io::Error::from_raw_os_error(-ret),
-        ));
-    }
+    let opts = xdp_query(ifindex)?;
     Ok(if opts.drv_prog_id != 0 {
         Some(XdpMode::Native)
     } else if opts.skb_prog_id != 0 {

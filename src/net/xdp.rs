@@ -464,12 +464,12 @@ impl Attachment {
     /// link-local IPv6 address always) to it.
     fn add_addresses(&mut self, cfg: &XdpConfig) -> Result<(), NetError> {
         if let Some(ip) = cfg.vm_ip {
-            self.registration.add_ipv4_locked(ip)?;
+            self.registration.add_ip_locked(ip.into())?;
         }
         let link_local = link_local_from_mac(cfg.vm_mac);
-        self.registration.add_ipv6_locked(link_local)?;
+        self.registration.add_ip_locked(link_local.into())?;
         for ip in cfg.vm_ipv6.iter().copied().filter(|a| *a != link_local) {
-            self.registration.add_ipv6_locked(ip)?;
+            self.registration.add_ip_locked(ip.into())?;
         }
         Ok(())
     }
@@ -650,10 +650,7 @@ impl XdpBackend {
     /// Steer ARP requests / neighbour solicitations for `ip` (an address the guest started to
     /// use) to this VM. Refused with [`NetError::AddressInUse`] when a live VM owns it.
     pub fn steer_address(&mut self, ip: std::net::IpAddr) -> Result<(), NetError> {
-        match ip {
-            std::net::IpAddr::V4(v4) => self.registration.add_ipv4(v4),
-            std::net::IpAddr::V6(v6) => self.registration.add_ipv6(v6),
-        }
+        self.registration.add_ip(ip)
     }
 
     /// Stop steering `ip` to this VM (the guest stopped using it).

@@ -1,6 +1,8 @@
 //! `lancet run` as a child process in a testbed (`src/tools/testbed.rs`) booting the test guest: start
-//! it, watch its serial console, stop it or wait for its exit, and kill it (by PID) on drop.
+//! it (or several echo VMs on one NIC), watch its serial console, stop it or wait for its exit, and
+//! kill it (by PID) on drop.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,6 +74,42 @@ impl VmProcess {
             serial,
             stats,
         }
+    }
+
+    /// `lancet run --guest echo` on the testbed's NIC (XDP backend) as VM `name` with `mac` and
+    /// `ip` (in the testbed's prefix); returns once the guest is ready. `tag` names its files.
+    pub fn start_echo(bed: &Testbed, tag: &str, name: &str, mac: [u8; 6], ip: Ipv4Addr) -> Self {
+        let serial =
+            std::env::temp_dir().join(format!("lancet-{tag}-{}-{name}.serial", std::process::id()));
+        let stats = serial.with_extension("json");
+        let mac = lancet::frame::MacAddr(mac).to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_lancet"))
+            .args(["run", "--netns", bed.ns_name(Side::Host)])
+            .args(["--nic", Testbed::NIC, "--backend", "xdp", "--vm-name", name])
+            .args(["--mac", &mac, "--mem", "128M", "--timeout", "120"])
+            .arg("--serial")
+            .arg(&serial)
+            .arg("--stats-json")
+            .arg(&stats)
+            .args(["--guest", "echo", "--guest-elf"])
+            .arg(super::test_guest_elf())
+            .args(["--guest-ip", &format!("{ip}/{}", Testbed::PREFIX_LEN)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start lancet");
+        let mut vm = Self {
+            child: Some(child),
+            serial,
+            stats,
+        };
+        vm.wait_for("lancet-guest: ready prog=echo", Duration::from_secs(60));
+        vm
+    }
+
+    /// The `lancet run` process's PID (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
     }
 
     pub fn serial_text(&self) -> String {

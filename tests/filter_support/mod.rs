@@ -10,7 +10,7 @@ use std::{
 };
 
 use lancet::net::{Backend, XdpBackend, XdpConfig};
-use lancet::tools::testbed::{RawSocket, Side, Testbed, TestbedConfig};
+use lancet::tools::testbed::{frames, RawSocket, Side, Testbed, TestbedConfig};
 
 /// The VM name the tests register.
 pub const VM: &str = "web1";
@@ -38,6 +38,15 @@ pub struct Bed {
     pub peer_mac: [u8; 6],
     pub nic_mac: [u8; 6],
     pub bed: Testbed,
+}
+
+impl Bed {
+    /// The peer sends an ARP request for `ip` onto the wire.
+    pub fn peer_asks_arp(&self, ip: std::net::Ipv4Addr) {
+        self.peer
+            .send(&frames::arp_request(self.peer_mac, Testbed::PEER_IP, ip))
+            .unwrap();
+    }
 }
 
 /// Build a testbed whose VM is named [`VM`]; `edit` adjusts the backend config.
@@ -172,9 +181,7 @@ pub fn backend_collect<T>(
     wait: Duration,
     pick: impl Fn(&[u8]) -> Option<T>,
 ) -> Vec<T> {
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    while got.len() < n && Instant::now() < deadline {
+    collect_until(n, wait, |_, got| {
         backend.reap();
         backend
             .recv_batch(64, &mut |f| got.extend(pick(f)))
@@ -182,8 +189,8 @@ pub fn backend_collect<T>(
         if got.len() < n {
             std::thread::sleep(Duration::from_millis(1));
         }
-    }
-    got
+        true
+    })
 }
 
 /// What `pick` finds in the frames a raw socket sees within `wait` (stops early at `n`).
@@ -193,17 +200,31 @@ pub fn sock_collect<T>(
     wait: Duration,
     pick: impl Fn(&[u8]) -> Option<T>,
 ) -> Vec<T> {
+    let mut buf = vec![0u8; 4096];
+    collect_until(n, wait, |left, got| {
+        match sock.recv(&mut buf, left).unwrap() {
+            Some(len) => {
+                got.extend(pick(&buf[..len]));
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+/// Runs `step` (given the time left and what was collected so far) until `n` items are collected,
+/// `wait` has passed or `step` says there is nothing more to wait for (returns false).
+fn collect_until<T>(
+    n: usize,
+    wait: Duration,
+    mut step: impl FnMut(Duration, &mut Vec<T>) -> bool,
+) -> Vec<T> {
     let deadline = Instant::now() + wait;
     let mut got = Vec::new();
-    let mut buf = vec![0u8; 4096];
     while got.len() < n {
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || !step(left, &mut got) {
             break;
-        }
-        match sock.recv(&mut buf, left).unwrap() {
-            Some(len) => got.extend(pick(&buf[..len])),
-            None => break,
         }
     }
     got

@@ -1,9 +1,11 @@
-//! Guarded, counting guest memory and a strict interrupt line for the Lance model's property
-//! and fuzz tests: two RAM regions with a gap (accesses into it must fail cleanly), every access
-//! counted and the largest remembered, so a test can bound the work one call does.
+//! Guarded, counting guest memory, a strict interrupt line and a credit-limited backend for the
+//! Lance model's property and fuzz tests: two RAM regions with a gap (accesses into it must fail
+//! cleanly), every access counted and the largest remembered, so a test can bound the work one
+//! call does.
 
 use std::cell::Cell;
 
+use lancet::frame::{FrameTx, MAX_FRAME_LEN};
 use lancet::lance::IrqLine;
 use vm_memory::bitmap::BS;
 use vm_memory::guest_memory::GuestMemorySliceIterator;
@@ -76,5 +78,43 @@ impl IrqLine for Irq {
     fn set_level(&mut self, asserted: bool) {
         assert_ne!(self.level, asserted, "the line is only told about changes");
         self.level = asserted;
+    }
+}
+
+/// A backend that lends a buffer `credits` times, then reports it busy; every committed frame
+/// must fit `MAX_FRAME_LEN`.
+pub struct Sink {
+    pub buf: Vec<u8>,
+    pub credits: u32,
+    pub link: bool,
+    pub committed: u64,
+}
+
+impl Sink {
+    /// A 2048-byte buffer, `credits` loans, the link `link`.
+    pub fn new(credits: u32, link: bool) -> Self {
+        Self {
+            buf: vec![0; 2048],
+            credits,
+            link,
+            committed: 0,
+        }
+    }
+}
+
+impl FrameTx for Sink {
+    fn link_up(&self) -> bool {
+        self.link
+    }
+    fn tx_buffer(&mut self) -> Option<&mut [u8]> {
+        if self.credits == 0 {
+            return None;
+        }
+        self.credits -= 1;
+        Some(&mut self.buf)
+    }
+    fn tx_commit(&mut self, len: usize) {
+        assert!(len <= MAX_FRAME_LEN, "a {len}-byte frame");
+        self.committed += 1;
     }
 }

@@ -5,5 +5,6 @@
 pub mod bench;
 pub mod guarded;
 pub mod pcnet32;
+pub mod peer;
 pub mod tap_bed;
 pub mod victim;
