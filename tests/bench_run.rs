@@ -160,3 +160,23 @@ fn bench_args_parse_from_a_command_line() {
     assert_eq!(b.json.as_deref(), Some(std::path::Path::new("/tmp/x.json")));
     assert!(Cli::try_parse_from(["lancet-bench", "--rounds", "many"]).is_err());
 }
+
+#[test]
+fn the_raw_socket_runs_where_lancets_io_thread_runs() {
+    use clap::Parser;
+    use lancet::tools::bench::BenchPlan;
+    let plan = |argv: &[&str]| {
+        let cli = Cli::try_parse_from(std::iter::once("lancet-bench").chain(argv.iter().copied()))
+            .unwrap();
+        BenchPlan::from_args(&cli.bench).unwrap()
+    };
+    // By default both touch their rings on the client's CPU.
+    let default = plan(&[]);
+    assert_eq!(default.raw_cpu, default.pin_io);
+    assert_eq!(default.pin_io, default.client_cpu);
+    // Moving lancet's I/O thread moves the raw socket with it, unless --raw-cpu says otherwise.
+    let moved = plan(&["--pin-io", "1"]);
+    assert_eq!((moved.pin_io, moved.raw_cpu), (Some(1), Some(1)));
+    let own = plan(&["--pin-io", "1", "--raw-cpu", "0"]);
+    assert_eq!((own.pin_io, own.raw_cpu), (Some(1), Some(0)));
+}

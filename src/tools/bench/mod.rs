@@ -97,10 +97,15 @@ pub struct BenchArgs {
     /// CPU for the bench's client, generator and counter threads (default 0).
     #[arg(long, value_name = "CPU")]
     pub client_cpu: Option<usize>,
-    /// CPU for the path's own busy thread: the raw XSK socket, the kernel echo reference
+    /// CPU for the path's own busy thread: the kernel echo reference and the native TCP thread
     /// (default 1; the VMM runner pins its vCPU and I/O threads itself).
     #[arg(long, value_name = "CPU")]
     pub path_cpu: Option<usize>,
+    /// CPU for the raw XSK socket's thread (default: lancet's I/O CPU, `--pin-io`: the raw socket
+    /// touches its rings on the core where lancet's I/O thread touches the VM's, so the two are
+    /// compared with the same cross-core wake-ups).
+    #[arg(long, value_name = "CPU")]
+    pub raw_cpu: Option<usize>,
     /// Spin on the client's UDP socket instead of blocking (lower RTT, burns the client CPU).
     #[arg(long)]
     pub client_spin: bool,
@@ -396,6 +401,8 @@ pub struct BenchPlan {
     pub lancet: Option<PathBuf>,
     pub pin_vcpu: Option<usize>,
     pub pin_io: Option<usize>,
+    /// CPU of the raw XSK socket's thread.
+    pub raw_cpu: Option<usize>,
     pub poll_kick: crate::tools::guest_cmdline::PollKick,
     pub busy_poll_us: Option<u64>,
     /// Bytes per TCP bulk transfer.
@@ -450,6 +457,7 @@ impl BenchPlan {
             lancet: args.lancet.clone().or_else(|| std::env::current_exe().ok()),
             pin_vcpu: Some(args.pin_vcpu.unwrap_or(path_cpu)),
             pin_io: Some(args.pin_io.unwrap_or(client_cpu)),
+            raw_cpu: Some(args.raw_cpu.or(args.pin_io).unwrap_or(client_cpu)),
             poll_kick: args.kick,
             busy_poll_us: args.busy_poll_us,
             tcp_bytes: args
@@ -526,7 +534,7 @@ pub fn default_runners(plan: &BenchPlan) -> Vec<Box<dyn PathRunner>> {
             boot_timeout: plan.boot_timeout,
             cpu: plan.path_cpu,
         })),
-        Box::new(raw_path::RawXskRunner::new(plan.path_cpu)),
+        Box::new(raw_path::RawXskRunner::new(plan.raw_cpu)),
         Box::new(native_path::NativeRunner::new(plan.path_cpu)),
     ]
 }
