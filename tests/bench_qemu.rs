@@ -103,10 +103,34 @@ impl FakeQemuDir {
     fn script(&self, name: &str, body: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let path = self.0.join(name);
-        std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).unwrap();
+        // Run with no arguments (see `wait_until_executable`) the fake does nothing.
+        std::fs::write(
+            &path,
+            format!("#!/bin/bash\n[ $# -eq 0 ] && exit 0\n{body}\n"),
+        )
+        .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        wait_until_executable(&path);
         path
     }
+}
+
+/// A child forked by another test thread while `script` held the file open for writing keeps a
+/// write descriptor until it execs, and exec of the script fails with ETXTBSY meanwhile. Wait that
+/// window out (run with no arguments, a fake exits 0 at once).
+fn wait_until_executable(path: &std::path::Path) {
+    for _ in 0..200 {
+        match std::process::Command::new(path)
+            .stdin(std::process::Stdio::null())
+            .status()
+        {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            _ => return,
+        }
+    }
+    panic!("{} stayed busy (ETXTBSY) for 2 s", path.display());
 }
 
 impl Drop for FakeQemuDir {
