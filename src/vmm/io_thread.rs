@@ -14,7 +14,9 @@
 //! the RX rings and takes the NIC lock once; epoll (stop, kicks, the local bridge's TAP) is checked
 //! every [`SPIN_EPOLL_EVERY`] passes, the backend reaped every [`REAP_EVERY`], the clock read every
 //! [`SPIN_CLOCK_EVERY`] idle passes. A backend that cannot tell (TAP) is polled through epoll with a
-//! zero timeout on every spinning pass.
+//! zero timeout on every spinning pass. A spinning pass that sent frames yields the core
+//! (`sched_yield`): a receiver those frames woke on the same core would otherwise wait until the
+//! spinning thread's time slice or busy budget ends.
 //!
 //! A backend whose fd reports an error or hang-up (its TAP device was deleted) is dropped from the
 //! poll set at once (epoll would report it forever: a 100% CPU spin), the model's link goes down
