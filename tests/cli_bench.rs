@@ -9,10 +9,9 @@ use lancet::tools::bench::report::{check_report, BenchReport, PathResult, MODES,
 
 #[test]
 fn quick_bench_json_is_complete_and_consistent() {
-    let dir = std::env::temp_dir().join(format!("lancet-cli-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("bench.json");
+    // mkdtemp, removed on drop (also when an assertion fails).
+    let dir = lancet::tools::bench::private_dir::PrivateDir::new().unwrap();
+    let json = dir.path().join("bench.json");
     let out = Command::new(env!("CARGO_BIN_EXE_lancet"))
         .args(["bench", "--quick", "--json"])
         .arg(&json)
@@ -114,5 +113,4 @@ fn quick_bench_json_is_complete_and_consistent() {
         stdout.contains("xdp") && stdout.contains("tap"),
         "no table on stdout"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
